@@ -1,0 +1,30 @@
+# durable: PGXS build.  `make && make install`, then see README.md.
+
+MODULE_big = durable
+OBJS = src/durable.o src/shmem.o src/launcher.o src/worker.o src/engine.o \
+       src/token.o src/activity.o src/replay.o src/client.o
+EXTENSION = durable
+DATA = durable--0.1.sql
+PGFILEDESC = "durable - durable execution of workflows inside PostgreSQL"
+
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
+
+# pg_regress (sql/, expected/) against a server that preloads durable
+REGRESS = api errors replay security
+REGRESS_OPTS = --inputdir=. --load-extension=durable
+# pg_isolation_regress (test/isolation/specs, test/isolation/expected)
+ISOLATION = pollers completion_race
+ISOLATION_OPTS = --inputdir=test/isolation --load-extension=durable
+# TAP (test/t/*.pl), each with its own clusters
+TAP_TESTS = 1
+PROVE_FLAGS = -I ./test/perl
+
+# no LLVM bitcode: nothing to JIT-inline here, and one dependency less
+override with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# PGXS runs prove on t/; ours live in test/t
+prove_installcheck: PROVE_TESTS = test/t/*.pl

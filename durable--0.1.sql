@@ -1,0 +1,282 @@
+/*
+ * durable--0.1.sql: the schema of durable execution.
+ *
+ * A workflow run is a row of durable.runs; everything that ever happened to it
+ * is an append-only list of events in durable.history; the activities it is
+ * waiting for are rows of durable.activity_tasks until they complete.  The
+ * background worker replays a run's function against its history whenever the
+ * run has a workflow task pending (runs.task_pending).
+ *
+ * Every per-run table carries run_id and every hot query stays inside one run
+ * or one task queue, so no query cost grows with the number of closed runs.
+ *
+ * Privileges: the state tables are written only by the extension's C
+ * functions, which switch to the extension owner for their internal queries.
+ * Roles may read their own runs (row-level security on the owner role); the
+ * token secret is readable by nobody but the owner.
+ */
+
+\echo Use "CREATE EXTENSION durable" to load this file. \quit
+
+-- Runs: one row per workflow execution.
+CREATE TABLE durable.runs (
+    run_id          pg_catalog.uuid PRIMARY KEY,
+    workflow_id     pg_catalog.text NOT NULL,
+    -- the workflow function, as regprocedure text (schema-qualified), so that
+    -- it survives pg_dump and is resolved again at every workflow task
+    workflow        pg_catalog.text NOT NULL,
+    owner           pg_catalog.regrole NOT NULL,
+    input           pg_catalog.jsonb NOT NULL,
+    status          pg_catalog.text NOT NULL DEFAULT 'running'
+        CHECK (status IN ('running', 'completed', 'failed', 'canceled',
+                          'terminated', 'timed_out')),
+    -- a workflow task is due: something happened that the code has not seen
+    task_pending    pg_catalog.bool NOT NULL DEFAULT true,
+    -- the last workflow task failed (non-determinism, a write, a lost
+    -- privilege): the run is parked until durable.retry_workflow_task()
+    task_failure    pg_catalog.jsonb,
+    next_event_id   pg_catalog.int8 NOT NULL DEFAULT 1,
+    result          pg_catalog.jsonb,
+    failure         pg_catalog.jsonb,
+    started_at      pg_catalog.timestamptz NOT NULL,
+    closed_at       pg_catalog.timestamptz,
+    CHECK ((status = 'running') = (closed_at IS NULL))
+);
+
+-- A workflow id names at most one open run; closed runs keep their id.
+CREATE UNIQUE INDEX runs_open_workflow_id ON durable.runs (workflow_id)
+    WHERE status = 'running';
+CREATE INDEX runs_workflow_id ON durable.runs (workflow_id, started_at);
+-- The worker's queue of workflow tasks: only runs with one due.
+CREATE INDEX runs_task_due ON durable.runs (run_id)
+    WHERE task_pending AND task_failure IS NULL AND status = 'running';
+
+-- History: the append-only event log of each run, Temporal's event names.
+CREATE TABLE durable.history (
+    run_id          pg_catalog.uuid NOT NULL,
+    event_id        pg_catalog.int8 NOT NULL,
+    event_time      pg_catalog.timestamptz NOT NULL,
+    event_type      pg_catalog.text NOT NULL,
+    details         pg_catalog.jsonb NOT NULL,
+    PRIMARY KEY (run_id, event_id)
+);
+
+-- Activity tasks: one row per scheduled activity until it completes or fails
+-- for good.  "handle" is the activity's sequence number in its run, the value
+-- durable.activity_async() returns.  A row is claimed by poll_activity()
+-- (status 'started'); a retried attempt goes back to 'scheduled' with a later
+-- ready_at.
+CREATE TABLE durable.activity_tasks (
+    task_id         pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id          pg_catalog.uuid NOT NULL,
+    handle          pg_catalog.int4 NOT NULL,
+    workflow_id     pg_catalog.text NOT NULL,
+    activity        pg_catalog.text NOT NULL,
+    task_queue      pg_catalog.text NOT NULL,
+    input           pg_catalog.jsonb,
+    retry_policy    pg_catalog.jsonb NOT NULL,
+    attempt         pg_catalog.int4 NOT NULL DEFAULT 1,
+    status          pg_catalog.text NOT NULL DEFAULT 'scheduled'
+        CHECK (status IN ('scheduled', 'started')),
+    scheduled_at    pg_catalog.timestamptz NOT NULL,
+    ready_at        pg_catalog.timestamptz NOT NULL,
+    started_at      pg_catalog.timestamptz,
+    worker          pg_catalog.text,
+    last_failure    pg_catalog.jsonb,
+    UNIQUE (run_id, handle)
+);
+
+-- What poll_activity() reads: ready tasks of one queue, oldest first.
+CREATE INDEX activity_tasks_ready ON durable.activity_tasks
+    (task_queue, ready_at, task_id) WHERE status = 'scheduled';
+
+-- The key that signs task tokens (HMAC-SHA256), so that a forged token is
+-- told apart from a stale one without storing tokens.
+CREATE TABLE durable.token_key (
+    key             pg_catalog.bytea NOT NULL,
+    singleton       pg_catalog.bool PRIMARY KEY DEFAULT true CHECK (singleton)
+);
+
+-- Keep state in pg_dump output.
+SELECT pg_catalog.pg_extension_config_dump('durable.runs', '');
+SELECT pg_catalog.pg_extension_config_dump('durable.history', '');
+SELECT pg_catalog.pg_extension_config_dump('durable.activity_tasks', '');
+SELECT pg_catalog.pg_extension_config_dump('durable.token_key', '');
+
+-- Each role sees the runs it owns (or is a member of the owner of).
+ALTER TABLE durable.runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE durable.history ENABLE ROW LEVEL SECURITY;
+ALTER TABLE durable.activity_tasks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY runs_owner ON durable.runs FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
+CREATE POLICY history_owner ON durable.history FOR SELECT
+    USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = history.run_id));
+CREATE POLICY activity_tasks_owner ON durable.activity_tasks FOR SELECT
+    USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = activity_tasks.run_id));
+
+REVOKE ALL ON ALL TABLES IN SCHEMA durable FROM PUBLIC;
+GRANT SELECT ON durable.runs, durable.history, durable.activity_tasks TO PUBLIC;
+GRANT USAGE ON SCHEMA durable TO PUBLIC;
+
+-- Internal: a random key, and the notice to the launcher that this database
+-- now has the extension (it starts the database's worker at commit).
+CREATE FUNCTION durable._random_key() RETURNS pg_catalog.bytea
+    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'durable_random_key';
+CREATE FUNCTION durable._extension_created() RETURNS pg_catalog.void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_extension_created';
+REVOKE ALL ON FUNCTION durable._random_key(), durable._extension_created() FROM PUBLIC;
+
+INSERT INTO durable.token_key (key) VALUES (durable._random_key());
+SELECT durable._extension_created();
+
+------------------------------------------------------------------------------
+-- Client API: start runs, wait for them, look at them.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION durable.start_workflow(workflow pg_catalog.text,
+                                       input pg_catalog.jsonb DEFAULT '{}',
+                                       workflow_id pg_catalog.text DEFAULT NULL)
+    RETURNS pg_catalog.text
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_start_workflow';
+
+CREATE FUNCTION durable.result(workflow_id pg_catalog.text,
+                               wait pg_catalog.interval DEFAULT '0')
+    RETURNS pg_catalog.jsonb
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_result';
+
+CREATE FUNCTION durable.retry_workflow_task(workflow_id pg_catalog.text)
+    RETURNS pg_catalog.bool
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_retry_workflow_task';
+
+-- Runs visible to the current role, newest first.
+CREATE VIEW durable.workflows AS
+    SELECT r.workflow_id, r.run_id, r.workflow, r.status, r.owner,
+           r.started_at, r.closed_at, r.task_failure IS NOT NULL AS task_failed
+      FROM durable.runs r
+     ORDER BY r.started_at DESC;
+GRANT SELECT ON durable.workflows TO PUBLIC;
+
+-- The run a workflow id names: its open run, else its latest closed one.
+CREATE FUNCTION durable._run_of(workflow_id pg_catalog.text)
+    RETURNS pg_catalog.uuid
+    LANGUAGE plpgsql STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_run uuid;
+BEGIN
+    SELECT r.run_id INTO found_run
+      FROM durable.runs r
+     WHERE r.workflow_id = _run_of.workflow_id
+     ORDER BY r.status = 'running' DESC, r.started_at DESC
+     LIMIT 1;
+    IF found_run IS NULL THEN
+        RAISE EXCEPTION 'workflow "%" does not exist', _run_of.workflow_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List the workflows you can see with: SELECT * FROM durable.workflows;';
+    END IF;
+    RETURN found_run;
+END
+$$;
+
+CREATE FUNCTION durable.history(workflow_id pg_catalog.text)
+    RETURNS TABLE (event_id pg_catalog.int8, event_time pg_catalog.timestamptz,
+                   event_type pg_catalog.text, details pg_catalog.jsonb)
+    LANGUAGE sql STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT h.event_id, h.event_time, h.event_type, h.details
+      FROM durable.history h
+     WHERE h.run_id = durable._run_of(history.workflow_id)
+     ORDER BY h.event_id;
+END;
+
+CREATE TYPE durable.workflow_description AS (
+    workflow_id         pg_catalog.text,
+    run_id              pg_catalog.uuid,
+    workflow            pg_catalog.text,
+    status              pg_catalog.text,
+    owner               pg_catalog.regrole,
+    started_at          pg_catalog.timestamptz,
+    closed_at           pg_catalog.timestamptz,
+    history_length      pg_catalog.int8,
+    pending_activities  pg_catalog.jsonb,
+    task_failure        pg_catalog.jsonb,
+    result              pg_catalog.jsonb,
+    failure             pg_catalog.jsonb
+);
+
+CREATE FUNCTION durable.describe(workflow_id pg_catalog.text)
+    RETURNS durable.workflow_description
+    LANGUAGE sql STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT r.workflow_id, r.run_id, r.workflow, r.status, r.owner,
+           r.started_at, r.closed_at, r.next_event_id - 1,
+           COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                         'handle', t.handle, 'activity', t.activity,
+                         'task_queue', t.task_queue, 'state', t.status,
+                         'attempt', t.attempt, 'scheduled_at', t.scheduled_at,
+                         'ready_at', t.ready_at, 'started_at', t.started_at,
+                         'worker', t.worker, 'last_failure', t.last_failure)
+                       ORDER BY t.handle)
+                       FROM durable.activity_tasks t
+                      WHERE t.run_id = r.run_id), '[]'::jsonb),
+           r.task_failure, r.result, r.failure
+      FROM durable.runs r
+     WHERE r.run_id = durable._run_of(describe.workflow_id);
+END;
+
+------------------------------------------------------------------------------
+-- Activity workers' API: claim, complete and fail activity tasks.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION durable.poll_activity(task_queue pg_catalog.text,
+                                      worker pg_catalog.text DEFAULT NULL,
+                                      wait pg_catalog.interval DEFAULT '0',
+                                      max_tasks pg_catalog.int4 DEFAULT 1)
+    RETURNS TABLE (task_token pg_catalog.text, workflow_id pg_catalog.text,
+                   activity pg_catalog.text, input pg_catalog.jsonb,
+                   attempt pg_catalog.int4)
+    LANGUAGE c VOLATILE ROWS 1 AS 'MODULE_PATHNAME', 'durable_poll_activity';
+
+CREATE FUNCTION durable.complete_activity(task_token pg_catalog.text,
+                                          result pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.bool
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_complete_activity';
+
+CREATE FUNCTION durable.fail_activity(task_token pg_catalog.text,
+                                      error pg_catalog.text,
+                                      retryable pg_catalog.bool DEFAULT true)
+    RETURNS pg_catalog.bool
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_fail_activity';
+
+------------------------------------------------------------------------------
+-- Deterministic API: called only from workflow code run by the worker.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION durable.activity_async(activity pg_catalog.text,
+                                       input pg_catalog.jsonb DEFAULT NULL,
+                                       task_queue pg_catalog.text DEFAULT 'default',
+                                       options pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.int8
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_activity_async';
+
+CREATE FUNCTION durable.activity(activity pg_catalog.text,
+                                 input pg_catalog.jsonb DEFAULT NULL,
+                                 task_queue pg_catalog.text DEFAULT 'default',
+                                 options pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_activity';
+
+CREATE FUNCTION durable.await(handle pg_catalog.int8)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_await';
+
+CREATE FUNCTION durable.await_all(handles pg_catalog.int8[])
+    RETURNS pg_catalog.jsonb
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_await_all';
+
+CREATE FUNCTION durable.now()
+    RETURNS pg_catalog.timestamptz
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_now';

@@ -1,0 +1,383 @@
+/*-------------------------------------------------------------------------
+ *
+ * client.c
+ *	  The client API: start_workflow(), result(), retry_workflow_task(),
+ *	  and the extension's creation notice.
+ *
+ * A run is created in the caller's transaction, with the caller as its
+ * owner; the worker learns of it only when that transaction commits.
+ * result() waits on a condition variable that the closing transaction
+ * broadcasts at commit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "durable.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "parser/parse_func.h"
+#include "pgstat.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#define MAX_WORKFLOW_ID_LEN	1000
+
+PG_FUNCTION_INFO_V1(durable_extension_created);
+PG_FUNCTION_INFO_V1(durable_start_workflow);
+PG_FUNCTION_INFO_V1(durable_result);
+PG_FUNCTION_INFO_V1(durable_retry_workflow_task);
+
+Datum
+durable_extension_created(PG_FUNCTION_ARGS)
+{
+	if (durable_shared == NULL)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("durable is not loaded by shared_preload_libraries, so no workflow will run"),
+				 errhint("Add durable to shared_preload_libraries in postgresql.conf and restart the server.")));
+	else
+		durable_notify_launcher_at_commit();
+	PG_RETURN_VOID();
+}
+
+/* ---- resolving the workflow function ---- */
+
+static void
+wrong_signature(Oid funcoid)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+			 errmsg("function %s cannot be a workflow", format_procedure(funcoid)),
+			 errdetail("A workflow function takes one jsonb argument and returns jsonb."),
+			 errhint("Declare it as CREATE FUNCTION name(input jsonb) RETURNS jsonb.")));
+}
+
+/*
+ * The function a workflow name denotes, resolved like a regproc through
+ * search_path ("greet", "app.greet" or "app.greet(jsonb)").
+ */
+static Oid
+resolve_workflow_function(const char *name)
+{
+	Oid			funcoid;
+	Oid			argtypes[1] = {JSONBOID};
+	List	   *names;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+
+	if (strchr(name, '(') != NULL)
+		funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
+													   CStringGetDatum(name)));
+	else
+	{
+		names = stringToQualifiedNameList(name);
+		funcoid = LookupFuncName(names, 1, argtypes, true);
+		if (!OidIsValid(funcoid))
+		{
+			FuncCandidateList c = FuncnameGetCandidates(names, -1, NIL,
+														false, false, false, true);
+
+			if (c != NULL)
+				wrong_signature(c->oid);
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("workflow function %s(jsonb) does not exist", name),
+					 errhint("Create it with CREATE FUNCTION %s(input jsonb) RETURNS jsonb, or schema-qualify the name.", name)));
+		}
+	}
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcoid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", funcoid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID ||
+		proc->prorettype != JSONBOID || proc->proretset ||
+		proc->prokind != PROKIND_FUNCTION)
+		wrong_signature(funcoid);
+	ReleaseSysCache(tup);
+
+	if (pg_proc_aclcheck(funcoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(funcoid));
+	return funcoid;
+}
+
+static char *
+workflow_id_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *id;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow_id must not be null")));
+	id = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (id[0] == '\0' || strlen(id) > MAX_WORKFLOW_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("workflow_id must be between 1 and %d bytes long", MAX_WORKFLOW_ID_LEN)));
+	return id;
+}
+
+Datum
+durable_start_workflow(PG_FUNCTION_ARGS)
+{
+	static EnginePlan insert_run = {NULL,
+		"INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
+		" started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 1)"
+		" ON CONFLICT (workflow_id) WHERE status = 'running' DO NOTHING",
+	6, {UUIDOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, TIMESTAMPTZOID}};
+	char	   *name;
+	Jsonb	   *input;
+	char	   *workflow_id;
+	char	   *workflow;
+	Oid			owner = GetUserId();
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		run_id;
+	Datum		values[6];
+	EngineScope scope;
+	LockedRun	run;
+	JsonBuf		jb;
+
+	durable_require_preload();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow function name must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow input must not be null"),
+				 errhint("Pass '{}' for a workflow that takes no input.")));
+	input = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_OBJECT(input) || JB_ROOT_IS_SCALAR(input))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("workflow input must be a JSON object"),
+				 errhint("Wrap the value in an object, e.g. '{\"items\": [1, 2]}'.")));
+	run_id = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
+	workflow_id = PG_ARGISNULL(2) ?
+		DatumGetCString(DirectFunctionCall1(uuid_out, run_id)) :
+		workflow_id_arg(fcinfo, 2);
+	workflow = format_procedure_qualified(resolve_workflow_function(name));
+
+	engine_enter(&scope);
+	values[0] = run_id;
+	values[1] = CStringGetTextDatum(workflow_id);
+	values[2] = CStringGetTextDatum(workflow);
+	values[3] = ObjectIdGetDatum(owner);
+	values[4] = JsonbPGetDatum(input);
+	values[5] = TimestampTzGetDatum(now);
+	if (engine_exec(&insert_run, values, NULL, 0) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("workflow \"%s\" is already running", workflow_id),
+				 errhint("Wait for it with durable.result(), or start this one with another workflow_id.")));
+
+	memset(&run, 0, sizeof(run));
+	run.run_id = run_id;
+	run.workflow_id = workflow_id;
+	run.next_event_id = 1;
+	json_begin(&jb);
+	json_add_str(&jb, "workflow", workflow);
+	json_add_jsonb(&jb, "input", input);
+	json_add_str(&jb, "owner", GetUserNameFromId(owner, false));
+	engine_append_event(&run, "WorkflowExecutionStarted", json_end(&jb), now);
+	engine_request_workflow_task(&run);
+	engine_leave(&scope);
+
+	PG_RETURN_TEXT_P(cstring_to_text(workflow_id));
+}
+
+/* ---- result ---- */
+
+typedef struct RunStatus
+{
+	char	   *status;
+	Jsonb	   *result;
+	Jsonb	   *failure;
+} RunStatus;
+
+/* The run an id names (the open one, else the latest), visible to the caller. */
+static void
+read_run_status(const char *workflow_id, RunStatus *rs)
+{
+	static EnginePlan plan = {NULL,
+		"SELECT status, result, failure, owner FROM durable.runs WHERE workflow_id = $1"
+		" ORDER BY status = 'running' DESC, started_at DESC LIMIT 1",
+	1, {TEXTOID}};
+	Oid			caller = GetUserId();
+	EngineScope scope;
+	Datum		values[1] = {CStringGetTextDatum(workflow_id)};
+	bool		found;
+	bool		isnull;
+	Oid			owner = InvalidOid;
+
+	engine_enter(&scope);
+	found = engine_exec(&plan, values, NULL, 1) == 1;
+	if (found)
+	{
+		Datum		d;
+
+		rs->status = engine_get_text(0, 1);
+		d = engine_get(0, 2, &isnull);
+		rs->result = isnull ? NULL : DatumGetJsonbP(d);
+		d = engine_get(0, 3, &isnull);
+		rs->failure = isnull ? NULL : DatumGetJsonbP(d);
+		owner = DatumGetObjectId(engine_get(0, 4, &isnull));
+	}
+	engine_leave(&scope);
+
+	if (!found || !has_privs_of_role(caller, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow_id),
+				 errhint("List the workflows you can see with: SELECT * FROM durable.workflows;")));
+}
+
+static void
+raise_run_failure(const char *workflow_id, RunStatus *rs)
+{
+	char	   *message = jsonb_field_text(rs->failure, "message");
+	char	   *sqlstate = jsonb_field_text(rs->failure, "sqlstate");
+	char	   *detail = jsonb_field_text(rs->failure, "detail");
+
+	if (strcmp(rs->status, "failed") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DURABLE_WORKFLOW_FAILED),
+				 errmsg("workflow \"%s\" did not complete: it is %s", workflow_id, rs->status)));
+	ereport(ERROR,
+			(errcode(ERRCODE_DURABLE_WORKFLOW_FAILED),
+			 errmsg("workflow \"%s\" failed: %s", workflow_id, message ? message : "unknown error"),
+			 detail ?
+			 errdetail("The workflow code raised SQLSTATE %s: %s", sqlstate ? sqlstate : "?", detail) :
+			 errdetail("The workflow code raised SQLSTATE %s.", sqlstate ? sqlstate : "?"),
+			 errhint("See SELECT * FROM durable.history('%s');", workflow_id)));
+}
+
+static long
+wait_arg_ms(FunctionCallInfo fcinfo, int argno)
+{
+	Interval   *iv;
+	double		ms;
+
+	if (PG_ARGISNULL(argno))
+		return 0;
+	iv = PG_GETARG_INTERVAL_P(argno);
+	ms = iv->time / 1000.0 + iv->day * (double) SECS_PER_DAY * 1000 +
+		iv->month * (double) DAYS_PER_MONTH * SECS_PER_DAY * 1000;
+	if (ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wait must not be negative")));
+	return (long) Min(ms, (double) INT_MAX);
+}
+
+Datum
+durable_result(PG_FUNCTION_ARGS)
+{
+	char	   *workflow_id;
+	long		wait_ms;
+	TimestampTz deadline;
+	ConditionVariable *cv;
+	RunStatus	rs;
+
+	durable_require_preload();
+	workflow_id = workflow_id_arg(fcinfo, 0);
+	wait_ms = wait_arg_ms(fcinfo, 1);
+	if (wait_ms > 0 && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("durable.result cannot wait inside a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errhint("Wait in a READ COMMITTED transaction, or pass wait => '0'.")));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+	cv = durable_close_cv(workflow_id);
+
+	for (;;)
+	{
+		TimestampTz now;
+
+		if (wait_ms > 0)
+			ConditionVariablePrepareToSleep(cv);
+		read_run_status(workflow_id, &rs);
+		if (strcmp(rs.status, "running") != 0)
+			break;
+		now = GetCurrentTimestamp();
+		if (now >= deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_DURABLE_WORKFLOW_RUNNING),
+					 errmsg("workflow \"%s\" is still running", workflow_id),
+					 errhint("Wait longer, e.g. durable.result('%s', wait => '30 s'), or see durable.describe('%s').",
+							 workflow_id, workflow_id)));
+		(void) ConditionVariableTimedSleep(cv,
+										   Max(TimestampDifferenceMilliseconds(now, deadline), 1),
+										   PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (wait_ms > 0)
+		ConditionVariableCancelSleep();
+
+	if (strcmp(rs.status, "completed") != 0)
+		raise_run_failure(workflow_id, &rs);
+	if (rs.result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(rs.result);
+}
+
+/* ---- retry_workflow_task ---- */
+
+Datum
+durable_retry_workflow_task(PG_FUNCTION_ARGS)
+{
+	static EnginePlan find = {NULL,
+		"SELECT run_id, owner FROM durable.runs WHERE workflow_id = $1 AND status = 'running'",
+	1, {TEXTOID}};
+	static EnginePlan retry = {NULL,
+		"UPDATE durable.runs SET task_failure = NULL, task_pending = true"
+		" WHERE run_id = $1 AND task_failure IS NOT NULL",
+	1, {UUIDOID}};
+	char	   *workflow_id;
+	Oid			caller = GetUserId();
+	EngineScope scope;
+	Datum		values[1];
+	bool		found;
+	bool		retried = false;
+	bool		isnull;
+	Oid			owner = InvalidOid;
+
+	durable_require_preload();
+	workflow_id = workflow_id_arg(fcinfo, 0);
+	values[0] = CStringGetTextDatum(workflow_id);
+
+	engine_enter(&scope);
+	found = engine_exec(&find, values, NULL, 1) == 1;
+	if (found)
+	{
+		owner = DatumGetObjectId(engine_get(0, 2, &isnull));
+		if (has_privs_of_role(caller, owner))
+		{
+			values[0] = engine_get(0, 1, &isnull);
+			retried = engine_exec(&retry, values, NULL, 0) == 1;
+		}
+	}
+	engine_leave(&scope);
+
+	if (!found || !has_privs_of_role(caller, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" has no open run", workflow_id),
+				 errhint("Only an open run's workflow task can be retried; see durable.workflows.")));
+	if (retried)
+		durable_wake_worker_at_commit();
+	PG_RETURN_BOOL(retried);
+}

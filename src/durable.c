@@ -1,0 +1,172 @@
+/*-------------------------------------------------------------------------
+ *
+ * durable.c
+ *	  Module load: settings, shared memory requests, the launcher, and the
+ *	  utility hook that keeps our workers out of the way of DROP DATABASE.
+ *
+ * durable must be in shared_preload_libraries: the launcher and the shared
+ * state exist only then.  Loaded any other way (a backend calling one of our
+ * functions), _PG_init only sets up what a plain backend needs and the API
+ * functions report how to fix the configuration.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "durable.h"
+
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "storage/ipc.h"
+#include "tcop/utility.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+int			durable_max_databases = 16;
+int			durable_workflow_task_timeout_ms = 10000;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+void		_PG_init(void);
+
+static void
+durable_shmem_request_hook(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	durable_shmem_request();
+}
+
+static void
+durable_shmem_startup_hook(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	durable_shmem_startup();
+}
+
+/*
+ * The database a utility statement needs free of other connections, if any:
+ * DROP DATABASE, ALTER DATABASE ... RENAME / SET TABLESPACE, and CREATE
+ * DATABASE ... TEMPLATE.  Our worker would make them fail with "database is
+ * being accessed by other users", so it steps aside while they run.
+ */
+static const char *
+database_needing_exclusive_access(Node *stmt)
+{
+	ListCell   *lc;
+
+	switch (nodeTag(stmt))
+	{
+		case T_DropdbStmt:
+			return ((DropdbStmt *) stmt)->dbname;
+		case T_RenameStmt:
+			if (((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+				return ((RenameStmt *) stmt)->subname;
+			return NULL;
+		case T_AlterDatabaseStmt:
+			foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
+			{
+				DefElem    *def = lfirst_node(DefElem, lc);
+
+				if (strcmp(def->defname, "tablespace") == 0)
+					return ((AlterDatabaseStmt *) stmt)->dbname;
+			}
+			return NULL;
+		case T_CreatedbStmt:
+			foreach(lc, ((CreatedbStmt *) stmt)->options)
+			{
+				DefElem    *def = lfirst_node(DefElem, lc);
+
+				if (strcmp(def->defname, "template") == 0)
+					return defGetString(def);
+			}
+			return NULL;
+		default:
+			return NULL;
+	}
+}
+
+static void
+durable_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	const char *dbname = NULL;
+	Oid			dboid = InvalidOid;
+
+	if (durable_shared != NULL)
+		dbname = database_needing_exclusive_access(pstmt->utilityStmt);
+	if (dbname != NULL)
+		dboid = get_database_oid(dbname, true);
+
+	if (!OidIsValid(dboid))
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+		return;
+	}
+
+	durable_pause_database_worker(dboid);
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		durable_resume_database_worker(dboid);
+	}
+	PG_END_TRY();
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("durable.max_databases",
+							"Maximum number of databases with a durable worker.",
+							"Each database where the extension exists uses one background worker "
+							"slot (see max_worker_processes).",
+							&durable_max_databases,
+							16, 1, 1024,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("durable.workflow_task_timeout",
+							"Longest time workflow code may run in one workflow task.",
+							"A task that runs longer fails (the run stays open) and can be retried "
+							"with durable.retry_workflow_task().",
+							&durable_workflow_task_timeout_ms,
+							10000, 10, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	MarkGUCPrefixReserved("durable");
+
+	durable_register_xact_callback();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = durable_shmem_request_hook;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = durable_shmem_startup_hook;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = durable_ProcessUtility;
+
+	/* pg_upgrade starts servers that must not run anything of ours */
+	if (!IsBinaryUpgrade)
+		durable_register_launcher();
+}

@@ -1,0 +1,190 @@
+/*-------------------------------------------------------------------------
+ *
+ * durable.h
+ *	  Declarations shared by the files of the durable extension.
+ *
+ * Each .c file owns one concept: durable.c (module load, settings, hooks),
+ * shmem.c (shared state and commit-time wakeups), launcher.c (one worker per
+ * database), worker.c (the per-database worker loop), replay.c (running a
+ * workflow task and the deterministic API), client.c (starting and watching
+ * runs), activity.c (polling, completing and failing activity tasks),
+ * token.c (task tokens), engine.c (running internal queries as the
+ * extension owner, history appends, JSON building).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DURABLE_H
+#define DURABLE_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/jsonb.h"
+
+/*
+ * SQLSTATEs of durable's own errors (class "DU").  Documented in README.md.
+ */
+#define ERRCODE_DURABLE_ACTIVITY_FAILED		MAKE_SQLSTATE('D','U','0','0','1')
+#define ERRCODE_DURABLE_WORKFLOW_FAILED		MAKE_SQLSTATE('D','U','0','0','2')
+#define ERRCODE_DURABLE_WORKFLOW_RUNNING	MAKE_SQLSTATE('D','U','0','0','3')
+#define ERRCODE_DURABLE_NONDETERMINISM		MAKE_SQLSTATE('D','U','0','0','4')
+#define ERRCODE_DURABLE_NOT_IN_WORKFLOW		MAKE_SQLSTATE('D','U','0','0','5')
+/* raised to unwind workflow code when it must wait; never reaches a client */
+#define ERRCODE_DURABLE_SUSPEND				MAKE_SQLSTATE('D','U','0','S','0')
+
+/* ---- settings (durable.c) ---- */
+extern int	durable_max_databases;
+extern int	durable_workflow_task_timeout_ms;
+
+/* ---- shared state (shmem.c) ---- */
+
+/* A per-database worker slot, owned by the launcher, filled in by workers. */
+typedef enum WorkerSlotState
+{
+	SLOT_FREE = 0,
+	SLOT_STARTING,				/* launcher started a worker for dboid */
+	SLOT_RUNNING,				/* worker found the extension and works */
+	SLOT_ABSENT					/* worker found no extension and exited */
+} WorkerSlotState;
+
+typedef struct WorkerSlot
+{
+	Oid			dboid;
+	WorkerSlotState state;
+	pid_t		pid;
+	Latch	   *latch;
+	bool		paused;			/* a DROP/ALTER DATABASE needs it gone */
+} WorkerSlot;
+
+#define DURABLE_NOTIFY_MAX		32
+#define DURABLE_CV_COUNT		64
+
+typedef struct DurableShared
+{
+	LWLock	   *lock;			/* protects everything but the CVs */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	int			n_created;		/* databases that just created the extension */
+	Oid			created[DURABLE_NOTIFY_MAX];
+	ConditionVariable queue_cv[DURABLE_CV_COUNT];	/* by hash of task queue */
+	ConditionVariable close_cv[DURABLE_CV_COUNT];	/* by hash of workflow id */
+	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];	/* durable_max_databases */
+} DurableShared;
+
+extern DurableShared *durable_shared;
+
+extern void durable_shmem_request(void);
+extern void durable_shmem_startup(void);
+extern void durable_require_preload(void);
+extern ConditionVariable *durable_queue_cv(const char *task_queue);
+extern ConditionVariable *durable_close_cv(const char *workflow_id);
+
+/* commit-time wakeups: register now, delivered only if the transaction commits */
+extern void durable_wake_worker_at_commit(void);
+extern void durable_wake_queue_at_commit(const char *task_queue);
+extern void durable_wake_queue_at_abort(const char *task_queue);
+extern void durable_wake_closed_at_commit(const char *workflow_id);
+extern void durable_notify_launcher_at_commit(void);
+extern void durable_register_xact_callback(void);
+
+/* ---- processes (launcher.c, worker.c) ---- */
+extern void durable_register_launcher(void);
+PGDLLEXPORT void durable_launcher_main(Datum main_arg);
+PGDLLEXPORT void durable_worker_main(Datum main_arg);
+extern void durable_pause_database_worker(Oid dboid);
+extern void durable_resume_database_worker(Oid dboid);
+
+/* ---- engine.c ---- */
+
+/* Identity switch around internal queries. */
+typedef struct EngineScope
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} EngineScope;
+
+extern void engine_enter(EngineScope *scope);
+extern void engine_leave(EngineScope *scope);
+extern Oid	engine_owner(void);
+
+/* A saved SPI plan, prepared on first use. */
+typedef struct CachedPlan_
+{
+	SPIPlanPtr	plan;
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[10];
+} EnginePlan;
+
+extern int	engine_exec(EnginePlan *plan, Datum *values, const char *nulls,
+						long count);
+extern Datum engine_get(int row, int col, bool *isnull);
+extern char *engine_get_text(int row, int col);
+
+/* The run row, locked FOR UPDATE: the per-run mutex of every event append. */
+typedef struct LockedRun
+{
+	Datum		run_id;			/* uuid, palloc'd in caller's context */
+	char	   *workflow_id;
+	char	   *workflow;
+	Oid			owner;
+	Jsonb	   *input;
+	char	   *status;
+	int64		next_event_id;
+	bool		task_failed;
+} LockedRun;
+
+extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);
+extern void engine_append_event(LockedRun *run, const char *event_type,
+								Jsonb *details, TimestampTz when);
+extern void engine_request_workflow_task(LockedRun *run);
+
+/* A small JSON object builder for event details. */
+typedef struct JsonBuf
+{
+	StringInfoData buf;
+	bool		empty;
+} JsonBuf;
+
+extern void json_begin(JsonBuf *jb);
+extern void json_add_str(JsonBuf *jb, const char *key, const char *value);
+extern void json_add_int(JsonBuf *jb, const char *key, int64 value);
+extern void json_add_bool(JsonBuf *jb, const char *key, bool value);
+extern void json_add_time(JsonBuf *jb, const char *key, TimestampTz value);
+extern void json_add_jsonb(JsonBuf *jb, const char *key, Jsonb *value);
+extern Jsonb *json_end(JsonBuf *jb);
+extern Jsonb *jsonb_field(Jsonb *obj, const char *key);
+extern char *jsonb_field_text(Jsonb *obj, const char *key);
+extern bool jsonb_field_int(Jsonb *obj, const char *key, int64 *result);
+extern Jsonb *error_to_jsonb(ErrorData *edata);
+extern Datum jsonb_datum_or_null(Jsonb *j, bool *isnull);
+
+/* ---- token.c ---- */
+extern char *token_make(int64 task_id, int32 attempt);
+extern void token_parse(const char *token, int64 *task_id, int32 *attempt);
+
+/* ---- replay.c ---- */
+extern bool replay_run_one_task(void);
+
+/* ---- activity.c ---- */
+typedef struct RetryPolicy
+{
+	double		initial_interval_s;
+	double		backoff_coefficient;
+	double		maximum_interval_s;
+	int32		maximum_attempts;	/* 0: unlimited */
+} RetryPolicy;
+
+extern Jsonb *activity_parse_options(Jsonb *options);
+extern void activity_schedule(LockedRun *run, int32 handle, const char *activity,
+							  const char *task_queue, Jsonb *input,
+							  Jsonb *retry_policy, TimestampTz now);
+extern void activity_cancel_all(LockedRun *run);
+
+#endif							/* DURABLE_H */

@@ -1,0 +1,346 @@
+/*-------------------------------------------------------------------------
+ *
+ * engine.c
+ *	  What every part of the engine needs: running internal queries as the
+ *	  extension owner, locking a run, appending to its history, and building
+ *	  the JSON of event details.
+ *
+ * Users call our SQL functions as themselves; the state tables are not
+ * theirs to write.  engine_enter() switches to the owner of the durable
+ * schema with a pinned search_path for the span of the internal queries, the
+ * way a SECURITY DEFINER function would, but after the caller's identity
+ * has been read (it becomes the run's owner).
+ *
+ * The run row is the mutex of a run: whoever appends events to a run holds
+ * its row locked FOR UPDATE, so event ids are dense and a workflow task
+ * never misses an event appended while it ran.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "durable.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/uuid.h"
+
+static MemoryContext outer_cxt = NULL;
+
+Oid
+engine_owner(void)
+{
+	Oid			nspid = get_namespace_oid("durable", false);
+	HeapTuple	tup;
+	Oid			owner;
+
+	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for namespace %u", nspid);
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Become the extension owner, with search_path pinned, and connect to SPI.
+ * Results meant to outlive engine_leave() must be copied with the
+ * engine_get_* helpers, which copy into the caller's memory context.
+ * An error unwinds all of it with the (sub)transaction.
+ */
+void
+engine_enter(EngineScope *scope)
+{
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
+	GetUserIdAndSecContext(&scope->save_userid, &scope->save_sec_context);
+	SetUserIdAndSecContext(engine_owner(),
+						   scope->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	scope->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	outer_cxt = caller_cxt;
+}
+
+void
+engine_leave(EngineScope *scope)
+{
+	SPI_finish();
+	AtEOXact_GUC(true, scope->save_nestlevel);
+	SetUserIdAndSecContext(scope->save_userid, scope->save_sec_context);
+	outer_cxt = NULL;
+}
+
+int
+engine_exec(EnginePlan *plan, Datum *values, const char *nulls, long count)
+{
+	int			ret;
+
+	if (plan->plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(plan->sql, plan->nargs, plan->argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 plan->sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plan->plan = p;
+	}
+	ret = SPI_execute_plan(plan->plan, values, nulls, false, count);
+	if (ret < 0)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
+			 plan->sql, SPI_result_code_string(ret));
+	return (int) SPI_processed;
+}
+
+/* Value of a result column, copied into the caller's context. */
+Datum
+engine_get(int row, int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+								  col, isnull);
+	Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, col - 1);
+	MemoryContext old;
+
+	if (*isnull || att->attbyval)
+		return d;
+	old = MemoryContextSwitchTo(outer_cxt ? outer_cxt : CurrentMemoryContext);
+	d = datumCopy(d, false, att->attlen);
+	MemoryContextSwitchTo(old);
+	return d;
+}
+
+char *
+engine_get_text(int row, int col)
+{
+	bool		isnull;
+	Datum		d = engine_get(row, col, &isnull);
+
+	if (isnull)
+		return NULL;
+	return TextDatumGetCString(d);
+}
+
+/*
+ * Locks the run row FOR UPDATE (or skips it, if skip_locked and someone
+ * holds it).  Returns false when the run does not exist or was skipped.
+ */
+bool
+engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked)
+{
+	static EnginePlan wait_plan = {NULL,
+		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
+		" task_failure IS NOT NULL FROM durable.runs WHERE run_id = $1 FOR UPDATE",
+	1, {UUIDOID}};
+	static EnginePlan skip_plan = {NULL,
+		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
+		" task_failure IS NOT NULL FROM durable.runs WHERE run_id = $1"
+		" FOR UPDATE SKIP LOCKED",
+	1, {UUIDOID}};
+	Datum		values[1] = {run_id};
+	bool		isnull;
+	MemoryContext old;
+
+	if (engine_exec(skip_locked ? &skip_plan : &wait_plan, values, NULL, 1) == 0)
+		return false;
+
+	old = MemoryContextSwitchTo(outer_cxt);
+	run->run_id = datumCopy(run_id, false, UUID_LEN);
+	MemoryContextSwitchTo(old);
+	run->workflow_id = engine_get_text(0, 1);
+	run->workflow = engine_get_text(0, 2);
+	run->owner = DatumGetObjectId(engine_get(0, 3, &isnull));
+	run->input = DatumGetJsonbP(engine_get(0, 4, &isnull));
+	run->status = engine_get_text(0, 5);
+	run->next_event_id = DatumGetInt64(engine_get(0, 6, &isnull));
+	run->task_failed = DatumGetBool(engine_get(0, 7, &isnull));
+	return true;
+}
+
+void
+engine_append_event(LockedRun *run, const char *event_type, Jsonb *details,
+					TimestampTz when)
+{
+	static EnginePlan plan = {NULL,
+		"INSERT INTO durable.history (run_id, event_id, event_time, event_type, details)"
+		" VALUES ($1, $2, $3, $4, $5)",
+	5, {UUIDOID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID}};
+	Datum		values[5];
+
+	values[0] = run->run_id;
+	values[1] = Int64GetDatum(run->next_event_id);
+	values[2] = TimestampTzGetDatum(when);
+	values[3] = CStringGetTextDatum(event_type);
+	values[4] = JsonbPGetDatum(details);
+	engine_exec(&plan, values, NULL, 0);
+	run->next_event_id++;
+}
+
+/*
+ * Records the appended events on the run row and makes a workflow task due,
+ * waking the worker when this transaction commits.
+ */
+void
+engine_request_workflow_task(LockedRun *run)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.runs SET next_event_id = $2, task_pending = true"
+		" WHERE run_id = $1",
+	2, {UUIDOID, INT8OID}};
+	Datum		values[2] = {run->run_id, Int64GetDatum(run->next_event_id)};
+
+	engine_exec(&plan, values, NULL, 0);
+	durable_wake_worker_at_commit();
+}
+
+/* ---- JSON of event details ---- */
+
+void
+json_begin(JsonBuf *jb)
+{
+	initStringInfo(&jb->buf);
+	appendStringInfoChar(&jb->buf, '{');
+	jb->empty = true;
+}
+
+static void
+json_key(JsonBuf *jb, const char *key)
+{
+	if (!jb->empty)
+		appendStringInfoString(&jb->buf, ", ");
+	jb->empty = false;
+	escape_json(&jb->buf, key);
+	appendStringInfoString(&jb->buf, ": ");
+}
+
+void
+json_add_str(JsonBuf *jb, const char *key, const char *value)
+{
+	json_key(jb, key);
+	if (value)
+		escape_json(&jb->buf, value);
+	else
+		appendStringInfoString(&jb->buf, "null");
+}
+
+void
+json_add_int(JsonBuf *jb, const char *key, int64 value)
+{
+	json_key(jb, key);
+	appendStringInfo(&jb->buf, INT64_FORMAT, value);
+}
+
+void
+json_add_bool(JsonBuf *jb, const char *key, bool value)
+{
+	json_key(jb, key);
+	appendStringInfoString(&jb->buf, value ? "true" : "false");
+}
+
+void
+json_add_time(JsonBuf *jb, const char *key, TimestampTz value)
+{
+	char		buf[MAXDATELEN + 1];
+
+	json_key(jb, key);
+	appendStringInfoChar(&jb->buf, '"');
+	appendStringInfoString(&jb->buf,
+						   JsonEncodeDateTime(buf, TimestampTzGetDatum(value),
+											  TIMESTAMPTZOID, NULL));
+	appendStringInfoChar(&jb->buf, '"');
+}
+
+void
+json_add_jsonb(JsonBuf *jb, const char *key, Jsonb *value)
+{
+	json_key(jb, key);
+	if (value)
+		appendStringInfoString(&jb->buf,
+							   JsonbToCString(NULL, &value->root, VARSIZE(value)));
+	else
+		appendStringInfoString(&jb->buf, "null");
+}
+
+Jsonb *
+json_end(JsonBuf *jb)
+{
+	appendStringInfoChar(&jb->buf, '}');
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+											  CStringGetDatum(jb->buf.data)));
+}
+
+/* The value of key in a JSON object (JSON null included), or NULL if absent. */
+Jsonb *
+jsonb_field(Jsonb *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
+		return NULL;
+	if (getKeyJsonValueFromContainer(&obj->root, key, strlen(key), &v) == NULL)
+		return NULL;
+	return JsonbValueToJsonb(&v);
+}
+
+char *
+jsonb_field_text(Jsonb *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
+		return NULL;
+	if (getKeyJsonValueFromContainer(&obj->root, key, strlen(key), &v) == NULL ||
+		v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+bool
+jsonb_field_int(Jsonb *obj, const char *key, int64 *result)
+{
+	JsonbValue	v;
+
+	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
+		return false;
+	if (getKeyJsonValueFromContainer(&obj->root, key, strlen(key), &v) == NULL ||
+		v.type != jbvNumeric)
+		return false;
+	*result = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+												NumericGetDatum(v.val.numeric)));
+	return true;
+}
+
+/* An error as recorded in history and shown by describe(). */
+Jsonb *
+error_to_jsonb(ErrorData *edata)
+{
+	JsonBuf		jb;
+
+	json_begin(&jb);
+	json_add_str(&jb, "message", edata->message);
+	json_add_str(&jb, "sqlstate", unpack_sql_state(edata->sqlerrcode));
+	if (edata->detail)
+		json_add_str(&jb, "detail", edata->detail);
+	if (edata->hint)
+		json_add_str(&jb, "hint", edata->hint);
+	if (edata->context)
+		json_add_str(&jb, "context", edata->context);
+	return json_end(&jb);
+}
+
+Datum
+jsonb_datum_or_null(Jsonb *j, bool *isnull)
+{
+	*isnull = (j == NULL);
+	return j ? JsonbPGetDatum(j) : (Datum) 0;
+}

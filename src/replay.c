@@ -1,0 +1,867 @@
+/*-------------------------------------------------------------------------
+ *
+ * replay.c
+ *	  Running one workflow task: replaying a run's function against its
+ *	  history, and the deterministic API that workflow code calls.
+ *
+ * The worker locks a run with a task due, loads its history, and calls the
+ * workflow function from the top, as the run's owner, read-only, inside a
+ * subtransaction.  Each deterministic call returns what the history recorded;
+ * the first await of something the history has not resolved unwinds the code
+ * with an internal error (ERRCODE_DURABLE_SUSPEND) and the task ends with the
+ * new commands the code issued.  Whether the code was suspended is decided by
+ * a flag of ours, not by the error that reached us, so a PL/pgSQL
+ * "WHEN OTHERS" that catches the unwind changes nothing: every later
+ * deterministic call unwinds again, and whatever the code returns is ignored.
+ * Non-determinism is flagged the same way.
+ *
+ * Time: every task that ran the code appends WorkflowTaskCompleted, a
+ * boundary.  Replay keeps a cursor on these boundaries: an await moves it past
+ * the event that resolved what it waited for, as the original execution had
+ * to wait for that event; durable.now() is the time of the boundary under the
+ * cursor.  So now() returns, on every replay, what it returned the first time.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "durable.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+PG_FUNCTION_INFO_V1(durable_activity_async);
+PG_FUNCTION_INFO_V1(durable_activity);
+PG_FUNCTION_INFO_V1(durable_await);
+PG_FUNCTION_INFO_V1(durable_await_all);
+PG_FUNCTION_INFO_V1(durable_now);
+
+/* What the history says about one activity handle. */
+typedef struct ActivitySlot
+{
+	bool		recorded;		/* ActivityTaskScheduled exists */
+	char	   *activity;
+	char	   *task_queue;
+	int64		resolved_by;	/* event that completed or failed it, or 0 */
+	bool		failed;
+	Jsonb	   *result;			/* ActivityTaskCompleted details.result */
+	Jsonb	   *failure;		/* final ActivityTaskFailed details */
+} ActivitySlot;
+
+typedef struct TaskBoundary
+{
+	int64		event_id;
+	TimestampTz time;
+} TaskBoundary;
+
+/* A command the code issued that the history does not have yet. */
+typedef struct NewActivity
+{
+	int32		handle;
+	char	   *activity;
+	char	   *task_queue;
+	Jsonb	   *input;
+	Jsonb	   *retry_policy;
+} NewActivity;
+
+typedef struct Replay
+{
+	MemoryContext cxt;			/* survives the code's subtransaction */
+	LockedRun  *run;
+	TimestampTz task_time;
+
+	ActivitySlot *slots;		/* indexed by handle, 1..max_recorded */
+	int32		max_recorded;
+	int32		slots_allocated;
+	TaskBoundary *tasks;		/* recorded boundaries, then the current task */
+	int			ntasks;
+	int			cursor;
+
+	int32		issued;			/* handles the code has issued so far */
+	List	   *new_activities;
+
+	bool		suspended;
+	bool		nondeterministic;
+} Replay;
+
+typedef enum Outcome
+{
+	OUTCOME_RETURNED,
+	OUTCOME_SUSPENDED,
+	OUTCOME_RUN_FAILED,			/* the code raised: the run fails */
+	OUTCOME_TASK_FAILED			/* the task fails: the run is parked */
+} Outcome;
+
+static Replay *current_replay = NULL;
+
+/* ---- the deterministic API ---- */
+
+static void
+suspend(Replay *r)
+{
+	r->suspended = true;
+	ereport(ERROR,
+			(errcode(ERRCODE_DURABLE_SUSPEND),
+			 errmsg("workflow is waiting for a result that has not arrived yet"),
+			 errdetail("This error unwinds workflow code so that the worker can suspend the run."),
+			 errhint("Do not catch it: a handler that does changes nothing.")));
+}
+
+static void
+nondeterminism(Replay *r, const char *fmt,...) pg_attribute_printf(2, 3);
+
+static void
+nondeterminism(Replay *r, const char *fmt,...)
+{
+	va_list		args;
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (;;)
+	{
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&buf, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	r->nondeterministic = true;
+	ereport(ERROR,
+			(errcode(ERRCODE_DURABLE_NONDETERMINISM),
+			 errmsg("workflow code does not match the run's history"),
+			 errdetail("%s", buf.data),
+			 errhint("Restore the code that started the run (or make the change compatible with it), then call durable.retry_workflow_task().")));
+}
+
+static Replay *
+replay_required(const char *function)
+{
+	Replay	   *r = current_replay;
+
+	if (r == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DURABLE_NOT_IN_WORKFLOW),
+				 errmsg("%s can only be called from workflow code", function),
+				 errhint("Write it in a workflow function and run that with durable.start_workflow().")));
+	/* once unwound, the code can make no more progress in this task */
+	if (r->nondeterministic)
+		nondeterminism(r, "an earlier mismatch in this workflow task was caught by the workflow code");
+	if (r->suspended)
+		suspend(r);
+	return r;
+}
+
+static char *
+required_name(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	char	   *s;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (s[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	return s;
+}
+
+static int32
+issue_activity(FunctionCallInfo fcinfo, Replay *r)
+{
+	char	   *activity = required_name(fcinfo, 0, "activity name");
+	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	char	   *task_queue = required_name(fcinfo, 2, "task queue");
+	Jsonb	   *options = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	Jsonb	   *retry_policy = activity_parse_options(options);
+	int32		handle = ++r->issued;
+	MemoryContext old;
+	NewActivity *cmd;
+
+	if (handle <= r->max_recorded)
+	{
+		ActivitySlot *slot = &r->slots[handle];
+
+		if (!slot->recorded)
+			nondeterminism(r, "history has no command %d, but has later ones", handle);
+		if (strcmp(slot->activity, activity) != 0 ||
+			strcmp(slot->task_queue, task_queue) != 0)
+			nondeterminism(r, "command %d was activity \"%s\" on task queue \"%s\", the code now schedules activity \"%s\" on task queue \"%s\"",
+						   handle, slot->activity, slot->task_queue, activity, task_queue);
+		return handle;
+	}
+
+	old = MemoryContextSwitchTo(r->cxt);
+	cmd = palloc(sizeof(NewActivity));
+	cmd->handle = handle;
+	cmd->activity = pstrdup(activity);
+	cmd->task_queue = pstrdup(task_queue);
+	cmd->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
+	cmd->retry_policy = DatumGetJsonbPCopy(JsonbPGetDatum(retry_policy));
+	r->new_activities = lappend(r->new_activities, cmd);
+	MemoryContextSwitchTo(old);
+	return handle;
+}
+
+static ActivitySlot *
+slot_of_handle(Replay *r, int64 handle)
+{
+	if (handle < 1 || handle > r->issued)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("activity handle " INT64_FORMAT " does not exist", handle),
+				 errhint("Pass a handle returned by durable.activity_async() in this run.")));
+	return handle <= r->max_recorded ? &r->slots[handle] : NULL;
+}
+
+/* The code waited until event_id: move the cursor past it. */
+static void
+advance_cursor(Replay *r, int64 event_id)
+{
+	while (r->cursor < r->ntasks - 1 && r->tasks[r->cursor].event_id < event_id)
+		r->cursor++;
+}
+
+static void
+raise_activity_failure(ActivitySlot *slot)
+{
+	char	   *error = jsonb_field_text(slot->failure, "error");
+	int64		attempt = 0;
+	Jsonb	   *retryable = jsonb_field(slot->failure, "retryable");
+
+	(void) jsonb_field_int(slot->failure, "attempt", &attempt);
+	ereport(ERROR,
+			(errcode(ERRCODE_DURABLE_ACTIVITY_FAILED),
+			 errmsg("activity \"%s\" failed: %s", slot->activity, error ? error : ""),
+			 errdetail("Activity error: %s (attempt " INT64_FORMAT ", %s).",
+					   error ? error : "", attempt,
+					   retryable && JB_ROOT_IS_SCALAR(retryable) &&
+					   strcmp(JsonbToCString(NULL, &retryable->root, VARSIZE(retryable)), "true") == 0 ?
+					   "attempts exhausted" : "not retryable")));
+}
+
+static Datum
+slot_result(ActivitySlot *slot, FunctionCallInfo fcinfo)
+{
+	if (slot->failed)
+		raise_activity_failure(slot);
+	if (slot->result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(slot->result);
+}
+
+Datum
+durable_activity_async(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.activity_async()");
+
+	PG_RETURN_INT64(issue_activity(fcinfo, r));
+}
+
+static Datum
+await_one(FunctionCallInfo fcinfo, Replay *r, int64 handle)
+{
+	ActivitySlot *slot = slot_of_handle(r, handle);
+
+	if (slot == NULL || slot->resolved_by == 0)
+		suspend(r);
+	advance_cursor(r, slot->resolved_by);
+	return slot_result(slot, fcinfo);
+}
+
+Datum
+durable_activity(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.activity()");
+
+	return await_one(fcinfo, r, issue_activity(fcinfo, r));
+}
+
+Datum
+durable_await(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.await()");
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("activity handle must not be null")));
+	return await_one(fcinfo, r, PG_GETARG_INT64(0));
+}
+
+/*
+ * Waits for all handles, or for the first (in history order) to fail, as
+ * Promise.all does; returns a JSON array of results in handle order.
+ */
+Datum
+durable_await_all(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.await_all()");
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	ActivitySlot **slots;
+	ActivitySlot *first_failed = NULL;
+	int64		all_done_at = 0;
+	bool		all_done = true;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("activity handles must not be null")));
+	arr = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("activity handles must be a one-dimensional array")));
+	deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, &n);
+	slots = palloc(sizeof(ActivitySlot *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("activity handles must not contain nulls")));
+		slots[i] = slot_of_handle(r, DatumGetInt64(elems[i]));
+		if (slots[i] == NULL || slots[i]->resolved_by == 0)
+			all_done = false;
+		else
+		{
+			all_done_at = Max(all_done_at, slots[i]->resolved_by);
+			if (slots[i]->failed &&
+				(first_failed == NULL || slots[i]->resolved_by < first_failed->resolved_by))
+				first_failed = slots[i];
+		}
+	}
+	if (first_failed != NULL && (!all_done || first_failed->resolved_by < all_done_at))
+	{
+		advance_cursor(r, first_failed->resolved_by);
+		raise_activity_failure(first_failed);
+	}
+	if (!all_done)
+		suspend(r);
+	advance_cursor(r, all_done_at);
+
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue	v;
+
+		if (slots[i]->result == NULL)
+		{
+			v.type = jbvNull;
+			pushJsonbValue(&state, WJB_ELEM, &v);
+		}
+		else
+		{
+			v.type = jbvBinary;
+			v.val.binary.data = &slots[i]->result->root;
+			v.val.binary.len = VARSIZE(slots[i]->result) - VARHDRSZ;
+			pushJsonbValue(&state, WJB_ELEM, &v);
+		}
+	}
+	res = pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+}
+
+Datum
+durable_now(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.now()");
+
+	PG_RETURN_TIMESTAMPTZ(r->tasks[r->cursor].time);
+}
+
+/* ---- loading the history ---- */
+
+static ActivitySlot *
+slot_for_event(Replay *r, Jsonb *details)
+{
+	int64		handle;
+
+	if (!jsonb_field_int(details, "handle", &handle) || handle < 1 || handle > INT32_MAX)
+		elog(ERROR, "history event of run %s has no valid handle",
+			 r->run->workflow_id);
+	if (handle >= r->slots_allocated)
+	{
+		int32		newsize = Max(16, (int32) handle * 2);
+
+		r->slots = repalloc(r->slots, sizeof(ActivitySlot) * newsize);
+		memset(&r->slots[r->slots_allocated], 0,
+			   sizeof(ActivitySlot) * (newsize - r->slots_allocated));
+		r->slots_allocated = newsize;
+	}
+	r->max_recorded = Max(r->max_recorded, (int32) handle);
+	return &r->slots[handle];
+}
+
+static void
+load_history(Replay *r)
+{
+	static EnginePlan plan = {NULL,
+		"SELECT event_id, event_time, event_type, details FROM durable.history"
+		" WHERE run_id = $1 ORDER BY event_id",
+	1, {UUIDOID}};
+	Datum		values[1] = {r->run->run_id};
+	int			n = engine_exec(&plan, values, NULL, 0);
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);
+
+	r->slots_allocated = 16;
+	r->slots = palloc0(sizeof(ActivitySlot) * r->slots_allocated);
+	r->tasks = palloc(sizeof(TaskBoundary) * (n + 1));
+	r->ntasks = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+		int64		event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		TimestampTz time = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		char	   *type = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+		Jsonb	   *details = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull));
+
+		if (strcmp(type, "WorkflowTaskCompleted") == 0)
+		{
+			r->tasks[r->ntasks].event_id = event_id;
+			r->tasks[r->ntasks].time = time;
+			r->ntasks++;
+		}
+		else if (strcmp(type, "ActivityTaskScheduled") == 0)
+		{
+			ActivitySlot *slot = slot_for_event(r, details);
+
+			slot->recorded = true;
+			slot->activity = jsonb_field_text(details, "activity");
+			slot->task_queue = jsonb_field_text(details, "task_queue");
+		}
+		else if (strcmp(type, "ActivityTaskCompleted") == 0)
+		{
+			ActivitySlot *slot = slot_for_event(r, details);
+
+			slot->resolved_by = event_id;
+			slot->result = jsonb_field(details, "result");
+		}
+		else if (strcmp(type, "ActivityTaskFailed") == 0)
+		{
+			Jsonb	   *final = jsonb_field(details, "final");
+
+			if (final != NULL)
+			{
+				ActivitySlot *slot = slot_for_event(r, details);
+
+				slot->resolved_by = event_id;
+				slot->failed = true;
+				slot->failure = details;
+			}
+		}
+	}
+	/* the task being run now: its boundary is not written yet */
+	r->tasks[r->ntasks].event_id = PG_INT64_MAX;
+	r->tasks[r->ntasks].time = r->task_time;
+	r->ntasks++;
+	r->cursor = 0;
+	MemoryContextSwitchTo(old);
+}
+
+/* ---- calling the workflow function ---- */
+
+static void
+check_owner_may_run(Oid funcoid, Oid owner)
+{
+	HeapTuple	tup;
+	Form_pg_proc proc;
+
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role %u that started the workflow no longer exists", owner)));
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcoid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", funcoid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID ||
+		proc->prorettype != JSONBOID || proc->proretset || proc->prokind != PROKIND_FUNCTION)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s is no longer a workflow function",
+						format_procedure(funcoid)),
+				 errhint("A workflow function takes one jsonb argument and returns jsonb.")));
+	if (pg_namespace_aclcheck(proc->pronamespace, owner, ACL_USAGE) != ACLCHECK_OK ||
+		pg_proc_aclcheck(funcoid, owner, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may no longer execute workflow function %s",
+						GetUserNameFromId(owner, false), format_procedure(funcoid))));
+	ReleaseSysCache(tup);
+}
+
+/*
+ * Become the run's owner, as a security-restricted operation with a safe
+ * search_path, read-only.  All of it is undone by the subtransaction's end.
+ */
+static void
+become_owner(Oid owner)
+{
+	Oid			userid;
+	int			sec_context;
+
+	GetUserIdAndSecContext(&userid, &sec_context);
+	SetUserIdAndSecContext(owner, sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	(void) NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	XactReadOnly = true;
+}
+
+static Outcome
+classify_error(Replay *r, ErrorData *edata)
+{
+	if (r->nondeterministic)
+		return OUTCOME_TASK_FAILED;
+	if (r->suspended)
+		return OUTCOME_SUSPENDED;
+	if (edata->sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION)
+	{
+		edata->hint = pstrdup("Workflow code must not write to the database: move the write into an activity (durable.activity), whose effects are recorded once.");
+		return OUTCOME_TASK_FAILED;
+	}
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+	{
+		edata->hint = psprintf("Workflow code ran longer than durable.workflow_task_timeout (%d ms) or was canceled.",
+							   durable_workflow_task_timeout_ms);
+		return OUTCOME_TASK_FAILED;
+	}
+	return OUTCOME_RUN_FAILED;
+}
+
+static Outcome
+call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool setting_up = true;
+	volatile Outcome outcome = OUTCOME_RETURNED;
+
+	*result = NULL;
+	*edata = NULL;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		Oid			funcoid;
+		FmgrInfo	flinfo;
+		Datum		d;
+
+		LOCAL_FCINFO(fcinfo, 1);
+
+		funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
+													   CStringGetDatum(r->run->workflow)));
+		check_owner_may_run(funcoid, r->run->owner);
+		become_owner(r->run->owner);
+		fmgr_info(funcoid, &flinfo);
+		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = JsonbPGetDatum(r->run->input);
+		fcinfo->args[0].isnull = false;
+
+		setting_up = false;
+		current_replay = r;
+		enable_timeout_after(STATEMENT_TIMEOUT, durable_workflow_task_timeout_ms);
+		d = FunctionCallInvoke(fcinfo);
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		current_replay = NULL;
+
+		MemoryContextSwitchTo(r->cxt);
+		if (!fcinfo->isnull)
+			*result = DatumGetJsonbPCopy(d);
+		MemoryContextSwitchTo(oldcxt);
+		if (r->nondeterministic)
+			outcome = OUTCOME_TASK_FAILED;
+		else if (r->suspended)
+			outcome = OUTCOME_SUSPENDED;
+	}
+	PG_CATCH();
+	{
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		current_replay = NULL;
+		MemoryContextSwitchTo(r->cxt);
+		*edata = CopyErrorData();
+		FlushErrorState();
+		outcome = setting_up ? OUTCOME_TASK_FAILED : classify_error(r, *edata);
+	}
+	PG_END_TRY();
+
+	/* workflow code wrote nothing that should stay (temp tables included) */
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+
+	/* the code ran out of commands before reaching all recorded ones */
+	if ((outcome == OUTCOME_RETURNED || outcome == OUTCOME_SUSPENDED ||
+		 outcome == OUTCOME_RUN_FAILED) && r->issued < r->max_recorded)
+	{
+		ActivitySlot *slot = &r->slots[r->issued + 1];
+		ErrorData  *e = palloc0(sizeof(ErrorData));
+
+		e->sqlerrcode = ERRCODE_DURABLE_NONDETERMINISM;
+		e->message = pstrdup("workflow code does not match the run's history");
+		e->detail = psprintf("history has command %d, activity \"%s\" on task queue \"%s\", which the code no longer reaches",
+							 r->issued + 1, slot->activity ? slot->activity : "?",
+							 slot->task_queue ? slot->task_queue : "?");
+		e->hint = pstrdup("Restore the code that started the run (or make the change compatible with it), then call durable.retry_workflow_task().");
+		*edata = e;
+		outcome = OUTCOME_TASK_FAILED;
+	}
+	return outcome;
+}
+
+/* ---- recording the outcome ---- */
+
+static void
+update_run(Replay *r, const char *status, Jsonb *result, Jsonb *failure,
+		   Jsonb *task_failure)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.runs SET next_event_id = $2, task_pending = false,"
+		" status = $3, result = $4, failure = $5, task_failure = $6,"
+		" closed_at = CASE WHEN $3 = 'running' THEN NULL ELSE $7 END"
+		" WHERE run_id = $1",
+	7, {UUIDOID, INT8OID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, TIMESTAMPTZOID}};
+	Datum		values[7];
+	char		nulls[7] = "       ";
+	bool		isnull;
+
+	values[0] = r->run->run_id;
+	values[1] = Int64GetDatum(r->run->next_event_id);
+	values[2] = CStringGetTextDatum(status);
+	values[3] = jsonb_datum_or_null(result, &isnull);
+	if (isnull)
+		nulls[3] = 'n';
+	values[4] = jsonb_datum_or_null(failure, &isnull);
+	if (isnull)
+		nulls[4] = 'n';
+	values[5] = jsonb_datum_or_null(task_failure, &isnull);
+	if (isnull)
+		nulls[5] = 'n';
+	values[6] = TimestampTzGetDatum(GetCurrentTimestamp());
+	engine_exec(&plan, values, nulls, 0);
+}
+
+static void
+append_task_completed(Replay *r, int ncommands)
+{
+	JsonBuf		jb;
+
+	json_begin(&jb);
+	json_add_int(&jb, "new_commands", ncommands);
+	engine_append_event(r->run, "WorkflowTaskCompleted", json_end(&jb), r->task_time);
+}
+
+/* A closed run's pending activities are abandoned; result() waiters wake. */
+static void
+close_run(Replay *r)
+{
+	activity_cancel_all(r->run);
+	durable_wake_closed_at_commit(r->run->workflow_id);
+}
+
+static void
+record_outcome(Replay *r, Outcome outcome, Jsonb *result, ErrorData *edata)
+{
+	JsonBuf		jb;
+	ListCell   *lc;
+
+	switch (outcome)
+	{
+		case OUTCOME_SUSPENDED:
+			append_task_completed(r, list_length(r->new_activities));
+			foreach(lc, r->new_activities)
+			{
+				NewActivity *cmd = lfirst(lc);
+
+				activity_schedule(r->run, cmd->handle, cmd->activity, cmd->task_queue,
+								  cmd->input, cmd->retry_policy, r->task_time);
+			}
+			update_run(r, "running", NULL, NULL, NULL);
+			break;
+
+		case OUTCOME_RETURNED:
+			append_task_completed(r, 0);
+			json_begin(&jb);
+			json_add_jsonb(&jb, "result", result);
+			engine_append_event(r->run, "WorkflowExecutionCompleted", json_end(&jb),
+								r->task_time);
+			update_run(r, "completed", result, NULL, NULL);
+			close_run(r);
+			break;
+
+		case OUTCOME_RUN_FAILED:
+			{
+				Jsonb	   *failure = error_to_jsonb(edata);
+
+				append_task_completed(r, 0);
+				json_begin(&jb);
+				json_add_jsonb(&jb, "failure", failure);
+				engine_append_event(r->run, "WorkflowExecutionFailed", json_end(&jb),
+									r->task_time);
+				update_run(r, "failed", NULL, failure, NULL);
+				close_run(r);
+				break;
+			}
+
+		case OUTCOME_TASK_FAILED:
+			{
+				Jsonb	   *failure = error_to_jsonb(edata);
+
+				json_begin(&jb);
+				json_add_str(&jb, "cause",
+							 edata->sqlerrcode == ERRCODE_DURABLE_NONDETERMINISM ? "nondeterminism" :
+							 edata->sqlerrcode == ERRCODE_READ_ONLY_SQL_TRANSACTION ? "write_in_workflow_code" :
+							 edata->sqlerrcode == ERRCODE_QUERY_CANCELED ? "timeout" :
+							 "cannot_run_workflow_code");
+				json_add_jsonb(&jb, "failure", failure);
+				failure = json_end(&jb);
+				engine_append_event(r->run, "WorkflowTaskFailed", failure, r->task_time);
+				update_run(r, "running", NULL, NULL, failure);
+				ereport(LOG,
+						(errmsg("durable: workflow task of \"%s\" failed: %s",
+								r->run->workflow_id, edata->message),
+						 edata->detail ? errdetail("%s", edata->detail) : 0));
+				break;
+			}
+	}
+}
+
+static void
+execute_task(LockedRun *run)
+{
+	Replay	   *r = palloc0(sizeof(Replay));
+	Jsonb	   *result;
+	ErrorData  *edata;
+	Outcome		outcome;
+
+	r->cxt = CurrentMemoryContext;
+	r->run = run;
+	r->task_time = GetCurrentTimestamp();
+	load_history(r);
+	outcome = call_workflow(r, &result, &edata);
+	record_outcome(r, outcome, result, edata);
+}
+
+/* ---- the worker's entry point ---- */
+
+static pg_uuid_t parked_run;
+
+/*
+ * An error of the engine itself (not of workflow code) while running a
+ * run's task: park that run with the error, so the worker goes on with the
+ * others and a person can look.
+ */
+static void
+park_run_after_engine_error(ErrorData *edata)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.runs SET task_failure = $2 WHERE run_id = $1 AND status = 'running'",
+	2, {UUIDOID, JSONBOID}};
+	EngineScope scope;
+	JsonBuf		jb;
+	Datum		values[2];
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	engine_enter(&scope);
+	json_begin(&jb);
+	json_add_str(&jb, "cause", "engine_error");
+	json_add_jsonb(&jb, "failure", error_to_jsonb(edata));
+	values[0] = UUIDPGetDatum(&parked_run);
+	values[1] = JsonbPGetDatum(json_end(&jb));
+	engine_exec(&plan, values, NULL, 0);
+	engine_leave(&scope);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * Runs one due workflow task in its own transaction.  Returns false when
+ * no task is due.
+ */
+bool
+replay_run_one_task(void)
+{
+	static EnginePlan due = {NULL,
+		"SELECT run_id FROM durable.runs"
+		" WHERE task_pending AND task_failure IS NULL AND status = 'running'"
+		" LIMIT 1 FOR UPDATE SKIP LOCKED",
+	0, {0}};
+	MemoryContext worker_cxt = CurrentMemoryContext;
+	EngineScope scope;
+	volatile bool found = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "durable: running a workflow task");
+
+	PG_TRY();
+	{
+		engine_enter(&scope);
+		if (engine_exec(&due, NULL, NULL, 1) == 1)
+		{
+			bool		isnull;
+			Datum		run_id = engine_get(0, 1, &isnull);
+			LockedRun  *run = palloc0(sizeof(LockedRun));
+
+			memcpy(&parked_run, DatumGetUUIDP(run_id), UUID_LEN);
+			if (engine_lock_run(run_id, run, false))
+			{
+				found = true;
+				execute_task(run);
+			}
+		}
+		engine_leave(&scope);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(worker_cxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(worker_cxt);
+		if (!found)
+			ReThrowError(edata);
+		park_run_after_engine_error(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(worker_cxt);
+	return found;
+}

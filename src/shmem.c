@@ -1,0 +1,226 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared state (worker slots, condition variables) and the wakeups that
+ *	  are delivered when, and only if, a transaction commits.
+ *
+ * SQL functions never wake anyone directly: they register what their
+ * transaction changed (a task queue got a task, a run needs a workflow task,
+ * a run closed) and the XACT_EVENT_COMMIT callback delivers it, after the
+ * commit is visible to other snapshots.  So nobody is woken to find nothing,
+ * and nothing waits for a polling tick.
+ *
+ * Condition variables are hashed by name into fixed arrays: two queues that
+ * share a variable only cost each other a spurious wakeup.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "durable.h"
+
+#include "access/xact.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "utils/memutils.h"
+
+DurableShared *durable_shared = NULL;
+
+/* What this backend's current transaction will announce at commit. */
+typedef struct PendingWakeups
+{
+	bool		worker;
+	bool		launcher;
+	uint64		queues_at_commit;	/* bitmaps over DURABLE_CV_COUNT slots */
+	uint64		queues_at_abort;
+	uint64		closed_at_commit;
+} PendingWakeups;
+
+StaticAssertDecl(DURABLE_CV_COUNT <= 64, "wakeup bitmaps are 64 bits wide");
+
+static PendingWakeups pending;
+static bool xact_callback_registered = false;
+
+static Size
+durable_shmem_size(void)
+{
+	return add_size(offsetof(DurableShared, slots),
+					mul_size(sizeof(WorkerSlot), durable_max_databases));
+}
+
+void
+durable_shmem_request(void)
+{
+	RequestAddinShmemSpace(durable_shmem_size());
+	RequestNamedLWLockTranche("durable", 1);
+}
+
+void
+durable_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	durable_shared = ShmemInitStruct("durable", durable_shmem_size(), &found);
+	if (!found)
+	{
+		memset(durable_shared, 0, durable_shmem_size());
+		durable_shared->lock = &(GetNamedLWLockTranche("durable"))->lock;
+		for (int i = 0; i < DURABLE_CV_COUNT; i++)
+		{
+			ConditionVariableInit(&durable_shared->queue_cv[i]);
+			ConditionVariableInit(&durable_shared->close_cv[i]);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Errors out unless the library was preloaded: without the launcher nothing
+ * would ever run, and a workflow started now would silently wait forever.
+ */
+void
+durable_require_preload(void)
+{
+	if (durable_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("durable is not loaded by shared_preload_libraries"),
+				 errhint("Add durable to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+static int
+cv_index(const char *name)
+{
+	uint32		h = hash_bytes((const unsigned char *) name, strlen(name));
+
+	h ^= MyDatabaseId * 0x9E3779B1u;
+	return h % DURABLE_CV_COUNT;
+}
+
+ConditionVariable *
+durable_queue_cv(const char *task_queue)
+{
+	return &durable_shared->queue_cv[cv_index(task_queue)];
+}
+
+ConditionVariable *
+durable_close_cv(const char *workflow_id)
+{
+	return &durable_shared->close_cv[cv_index(workflow_id)];
+}
+
+void
+durable_wake_worker_at_commit(void)
+{
+	pending.worker = true;
+}
+
+void
+durable_wake_queue_at_commit(const char *task_queue)
+{
+	pending.queues_at_commit |= UINT64CONST(1) << cv_index(task_queue);
+}
+
+void
+durable_wake_queue_at_abort(const char *task_queue)
+{
+	pending.queues_at_abort |= UINT64CONST(1) << cv_index(task_queue);
+}
+
+void
+durable_wake_closed_at_commit(const char *workflow_id)
+{
+	pending.closed_at_commit |= UINT64CONST(1) << cv_index(workflow_id);
+}
+
+void
+durable_notify_launcher_at_commit(void)
+{
+	pending.launcher = true;
+}
+
+static void
+broadcast_bitmap(ConditionVariable *cvs, uint64 bitmap)
+{
+	for (int i = 0; bitmap != 0; i++, bitmap >>= 1)
+		if (bitmap & 1)
+			ConditionVariableBroadcast(&cvs[i]);
+}
+
+static void
+wake_database_worker(void)
+{
+	Latch	   *latch = NULL;
+
+	LWLockAcquire(durable_shared->lock, LW_SHARED);
+	for (int i = 0; i < durable_max_databases; i++)
+	{
+		WorkerSlot *slot = &durable_shared->slots[i];
+
+		if (slot->state == SLOT_RUNNING && slot->dboid == MyDatabaseId)
+		{
+			latch = slot->latch;
+			break;
+		}
+	}
+	LWLockRelease(durable_shared->lock);
+	if (latch)
+		SetLatch(latch);
+}
+
+static void
+notify_launcher(void)
+{
+	Latch	   *latch = NULL;
+
+	LWLockAcquire(durable_shared->lock, LW_EXCLUSIVE);
+	if (durable_shared->n_created < DURABLE_NOTIFY_MAX)
+		durable_shared->created[durable_shared->n_created++] = MyDatabaseId;
+	latch = durable_shared->launcher_latch;
+	LWLockRelease(durable_shared->lock);
+	if (latch)
+		SetLatch(latch);
+}
+
+static void
+deliver_wakeups(XactEvent event, void *arg)
+{
+	PendingWakeups todo = pending;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT &&
+		event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+
+	memset(&pending, 0, sizeof(pending));
+	if (durable_shared == NULL)
+		return;
+
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		/* tasks this transaction had claimed are ready again */
+		broadcast_bitmap(durable_shared->queue_cv, todo.queues_at_abort);
+		return;
+	}
+
+	/*
+	 * At PREPARE the changes are not visible yet; waking now is early but
+	 * harmless, and the sleepers' fallback timeouts cover COMMIT PREPARED.
+	 */
+	broadcast_bitmap(durable_shared->queue_cv, todo.queues_at_commit);
+	broadcast_bitmap(durable_shared->close_cv, todo.closed_at_commit);
+	if (todo.worker)
+		wake_database_worker();
+	if (todo.launcher)
+		notify_launcher();
+}
+
+void
+durable_register_xact_callback(void)
+{
+	if (xact_callback_registered)
+		return;
+	RegisterXactCallback(deliver_wakeups, NULL);
+	xact_callback_registered = true;
+}

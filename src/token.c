@@ -1,0 +1,127 @@
+/*-------------------------------------------------------------------------
+ *
+ * token.c
+ *	  Task tokens: what poll_activity() hands to a worker and what it gives
+ *	  back to complete, fail or heartbeat one attempt of an activity.
+ *
+ * A token is "<task_id>.<attempt>.<mac>", the mac being HMAC-SHA256 of the
+ * task id and attempt under a random per-database key (durable.token_key,
+ * readable only by the extension owner), truncated to 128 bits.  So tokens
+ * cannot be guessed or forged, and nothing needs to be stored to check one:
+ * a token whose mac is wrong is an error, a genuine token of an attempt that
+ * is no longer current is merely stale.  Must be called inside engine_enter().
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "durable.h"
+
+#include "common/hmac.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#define TOKEN_MAC_BYTES	16
+
+PG_FUNCTION_INFO_V1(durable_random_key);
+
+Datum
+durable_random_key(PG_FUNCTION_ARGS)
+{
+	bytea	   *key = palloc(VARHDRSZ + 32);
+
+	SET_VARSIZE(key, VARHDRSZ + 32);
+	if (!pg_strong_random(VARDATA(key), 32))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random key")));
+	PG_RETURN_BYTEA_P(key);
+}
+
+static bytea *
+token_key(void)
+{
+	static EnginePlan plan = {NULL, "SELECT key FROM durable.token_key", 0, {0}};
+	bool		isnull;
+
+	if (engine_exec(&plan, NULL, NULL, 1) != 1)
+		elog(ERROR, "durable.token_key is empty");
+	return DatumGetByteaPP(engine_get(0, 1, &isnull));
+}
+
+static void
+token_mac(int64 task_id, int32 attempt, uint8 *mac)
+{
+	bytea	   *key = token_key();
+	uint8		full[PG_SHA256_DIGEST_LENGTH];
+	char		message[64];
+	pg_hmac_ctx *ctx = pg_hmac_create(PG_SHA256);
+
+	snprintf(message, sizeof(message), INT64_FORMAT ".%d", task_id, attempt);
+	if (ctx == NULL ||
+		pg_hmac_init(ctx, (uint8 *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key)) < 0 ||
+		pg_hmac_update(ctx, (uint8 *) message, strlen(message)) < 0 ||
+		pg_hmac_final(ctx, full, sizeof(full)) < 0)
+	{
+		pg_hmac_free(ctx);
+		elog(ERROR, "could not compute task token");
+	}
+	pg_hmac_free(ctx);
+	memcpy(mac, full, TOKEN_MAC_BYTES);
+}
+
+char *
+token_make(int64 task_id, int32 attempt)
+{
+	uint8		mac[TOKEN_MAC_BYTES];
+	char		hex[TOKEN_MAC_BYTES * 2 + 1];
+
+	token_mac(task_id, attempt, mac);
+	hex[hex_encode((char *) mac, TOKEN_MAC_BYTES, hex)] = '\0';
+	return psprintf(INT64_FORMAT ".%d.%s", task_id, attempt, hex);
+}
+
+/* Compares in constant time, so timing tells nothing about the mac. */
+static bool
+macs_equal(const uint8 *a, const uint8 *b)
+{
+	uint8		diff = 0;
+
+	for (int i = 0; i < TOKEN_MAC_BYTES; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
+static void
+invalid_token(const char *token, const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid task token \"%s\"", token),
+			 errdetail("%s", why),
+			 errhint("Pass the task_token column returned by durable.poll_activity() unchanged.")));
+}
+
+void
+token_parse(const char *token, int64 *task_id, int32 *attempt)
+{
+	long long	id;
+	int			att;
+	int			consumed = 0;
+	char		hex[TOKEN_MAC_BYTES * 2 + 1];
+	uint8		given[TOKEN_MAC_BYTES];
+	uint8		expected[TOKEN_MAC_BYTES];
+
+	if (sscanf(token, "%lld.%d.%32[0-9a-f]%n", &id, &att, hex, &consumed) != 3 ||
+		consumed != (int) strlen(token) || strlen(hex) != TOKEN_MAC_BYTES * 2 ||
+		id <= 0 || att <= 0)
+		invalid_token(token, "A task token has the form <task>.<attempt>.<signature>.");
+
+	hex_decode(hex, TOKEN_MAC_BYTES * 2, (char *) given);
+	token_mac(id, att, expected);
+	if (!macs_equal(given, expected))
+		invalid_token(token, "The token's signature does not match: it was not issued by this database.");
+
+	*task_id = id;
+	*attempt = att;
+}
