@@ -17,7 +17,6 @@ ISOLATION = pollers completion_race
 ISOLATION_OPTS = --inputdir=test/isolation --load-extension=durable
 # TAP (test/t/*.pl), each with its own clusters
 TAP_TESTS = 1
-PROVE_FLAGS = -I ./test/perl
 
 # no LLVM bitcode: nothing to JIT-inline here, and one dependency less
 override with_llvm = no
@@ -26,5 +25,5 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# PGXS runs prove on t/; ours live in test/t
-prove_installcheck: PROVE_TESTS = test/t/*.pl
+# PGXS runs prove on t/ by default; ours live in test/t
+PROVE_TESTS = test/t/*.pl

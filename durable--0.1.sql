@@ -149,7 +149,7 @@ CREATE FUNCTION durable.retry_workflow_task(workflow_id pg_catalog.text)
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_retry_workflow_task';
 
 -- Runs visible to the current role, newest first.
-CREATE VIEW durable.workflows AS
+CREATE VIEW durable.workflows WITH (security_invoker = true) AS
     SELECT r.workflow_id, r.run_id, r.workflow, r.status, r.owner,
            r.started_at, r.closed_at, r.task_failure IS NOT NULL AS task_failed
       FROM durable.runs r

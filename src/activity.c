@@ -323,19 +323,33 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 	n = engine_exec(&claim, values, nulls, 0);
 	if (n > 0)
 		durable_wake_queue_at_abort(queue);
-	for (int i = 0; i < n; i++)
+	if (n > 0)
 	{
-		Datum		out[5];
-		bool		outnull[5] = {false, false, false, false, false};
-		int64		task_id = DatumGetInt64(engine_get(i, 1, &outnull[0]));
-		int32		attempt = DatumGetInt32(engine_get(i, 2, &outnull[4]));
+		/* read the claimed rows before token_make() runs queries of its own */
+		Datum	   *rows = palloc(sizeof(Datum) * 5 * n);
+		bool	   *rownulls = palloc(sizeof(bool) * 5 * n);
 
-		out[0] = CStringGetTextDatum(token_make(task_id, attempt));
-		out[1] = engine_get(i, 3, &outnull[1]);
-		out[2] = engine_get(i, 4, &outnull[2]);
-		out[3] = engine_get(i, 5, &outnull[3]);
-		out[4] = Int32GetDatum(attempt);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
+		for (int i = 0; i < n; i++)
+			for (int col = 0; col < 5; col++)
+				rows[i * 5 + col] = engine_get(i, col + 1, &rownulls[i * 5 + col]);
+		for (int i = 0; i < n; i++)
+		{
+			Datum		out[5];
+			bool		outnull[5];
+			int64		task_id = DatumGetInt64(rows[i * 5]);
+			int32		attempt = DatumGetInt32(rows[i * 5 + 1]);
+
+			out[0] = CStringGetTextDatum(token_make(task_id, attempt));
+			outnull[0] = false;
+			for (int col = 1; col <= 3; col++)
+			{
+				out[col] = rows[i * 5 + col + 1];
+				outnull[col] = rownulls[i * 5 + col + 1];
+			}
+			out[4] = Int32GetDatum(attempt);
+			outnull[4] = false;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
+		}
 	}
 	if (n == 0)
 	{
@@ -351,19 +365,6 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 	}
 	engine_leave(&scope);
 	return n;
-}
-
-static long
-interval_to_ms(Interval *iv)
-{
-	double		ms = iv->time / 1000.0 + iv->day * (double) SECS_PER_DAY * 1000 +
-		iv->month * (double) DAYS_PER_MONTH * SECS_PER_DAY * 1000;
-
-	if (ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("wait must not be negative")));
-	return (long) Min(ms, (double) INT_MAX);
 }
 
 Datum
@@ -385,7 +386,7 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 	check_task_queue_name(PG_GETARG_TEXT_PP(0));
 	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	worker = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	wait_ms = PG_ARGISNULL(2) ? 0 : interval_to_ms(PG_GETARG_INTERVAL_P(2));
+	wait_ms = PG_ARGISNULL(2) ? 0 : wait_interval_ms(PG_GETARG_INTERVAL_P(2));
 	max_tasks = PG_ARGISNULL(3) ? 1 : PG_GETARG_INT32(3);
 	if (max_tasks < 1 || max_tasks > MAX_POLL_TASKS)
 		ereport(ERROR,

@@ -72,8 +72,6 @@ resolve_workflow_function(const char *name)
 	Oid			funcoid;
 	Oid			argtypes[1] = {JSONBOID};
 	List	   *names;
-	HeapTuple	tup;
-	Form_pg_proc proc;
 
 	if (strchr(name, '(') != NULL)
 		funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
@@ -96,17 +94,9 @@ resolve_workflow_function(const char *name)
 		}
 	}
 
-	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcoid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for function %u", funcoid);
-	proc = (Form_pg_proc) GETSTRUCT(tup);
-	if (proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID ||
-		proc->prorettype != JSONBOID || proc->proretset ||
-		proc->prokind != PROKIND_FUNCTION)
+	if (!is_workflow_function(funcoid, NULL))
 		wrong_signature(funcoid);
-	ReleaseSysCache(tup);
-
-	if (pg_proc_aclcheck(funcoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (durable_proc_aclcheck(funcoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(funcoid));
 	return funcoid;
 }
@@ -265,24 +255,6 @@ raise_run_failure(const char *workflow_id, RunStatus *rs)
 			 errhint("See SELECT * FROM durable.history('%s');", workflow_id)));
 }
 
-static long
-wait_arg_ms(FunctionCallInfo fcinfo, int argno)
-{
-	Interval   *iv;
-	double		ms;
-
-	if (PG_ARGISNULL(argno))
-		return 0;
-	iv = PG_GETARG_INTERVAL_P(argno);
-	ms = iv->time / 1000.0 + iv->day * (double) SECS_PER_DAY * 1000 +
-		iv->month * (double) DAYS_PER_MONTH * SECS_PER_DAY * 1000;
-	if (ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("wait must not be negative")));
-	return (long) Min(ms, (double) INT_MAX);
-}
-
 Datum
 durable_result(PG_FUNCTION_ARGS)
 {
@@ -294,7 +266,7 @@ durable_result(PG_FUNCTION_ARGS)
 
 	durable_require_preload();
 	workflow_id = workflow_id_arg(fcinfo, 0);
-	wait_ms = wait_arg_ms(fcinfo, 1);
+	wait_ms = PG_ARGISNULL(1) ? 0 : wait_interval_ms(PG_GETARG_INTERVAL_P(1));
 	if (wait_ms > 0 && IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),

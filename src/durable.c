@@ -92,6 +92,34 @@ database_needing_exclusive_access(Node *stmt)
 }
 
 static void
+next_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					bool readOnlyTree, ProcessUtilityContext context,
+					ParamListInfo params, QueryEnvironment *queryEnv,
+					DestReceiver *dest, QueryCompletion *qc)
+{
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+/* DROP EXTENSION durable: the worker should notice at once, not at its next tick. */
+static bool
+drops_durable_extension(Node *stmt)
+{
+	ListCell   *lc;
+
+	if (!IsA(stmt, DropStmt) || ((DropStmt *) stmt)->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, ((DropStmt *) stmt)->objects)
+		if (strcmp(strVal(lfirst(lc)), "durable") == 0)
+			return true;
+	return false;
+}
+
+static void
 durable_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					   bool readOnlyTree, ProcessUtilityContext context,
 					   ParamListInfo params, QueryEnvironment *queryEnv,
@@ -101,30 +129,26 @@ durable_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	Oid			dboid = InvalidOid;
 
 	if (durable_shared != NULL)
+	{
 		dbname = database_needing_exclusive_access(pstmt->utilityStmt);
+		if (drops_durable_extension(pstmt->utilityStmt))
+			durable_wake_worker_at_commit();
+	}
 	if (dbname != NULL)
 		dboid = get_database_oid(dbname, true);
 
 	if (!OidIsValid(dboid))
 	{
-		if (prev_ProcessUtility)
-			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
+		next_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
 		return;
 	}
 
 	durable_pause_database_worker(dboid);
 	PG_TRY();
 	{
-		if (prev_ProcessUtility)
-			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
+		next_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
 	}
 	PG_FINALLY();
 	{
@@ -136,14 +160,6 @@ durable_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 void
 _PG_init(void)
 {
-	DefineCustomIntVariable("durable.max_databases",
-							"Maximum number of databases with a durable worker.",
-							"Each database where the extension exists uses one background worker "
-							"slot (see max_worker_processes).",
-							&durable_max_databases,
-							16, 1, 1024,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
 	DefineCustomIntVariable("durable.workflow_task_timeout",
 							"Longest time workflow code may run in one workflow task.",
 							"A task that runs longer fails (the run stays open) and can be retried "
@@ -152,12 +168,24 @@ _PG_init(void)
 							10000, 10, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
-	MarkGUCPrefixReserved("durable");
-
 	durable_register_xact_callback();
 
+	/* loaded by a backend on demand: the API functions will say what to do */
 	if (!process_shared_preload_libraries_in_progress)
+	{
+		MarkGUCPrefixReserved("durable");
 		return;
+	}
+
+	DefineCustomIntVariable("durable.max_databases",
+							"Maximum number of databases with a durable worker.",
+							"Each database where the extension exists uses one background worker "
+							"slot (see max_worker_processes).",
+							&durable_max_databases,
+							16, 1, 1024,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	MarkGUCPrefixReserved("durable");
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = durable_shmem_request_hook;

@@ -25,6 +25,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 /*
  * SQLSTATEs of durable's own errors (class "DU").  Documented in README.md.
@@ -164,6 +165,18 @@ extern char *jsonb_field_text(Jsonb *obj, const char *key);
 extern bool jsonb_field_int(Jsonb *obj, const char *key, int64 *result);
 extern Jsonb *error_to_jsonb(ErrorData *edata);
 extern Datum jsonb_datum_or_null(Jsonb *j, bool *isnull);
+
+extern bool is_workflow_function(Oid funcoid, Oid *nspid);
+extern long wait_interval_ms(Interval *iv);
+
+/* ACL checks under their PostgreSQL 15 names (object_aclcheck from 16 on) */
+#if PG_VERSION_NUM >= 160000
+#define durable_proc_aclcheck(f, r, m) object_aclcheck(ProcedureRelationId, f, r, m)
+#define durable_namespace_aclcheck(n, r, m) object_aclcheck(NamespaceRelationId, n, r, m)
+#else
+#define durable_proc_aclcheck(f, r, m) pg_proc_aclcheck(f, r, m)
+#define durable_namespace_aclcheck(n, r, m) pg_namespace_aclcheck(n, r, m)
+#endif
 
 /* ---- token.c ---- */
 extern char *token_make(int64 task_id, int32 attempt);

@@ -21,6 +21,7 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -343,4 +344,38 @@ jsonb_datum_or_null(Jsonb *j, bool *isnull)
 {
 	*isnull = (j == NULL);
 	return j ? JsonbPGetDatum(j) : (Datum) 0;
+}
+
+/* Is funcoid a function (jsonb) RETURNS jsonb?  Its schema goes to *nspid. */
+bool
+is_workflow_function(Oid funcoid, Oid *nspid)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcoid));
+	Form_pg_proc proc;
+	bool		ok;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", funcoid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	ok = proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
+		proc->prorettype == JSONBOID && !proc->proretset &&
+		proc->prokind == PROKIND_FUNCTION;
+	if (nspid)
+		*nspid = proc->pronamespace;
+	ReleaseSysCache(tup);
+	return ok;
+}
+
+/* A "wait" argument in milliseconds (capped at INT_MAX); negative is an error. */
+long
+wait_interval_ms(Interval *iv)
+{
+	double		ms = iv->time / 1000.0 + iv->day * (double) SECS_PER_DAY * 1000 +
+		iv->month * (double) DAYS_PER_MONTH * SECS_PER_DAY * 1000;
+
+	if (ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wait must not be negative")));
+	return (long) Min(ms, (double) INT_MAX);
 }

@@ -492,31 +492,24 @@ load_history(Replay *r)
 static void
 check_owner_may_run(Oid funcoid, Oid owner)
 {
-	HeapTuple	tup;
-	Form_pg_proc proc;
+	Oid			nspid;
 
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role %u that started the workflow no longer exists", owner)));
-	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcoid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for function %u", funcoid);
-	proc = (Form_pg_proc) GETSTRUCT(tup);
-	if (proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID ||
-		proc->prorettype != JSONBOID || proc->proretset || proc->prokind != PROKIND_FUNCTION)
+	if (!is_workflow_function(funcoid, &nspid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
 				 errmsg("function %s is no longer a workflow function",
 						format_procedure(funcoid)),
 				 errhint("A workflow function takes one jsonb argument and returns jsonb.")));
-	if (pg_namespace_aclcheck(proc->pronamespace, owner, ACL_USAGE) != ACLCHECK_OK ||
-		pg_proc_aclcheck(funcoid, owner, ACL_EXECUTE) != ACLCHECK_OK)
+	if (durable_namespace_aclcheck(nspid, owner, ACL_USAGE) != ACLCHECK_OK ||
+		durable_proc_aclcheck(funcoid, owner, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("role \"%s\" may no longer execute workflow function %s",
 						GetUserNameFromId(owner, false), format_procedure(funcoid))));
-	ReleaseSysCache(tup);
 }
 
 /*

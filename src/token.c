@@ -19,7 +19,9 @@
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "fmgr.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 
 #define TOKEN_MAC_BYTES	16
 
@@ -38,15 +40,27 @@ durable_random_key(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(key);
 }
 
+/* The key, read once per transaction (a poll may sign a thousand tokens). */
 static bytea *
 token_key(void)
 {
 	static EnginePlan plan = {NULL, "SELECT key FROM durable.token_key", 0, {0}};
+	static bytea *cached_key = NULL;
+	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
 	bool		isnull;
+	bytea	   *key;
 
+	if (cached_key != NULL && cached_lxid == MyProc->lxid)
+		return cached_key;
 	if (engine_exec(&plan, NULL, NULL, 1) != 1)
 		elog(ERROR, "durable.token_key is empty");
-	return DatumGetByteaPP(engine_get(0, 1, &isnull));
+	key = DatumGetByteaPP(engine_get(0, 1, &isnull));
+	if (cached_key)
+		pfree(cached_key);
+	cached_key = MemoryContextAlloc(TopMemoryContext, VARSIZE_ANY(key));
+	memcpy(cached_key, key, VARSIZE_ANY(key));
+	cached_lxid = MyProc->lxid;
+	return cached_key;
 }
 
 static void

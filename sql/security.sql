@@ -1,0 +1,76 @@
+-- Workflow code runs as the role that started the run, never as the
+-- worker's superuser; roles see only their own runs; state tables are not
+-- writable by users.
+CREATE ROLE regress_durable_alice;
+CREATE ROLE regress_durable_bob;
+CREATE TABLE secret_plans (plan text);
+INSERT INTO secret_plans VALUES ('world domination');
+REVOKE ALL ON secret_plans FROM PUBLIC;
+CREATE SCHEMA alice_app AUTHORIZATION regress_durable_alice;
+
+SET ROLE regress_durable_alice;
+CREATE FUNCTION alice_app.whoami(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.activity('noop', NULL, task_queue => 'security');
+  RETURN jsonb_build_object('current_user', current_user,
+                            'search_path', current_setting('search_path'),
+                            'read_only', current_setting('transaction_read_only'));
+END $$;
+CREATE FUNCTION alice_app.snoop(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN to_jsonb((SELECT plan FROM public.secret_plans LIMIT 1));
+END $$;
+SELECT durable.start_workflow('alice_app.whoami', '{}', workflow_id => 'alice-1');
+SELECT durable.start_workflow('alice_app.snoop', '{}', workflow_id => 'alice-snoop');
+-- alice cannot write the engine's tables, nor read the token key
+INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input, started_at)
+  VALUES (gen_random_uuid(), 'forged', 'x', 'regress_durable_alice', '{}', now());
+UPDATE durable.runs SET status = 'completed';
+DELETE FROM durable.history;
+SELECT * FROM durable.token_key;
+RESET ROLE;
+
+-- the activity worker completes alice's activity
+SELECT task_token AS token FROM durable.poll_activity('security', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token');
+SELECT durable.result('alice-1', wait => '10 s');
+SELECT owner FROM durable.describe('alice-1');
+SELECT durable.result('alice-snoop', wait => '10 s');
+
+-- bob sees none of alice's runs
+SET ROLE regress_durable_bob;
+SELECT count(*) FROM durable.workflows WHERE workflow_id LIKE 'alice%';
+SELECT count(*) FROM durable.history h;
+SELECT * FROM durable.describe('alice-1');
+SELECT durable.result('alice-1');
+-- and bob cannot start alice's workflows
+SELECT durable.start_workflow('alice_app.whoami', '{}');
+RESET ROLE;
+
+-- privileges are checked again when the code runs: revoked, the task fails
+SET ROLE regress_durable_alice;
+SELECT durable.start_workflow('alice_app.whoami', '{}', workflow_id => 'alice-2');
+RESET ROLE;
+SELECT task_token AS token FROM durable.poll_activity('security', wait => '10 s') \gset
+REVOKE USAGE ON SCHEMA alice_app FROM regress_durable_alice;
+SELECT durable.complete_activity(:'token');
+DO $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    EXIT WHEN (SELECT task_failure IS NOT NULL FROM durable.describe('alice-2'));
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END $$;
+SELECT status, task_failure->>'cause' AS cause, task_failure->'failure'->>'message' AS message
+  FROM durable.describe('alice-2');
+GRANT USAGE ON SCHEMA alice_app TO regress_durable_alice;
+SET ROLE regress_durable_alice;
+SELECT durable.retry_workflow_task('alice-2');
+RESET ROLE;
+SELECT durable.result('alice-2', wait => '10 s') ->> 'current_user' AS ran_as;
+
+DROP SCHEMA alice_app CASCADE;
+DROP TABLE secret_plans;
+DROP OWNED BY regress_durable_alice, regress_durable_bob;
+DROP ROLE regress_durable_alice;
+DROP ROLE regress_durable_bob;

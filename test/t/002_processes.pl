@@ -1,0 +1,92 @@
+# The processes around the engine: a worker per database that has the
+# extension, started by CREATE EXTENSION's commit; waiting pollers woken by
+# commits; DROP EXTENSION and DROP DATABASE while workflows run; a server
+# without the library preloaded.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use DurableTest;
+
+my $node = durable_node('processes');
+$node->start;
+
+# --- launcher only, until a database creates the extension ---
+is($node->safe_psql('postgres',
+	"SELECT string_agg(backend_type, ',' ORDER BY backend_type) FROM pg_stat_activity WHERE backend_type LIKE 'durable%'"),
+	'durable launcher', 'only the launcher runs before CREATE EXTENSION');
+
+$node->safe_psql('postgres', 'CREATE DATABASE app1');
+$node->safe_psql('postgres', 'CREATE DATABASE app2');
+create_greet($node, 'app1');
+ok(wait_for_worker($node, 'app1'), 'CREATE EXTENSION in app1 starts its worker');
+create_greet($node, 'app2');
+ok(wait_for_worker($node, 'app2'), 'and in app2, each database its own worker');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'durable worker' AND datname = 'postgres'"),
+	'0', 'no worker in a database without the extension');
+
+# --- a waiting poller is woken by the commit that creates its task ---
+my ($out, $err) = ('', '');
+my $poller = IPC::Run::start(
+	[ 'psql', '-XAtq', '-d', $node->connstr('app1'), '-c',
+	  "SELECT activity FROM durable.poll_activity('default', worker => 'waiter', wait => '10 min')" ],
+	'>', \$out, '2>', \$err,
+	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+ok($node->poll_query_until('app1', q{
+SELECT count(*) = 1 FROM pg_stat_activity
+ WHERE query LIKE '%waiter%' AND wait_event_type = 'Extension' AND pid <> pg_backend_pid()}),
+	'the poller sleeps on a wait event, not in a loop');
+start_greets($node, 'wake', 1, 'app1');
+# A poller that was not woken would sleep its full 10 minutes (and time out).
+$poller->finish or die "poller failed: $err";
+like($out, qr/^lookup_user$/m, 'the waiting poller received the new task at commit');
+
+# --- DROP EXTENSION while workflows run: it succeeds, the worker leaves ---
+start_greets($node, 'doomed', 20, 'app2');
+work_activities($node, 5, 'app2');
+$node->safe_psql('app2', 'DROP EXTENSION durable CASCADE');
+ok($node->poll_query_until('postgres', q{
+SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'durable worker' AND datname = 'app2'}),
+	'the worker of app2 exits after DROP EXTENSION');
+create_greet($node, 'app2');
+ok(wait_for_worker($node, 'app2'), 'CREATE EXTENSION again brings it back');
+start_greets($node, 'again', 3, 'app2');
+work_activities($node, 10, 'app2') for 1 .. 3;
+is($node->safe_psql('app2', 'SELECT durable.result(\'again-3\', wait => \'10 s\')->\'user\'->>\'name\''),
+	'user-3', 'workflows run again after re-creation');
+
+# --- DROP DATABASE with running workflows succeeds at once ---
+start_greets($node, 'dropme', 20, 'app1');
+work_activities($node, 5, 'app1');
+my ($ret, $stdout, $stderr) = $node->psql('postgres', 'DROP DATABASE app1');
+is($ret, 0, 'DROP DATABASE with running workflows succeeds');
+is($stderr, '', 'without complaint');
+# ALTER DATABASE ... RENAME too, and the worker comes back under the new name
+($ret, $stdout, $stderr) = $node->psql('postgres', 'ALTER DATABASE app2 RENAME TO app3');
+is($ret, 0, 'ALTER DATABASE RENAME of a database with a worker succeeds');
+ok(wait_for_worker($node, 'app3'), 'its worker is back after the rename');
+ok(!$node->safe_psql('postgres',
+	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'durable worker' AND datname = 'app1'"),
+	'no worker left for the dropped database');
+
+$node->stop;
+
+# --- a server without durable in shared_preload_libraries ---
+my $plain = PostgreSQL::Test::Cluster->new('not_preloaded');
+$plain->init;
+$plain->start;
+($ret, $stdout, $stderr) = $plain->psql('postgres', 'CREATE EXTENSION durable');
+is($ret, 0, 'CREATE EXTENSION succeeds without preloading');
+like($stderr, qr/WARNING:  durable is not loaded by shared_preload_libraries.*\nHINT:  Add durable to shared_preload_libraries/s,
+	'with a warning and a hint how to fix it');
+($ret, $stdout, $stderr) = $plain->psql('postgres', "SELECT durable.start_workflow('x')");
+like($stderr, qr/ERROR:  durable is not loaded by shared_preload_libraries.*\nHINT:  Add durable to shared_preload_libraries/s,
+	'API functions fail with the same hint');
+$plain->stop;
+
+done_testing();
