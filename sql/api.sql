@@ -72,7 +72,7 @@ SELECT durable.result('greet-7', wait => '50 ms');
 CREATE FUNCTION flaky(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
   RETURN durable.activity('charge', input, task_queue => 'payments',
-      options => '{"retry": {"maximum_attempts": 2, "initial_interval": "0.2 s"}}');
+      options => '{"retry": {"maximum_attempts": 2, "initial_interval": "2 s"}}');
 END $$;
 SELECT durable.start_workflow('flaky', '{"amount": 5}', workflow_id => 'flaky-1');
 SELECT task_token AS token, attempt FROM durable.poll_activity('payments', wait => '10 s') \gset

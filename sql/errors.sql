@@ -17,6 +17,10 @@ CREATE FUNCTION wf(input jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT input';
 CREATE FUNCTION not_wf(input text) RETURNS jsonb LANGUAGE sql AS 'SELECT NULL::jsonb';
 CREATE FUNCTION returns_text(input jsonb) RETURNS text LANGUAGE sql AS 'SELECT NULL::text';
 CREATE FUNCTION returns_set(input jsonb) RETURNS SETOF jsonb LANGUAGE sql AS 'SELECT input';
+CREATE FUNCTION waits(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.activity('never_done', NULL, task_queue => 'nobody_polls');
+END $$;
 
 -- start_workflow
 SELECT err($$SELECT durable.start_workflow('no_such_function')$$);
@@ -31,8 +35,8 @@ SELECT err($$SELECT durable.start_workflow('wf', '[1, 2]')$$);
 SELECT err($$SELECT durable.start_workflow('wf', '42')$$);
 SELECT err($$SELECT durable.start_workflow('wf', '{}', workflow_id => '')$$);
 SELECT err($$SELECT durable.start_workflow('wf', '{}', workflow_id => repeat('x', 1001))$$);
-SELECT durable.start_workflow('wf', '{}', workflow_id => 'dup') IS NOT NULL AS started;
-SELECT err($$SELECT durable.start_workflow('wf', '{}', workflow_id => 'dup')$$);
+SELECT durable.start_workflow('waits', '{}', workflow_id => 'dup') IS NOT NULL AS started;
+SELECT err($$SELECT durable.start_workflow('waits', '{}', workflow_id => 'dup')$$);
 -- nothing was half-written by the failed starts
 SELECT count(*) FROM durable.workflows WHERE workflow_id IN ('dup', '');
 
