@@ -170,3 +170,18 @@ SELECT bool_and(durable.complete_activity(task_token)) FROM shrinking_tasks;
 SELECT wait_task_failure('shrinking-1');
 SELECT task_failure->>'cause' AS cause, task_failure->'failure'->>'detail' AS detail
   FROM durable.describe('shrinking-1');
+
+-- Workflow code that never returns is stopped by durable.workflow_task_timeout:
+-- the task fails, the run stays open.
+ALTER SYSTEM SET durable.workflow_task_timeout = '300ms';
+SELECT pg_reload_conf();
+CREATE FUNCTION spin(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  LOOP
+  END LOOP;
+END $$;
+SELECT durable.start_workflow('spin', '{}', workflow_id => 'spin-1');
+SELECT wait_task_failure('spin-1');
+SELECT status, task_failure->'failure'->>'sqlstate' AS sqlstate FROM durable.describe('spin-1');
+ALTER SYSTEM RESET durable.workflow_task_timeout;
+SELECT pg_reload_conf();
