@@ -251,6 +251,11 @@ CREATE FUNCTION durable.fail_activity(task_token pg_catalog.text,
     RETURNS pg_catalog.bool
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_fail_activity';
 
+-- Polling hands out other roles' activity inputs: only roles granted it may.
+REVOKE ALL ON FUNCTION durable.poll_activity(pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.int4),
+    durable.complete_activity(pg_catalog.text, pg_catalog.jsonb),
+    durable.fail_activity(pg_catalog.text, pg_catalog.text, pg_catalog.bool) FROM PUBLIC;
+
 ------------------------------------------------------------------------------
 -- Deterministic API: called only from workflow code run by the worker.
 ------------------------------------------------------------------------------

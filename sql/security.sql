@@ -28,6 +28,14 @@ INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input, started_a
 UPDATE durable.runs SET status = 'completed';
 DELETE FROM durable.history;
 SELECT * FROM durable.token_key;
+-- nor act as an activity worker unless granted: polling hands out other
+-- roles' inputs
+SELECT * FROM durable.poll_activity('security');
+SELECT durable.complete_activity('1.1.00000000000000000000000000000000');
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION durable.poll_activity(text, text, interval, int) TO regress_durable_bob;
+SET ROLE regress_durable_bob;
+SELECT count(*) FROM durable.poll_activity('nothing-here');
 RESET ROLE;
 
 -- the activity worker completes alice's activity

@@ -367,6 +367,24 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 	return n;
 }
 
+typedef struct ClaimRequest
+{
+	ReturnSetInfo *rsinfo;
+	const char *queue;
+	const char *worker;
+	int			max_tasks;
+	TimestampTz next_ready;
+} ClaimRequest;
+
+static bool
+claim_some(void *arg)
+{
+	ClaimRequest *req = arg;
+
+	return claim_tasks(req->rsinfo, req->queue, req->worker, req->max_tasks,
+					   &req->next_ready) > 0;
+}
+
 Datum
 durable_poll_activity(PG_FUNCTION_ARGS)
 {
@@ -376,7 +394,7 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 	long		wait_ms;
 	int			max_tasks;
 	TimestampTz deadline;
-	ConditionVariable *cv;
+	WakeChannel *channel;
 
 	durable_require_preload();
 	if (PG_ARGISNULL(0))
@@ -400,30 +418,34 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
-	cv = durable_queue_cv(queue);
+	channel = durable_queue_channel(queue);
 
 	for (;;)
 	{
+		ClaimRequest req = {rsinfo, queue, worker, max_tasks, 0};
+		uint64		seen = channel_broadcasts(channel);
 		TimestampTz next_ready;
 		TimestampTz now;
 		long		sleep_ms;
 
-		/* on the wait list before looking, so no commit can slip between */
-		if (wait_ms > 0)
-			ConditionVariablePrepareToSleep(cv);
-		if (claim_tasks(rsinfo, queue, worker, max_tasks, &next_ready) > 0)
+		if (wait_ms == 0)
+		{
+			(void) claim_some(&req);
 			break;
+		}
+		/* an empty look leaves no lock behind while we sleep */
+		if (engine_try_in_subxact(claim_some, &req))
+			break;
+		next_ready = req.next_ready;
 		now = GetCurrentTimestamp();
 		if (now >= deadline)
 			break;
 		sleep_ms = TimestampDifferenceMilliseconds(now, deadline);
 		if (next_ready != 0)
 			sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, next_ready) + 1);
-		(void) ConditionVariableTimedSleep(cv, Max(sleep_ms, 1), PG_WAIT_EXTENSION);
+		channel_sleep(channel, seen, sleep_ms);
 		CHECK_FOR_INTERRUPTS();
 	}
-	if (wait_ms > 0)
-		ConditionVariableCancelSleep();
 	return (Datum) 0;
 }
 

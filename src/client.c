@@ -46,7 +46,7 @@ durable_extension_created(PG_FUNCTION_ARGS)
 				 errmsg("durable is not loaded by shared_preload_libraries, so no workflow will run"),
 				 errhint("Add durable to shared_preload_libraries in postgresql.conf and restart the server.")));
 	else
-		durable_notify_launcher_at_commit();
+		durable_notify_launcher_at_commit(MyDatabaseId);
 	PG_RETURN_VOID();
 }
 
@@ -255,13 +255,29 @@ raise_run_failure(const char *workflow_id, RunStatus *rs)
 			 errhint("See SELECT * FROM durable.history('%s');", workflow_id)));
 }
 
+typedef struct StatusRequest
+{
+	const char *workflow_id;
+	RunStatus	rs;
+} StatusRequest;
+
+/* Keeps the subtransaction (and its lock) only if the run is closed. */
+static bool
+read_closed_status(void *arg)
+{
+	StatusRequest *req = arg;
+
+	read_run_status(req->workflow_id, &req->rs);
+	return strcmp(req->rs.status, "running") != 0;
+}
+
 Datum
 durable_result(PG_FUNCTION_ARGS)
 {
 	char	   *workflow_id;
 	long		wait_ms;
 	TimestampTz deadline;
-	ConditionVariable *cv;
+	WakeChannel *channel;
 	RunStatus	rs;
 
 	durable_require_preload();
@@ -273,15 +289,23 @@ durable_result(PG_FUNCTION_ARGS)
 				 errmsg("durable.result cannot wait inside a REPEATABLE READ or SERIALIZABLE transaction"),
 				 errhint("Wait in a READ COMMITTED transaction, or pass wait => '0'.")));
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
-	cv = durable_close_cv(workflow_id);
+	channel = durable_close_channel(workflow_id);
 
 	for (;;)
 	{
 		TimestampTz now;
+		uint64		seen = channel_broadcasts(channel);
 
-		if (wait_ms > 0)
-			ConditionVariablePrepareToSleep(cv);
-		read_run_status(workflow_id, &rs);
+		if (wait_ms == 0)
+			read_run_status(workflow_id, &rs);
+		else
+		{
+			StatusRequest req = {workflow_id};
+
+			/* an open run: look again later, holding no lock meanwhile */
+			(void) engine_try_in_subxact(read_closed_status, &req);
+			rs = req.rs;
+		}
 		if (strcmp(rs.status, "running") != 0)
 			break;
 		now = GetCurrentTimestamp();
@@ -291,14 +315,9 @@ durable_result(PG_FUNCTION_ARGS)
 					 errmsg("workflow \"%s\" is still running", workflow_id),
 					 errhint("Wait longer, e.g. durable.result('%s', wait => '30 s'), or see durable.describe('%s').",
 							 workflow_id, workflow_id)));
-		(void) ConditionVariableTimedSleep(cv,
-										   Max(TimestampDifferenceMilliseconds(now, deadline), 1),
-										   PG_WAIT_EXTENSION);
+		channel_sleep(channel, seen, TimestampDifferenceMilliseconds(now, deadline));
 		CHECK_FOR_INTERRUPTS();
 	}
-	if (wait_ms > 0)
-		ConditionVariableCancelSleep();
-
 	if (strcmp(rs.status, "completed") != 0)
 		raise_run_failure(workflow_id, &rs);
 	if (rs.result == NULL)

@@ -105,6 +105,22 @@ next_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 								params, queryEnv, dest, qc);
 }
 
+/*
+ * A new database may have the extension from its template: the launcher
+ * looks (its worker exits at once if not).
+ */
+static void
+notice_new_database(Node *stmt)
+{
+	Oid			dboid;
+
+	if (durable_shared == NULL || !IsA(stmt, CreatedbStmt))
+		return;
+	dboid = get_database_oid(((CreatedbStmt *) stmt)->dbname, true);
+	if (OidIsValid(dboid))
+		durable_notify_launcher_at_commit(dboid);
+}
+
 /* DROP EXTENSION durable: the worker should notice at once, not at its next tick. */
 static bool
 drops_durable_extension(Node *stmt)
@@ -141,6 +157,7 @@ durable_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	{
 		next_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 							params, queryEnv, dest, qc);
+		notice_new_database(pstmt->utilityStmt);
 		return;
 	}
 
@@ -155,6 +172,7 @@ durable_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		durable_resume_database_worker(dboid);
 	}
 	PG_END_TRY();
+	notice_new_database(pstmt->utilityStmt);
 }
 
 void

@@ -21,6 +21,7 @@
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -65,15 +66,27 @@ typedef struct WorkerSlot
 #define DURABLE_NOTIFY_MAX		32
 #define DURABLE_CV_COUNT		64
 
+/*
+ * Where sleepers wait for commits: a condition variable, and a counter of its
+ * broadcasts, so that a sleeper that looked at the tables in a subtransaction
+ * (which, rolled back, cancels any prepared sleep) can tell whether it missed
+ * a broadcast between its look and its sleep.
+ */
+typedef struct WakeChannel
+{
+	ConditionVariable cv;
+	pg_atomic_uint64 broadcasts;
+} WakeChannel;
+
 typedef struct DurableShared
 {
 	LWLock	   *lock;			/* protects everything but the CVs */
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
-	int			n_created;		/* databases that just created the extension */
+	int			n_created;		/* databases that may just have got the extension */
 	Oid			created[DURABLE_NOTIFY_MAX];
-	ConditionVariable queue_cv[DURABLE_CV_COUNT];	/* by hash of task queue */
-	ConditionVariable close_cv[DURABLE_CV_COUNT];	/* by hash of workflow id */
+	WakeChannel queue_channels[DURABLE_CV_COUNT];	/* by hash of task queue */
+	WakeChannel close_channels[DURABLE_CV_COUNT];	/* by hash of workflow id */
 	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];	/* durable_max_databases */
 } DurableShared;
 
@@ -82,15 +95,17 @@ extern DurableShared *durable_shared;
 extern void durable_shmem_request(void);
 extern void durable_shmem_startup(void);
 extern void durable_require_preload(void);
-extern ConditionVariable *durable_queue_cv(const char *task_queue);
-extern ConditionVariable *durable_close_cv(const char *workflow_id);
+extern WakeChannel *durable_queue_channel(const char *task_queue);
+extern WakeChannel *durable_close_channel(const char *workflow_id);
+extern uint64 channel_broadcasts(WakeChannel *ch);
+extern void channel_sleep(WakeChannel *ch, uint64 seen_broadcasts, long timeout_ms);
 
 /* commit-time wakeups: register now, delivered only if the transaction commits */
 extern void durable_wake_worker_at_commit(void);
 extern void durable_wake_queue_at_commit(const char *task_queue);
 extern void durable_wake_queue_at_abort(const char *task_queue);
 extern void durable_wake_closed_at_commit(const char *workflow_id);
-extern void durable_notify_launcher_at_commit(void);
+extern void durable_notify_launcher_at_commit(Oid dboid);
 extern void durable_register_xact_callback(void);
 
 /* ---- processes (launcher.c, worker.c) ---- */
@@ -123,6 +138,7 @@ typedef struct CachedPlan_
 	Oid			argtypes[10];
 } EnginePlan;
 
+extern bool engine_try_in_subxact(bool (*fn) (void *arg), void *arg);
 extern int	engine_exec(EnginePlan *plan, Datum *values, const char *nulls,
 						long count);
 extern Datum engine_get(int row, int col, bool *isnull);

@@ -23,7 +23,9 @@
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "access/xact.h"
 #include "miscadmin.h"
+#include "utils/resowner.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/datum.h"
@@ -80,6 +82,45 @@ engine_leave(EngineScope *scope)
 	AtEOXact_GUC(true, scope->save_nestlevel);
 	SetUserIdAndSecContext(scope->save_userid, scope->save_sec_context);
 	outer_cxt = NULL;
+}
+
+/*
+ * Runs fn(arg) in a subtransaction, kept if fn returns true and rolled back
+ * if it returns false.  A rollback releases the relation locks fn took: a
+ * caller about to sleep (a long poll, a wait for a result) then holds no lock
+ * on our tables while it sleeps, and DROP EXTENSION is not kept waiting.
+ */
+bool
+engine_try_in_subxact(bool (*fn) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		keep;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		keep = fn(arg);
+	}
+	PG_CATCH();
+	{
+		/* our subtransaction must not outlive us, even on error */
+		MemoryContextSwitchTo(cxt);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (keep)
+		ReleaseCurrentSubTransaction();
+	else
+		RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return keep;
 }
 
 int

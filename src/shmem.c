@@ -20,6 +20,7 @@
 #include "access/xact.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/memutils.h"
@@ -30,7 +31,8 @@ DurableShared *durable_shared = NULL;
 typedef struct PendingWakeups
 {
 	bool		worker;
-	bool		launcher;
+	int			n_launcher_dbs;	/* databases the launcher should look at */
+	Oid			launcher_dbs[4];
 	uint64		queues_at_commit;	/* bitmaps over DURABLE_CV_COUNT slots */
 	uint64		queues_at_abort;
 	uint64		closed_at_commit;
@@ -68,8 +70,10 @@ durable_shmem_startup(void)
 		durable_shared->lock = &(GetNamedLWLockTranche("durable"))->lock;
 		for (int i = 0; i < DURABLE_CV_COUNT; i++)
 		{
-			ConditionVariableInit(&durable_shared->queue_cv[i]);
-			ConditionVariableInit(&durable_shared->close_cv[i]);
+			ConditionVariableInit(&durable_shared->queue_channels[i].cv);
+			pg_atomic_init_u64(&durable_shared->queue_channels[i].broadcasts, 0);
+			ConditionVariableInit(&durable_shared->close_channels[i].cv);
+			pg_atomic_init_u64(&durable_shared->close_channels[i].broadcasts, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -98,16 +102,37 @@ cv_index(const char *name)
 	return h % DURABLE_CV_COUNT;
 }
 
-ConditionVariable *
-durable_queue_cv(const char *task_queue)
+WakeChannel *
+durable_queue_channel(const char *task_queue)
 {
-	return &durable_shared->queue_cv[cv_index(task_queue)];
+	return &durable_shared->queue_channels[cv_index(task_queue)];
 }
 
-ConditionVariable *
-durable_close_cv(const char *workflow_id)
+WakeChannel *
+durable_close_channel(const char *workflow_id)
 {
-	return &durable_shared->close_cv[cv_index(workflow_id)];
+	return &durable_shared->close_channels[cv_index(workflow_id)];
+}
+
+/* Read before looking at the tables; pass to channel_sleep() after. */
+uint64
+channel_broadcasts(WakeChannel *ch)
+{
+	return pg_atomic_read_u64(&ch->broadcasts);
+}
+
+/*
+ * Sleeps until the next broadcast or timeout_ms, unless a broadcast came
+ * since seen_broadcasts was read (then returns at once, to look again).
+ */
+void
+channel_sleep(WakeChannel *ch, uint64 seen_broadcasts, long timeout_ms)
+{
+	ConditionVariablePrepareToSleep(&ch->cv);
+	if (pg_atomic_read_u64(&ch->broadcasts) == seen_broadcasts)
+		(void) ConditionVariableTimedSleep(&ch->cv, Max(timeout_ms, 1),
+										   PG_WAIT_EXTENSION);
+	ConditionVariableCancelSleep();
 }
 
 void
@@ -135,17 +160,23 @@ durable_wake_closed_at_commit(const char *workflow_id)
 }
 
 void
-durable_notify_launcher_at_commit(void)
+durable_notify_launcher_at_commit(Oid dboid)
 {
-	pending.launcher = true;
+	if (pending.n_launcher_dbs < (int) lengthof(pending.launcher_dbs))
+		pending.launcher_dbs[pending.n_launcher_dbs++] = dboid;
 }
 
 static void
-broadcast_bitmap(ConditionVariable *cvs, uint64 bitmap)
+broadcast_bitmap(WakeChannel *channels, uint64 bitmap)
 {
 	for (int i = 0; bitmap != 0; i++, bitmap >>= 1)
+	{
 		if (bitmap & 1)
-			ConditionVariableBroadcast(&cvs[i]);
+		{
+			pg_atomic_fetch_add_u64(&channels[i].broadcasts, 1);
+			ConditionVariableBroadcast(&channels[i].cv);
+		}
+	}
 }
 
 static void
@@ -170,13 +201,13 @@ wake_database_worker(void)
 }
 
 static void
-notify_launcher(void)
+notify_launcher(Oid *dbs, int n)
 {
 	Latch	   *latch = NULL;
 
 	LWLockAcquire(durable_shared->lock, LW_EXCLUSIVE);
-	if (durable_shared->n_created < DURABLE_NOTIFY_MAX)
-		durable_shared->created[durable_shared->n_created++] = MyDatabaseId;
+	for (int i = 0; i < n && durable_shared->n_created < DURABLE_NOTIFY_MAX; i++)
+		durable_shared->created[durable_shared->n_created++] = dbs[i];
 	latch = durable_shared->launcher_latch;
 	LWLockRelease(durable_shared->lock);
 	if (latch)
@@ -200,7 +231,7 @@ deliver_wakeups(XactEvent event, void *arg)
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
 		/* tasks this transaction had claimed are ready again */
-		broadcast_bitmap(durable_shared->queue_cv, todo.queues_at_abort);
+		broadcast_bitmap(durable_shared->queue_channels, todo.queues_at_abort);
 		return;
 	}
 
@@ -208,12 +239,12 @@ deliver_wakeups(XactEvent event, void *arg)
 	 * At PREPARE the changes are not visible yet; waking now is early but
 	 * harmless, and the sleepers' fallback timeouts cover COMMIT PREPARED.
 	 */
-	broadcast_bitmap(durable_shared->queue_cv, todo.queues_at_commit);
-	broadcast_bitmap(durable_shared->close_cv, todo.closed_at_commit);
+	broadcast_bitmap(durable_shared->queue_channels, todo.queues_at_commit);
+	broadcast_bitmap(durable_shared->close_channels, todo.closed_at_commit);
 	if (todo.worker)
 		wake_database_worker();
-	if (todo.launcher)
-		notify_launcher();
+	if (todo.n_launcher_dbs > 0)
+		notify_launcher(todo.launcher_dbs, todo.n_launcher_dbs);
 }
 
 void

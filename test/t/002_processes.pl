@@ -41,15 +41,40 @@ ok($node->poll_query_until('app1', q{
 SELECT count(*) = 1 FROM pg_stat_activity
  WHERE query LIKE '%waiter%' AND wait_event_type = 'Extension' AND pid <> pg_backend_pid()}),
 	'the poller sleeps on a wait event, not in a loop');
+# and it really sleeps: over a second it uses (almost) no CPU
+my $poller_pid = $node->safe_psql('app1',
+	"SELECT pid FROM pg_stat_activity WHERE query LIKE '%waiter%' AND pid <> pg_backend_pid()");
+sub cpu_ticks
+{
+	my @f = split ' ', slurp_file("/proc/$poller_pid/stat");
+	return $f[13] + $f[14];    # utime + stime, in clock ticks
+}
+my $ticks = cpu_ticks();
+sleep 1;
+ok(cpu_ticks() - $ticks <= 2, 'the waiting poller does not spin');
 start_greets($node, 'wake', 1, 'app1');
 # A poller that was not woken would sleep its full 10 minutes (and time out).
 $poller->finish or die "poller failed: $err";
 like($out, qr/^lookup_user$/m, 'the waiting poller received the new task at commit');
 
-# --- DROP EXTENSION while workflows run: it succeeds, the worker leaves ---
+# --- DROP EXTENSION while workflows run and a poller waits: it succeeds at
+# once, the worker leaves, the poller learns when it wakes ---
 start_greets($node, 'doomed', 20, 'app2');
 work_activities($node, 5, 'app2');
-$node->safe_psql('app2', 'DROP EXTENSION durable CASCADE');
+my ($pout, $perr) = ('', '');
+my $waiting = IPC::Run::start(
+	[ 'psql', '-XAtq', '-d', $node->connstr('app2'), '-c',
+	  "SELECT activity FROM durable.poll_activity('empty-queue', worker => 'doomed-poller', wait => '10 min')" ],
+	'>', \$pout, '2>', \$perr,
+	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+$node->poll_query_until('app2', q{
+SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE '%doomed-poller%' AND wait_event_type = 'Extension'
+   AND pid <> pg_backend_pid()}) or die 'poller not waiting';
+$node->safe_psql('app2', 'DROP EXTENSION durable CASCADE', timeout => 30);
+pass('DROP EXTENSION does not wait for a long-polling worker');
+$node->safe_psql('app2', "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%doomed-poller%' AND pid <> pg_backend_pid()");
+$waiting->finish;
+like($perr, qr/canceling statement due to user request/, 'the poller was still waiting, holding no lock');
 ok($node->poll_query_until('postgres', q{
 SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'durable worker' AND datname = 'app2'}),
 	'the worker of app2 exits after DROP EXTENSION');
