@@ -95,6 +95,12 @@ is($stderr, '', 'without complaint');
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'ALTER DATABASE app2 RENAME TO app3');
 is($ret, 0, 'ALTER DATABASE RENAME of a database with a worker succeeds');
 ok(wait_for_worker($node, 'app3'), 'its worker is back after the rename');
+# CREATE DATABASE from a template that has durable: the template's worker
+# steps aside for the copy, and the copy gets a worker of its own
+($ret, $stdout, $stderr) = $node->psql('postgres', 'CREATE DATABASE app4 TEMPLATE app3');
+is($ret, 0, 'CREATE DATABASE ... TEMPLATE a database with a worker succeeds');
+ok(wait_for_worker($node, 'app4'), 'the new database gets its worker');
+ok(wait_for_worker($node, 'app3'), 'and the template gets its worker back');
 ok(!$node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'durable worker' AND datname = 'app1'"),
 	'no worker left for the dropped database');
