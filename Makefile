@@ -7,7 +7,7 @@ EXTENSION = durable
 DATA = durable--0.1.sql
 PGFILEDESC = "durable - durable execution of workflows inside PostgreSQL"
 
-PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration
 
 # pg_regress (sql/, expected/) against a server that preloads durable
 REGRESS = api errors replay security

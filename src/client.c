@@ -300,7 +300,7 @@ durable_result(PG_FUNCTION_ARGS)
 			read_run_status(workflow_id, &rs);
 		else
 		{
-			StatusRequest req = {workflow_id};
+			StatusRequest req = {workflow_id, {NULL, NULL, NULL}};
 
 			/* an open run: look again later, holding no lock meanwhile */
 			(void) engine_try_in_subxact(read_closed_status, &req);
