@@ -76,8 +76,10 @@ CREATE TABLE durable.activity_tasks (
     input           pg_catalog.jsonb,
     retry_policy    pg_catalog.jsonb NOT NULL,
     attempt         pg_catalog.int4 NOT NULL DEFAULT 1,
+    -- scheduled: ready for a poller at ready_at; started: claimed by one;
+    -- backoff: failed, waiting for its retry timer
     status          pg_catalog.text NOT NULL DEFAULT 'scheduled'
-        CHECK (status IN ('scheduled', 'started')),
+        CHECK (status IN ('scheduled', 'started', 'backoff')),
     scheduled_at    pg_catalog.timestamptz NOT NULL,
     ready_at        pg_catalog.timestamptz NOT NULL,
     started_at      pg_catalog.timestamptz,
@@ -90,6 +92,27 @@ CREATE TABLE durable.activity_tasks (
 CREATE INDEX activity_tasks_ready ON durable.activity_tasks
     (task_queue, ready_at, task_id) WHERE status = 'scheduled';
 
+-- The timer queue: everything that must happen at a given time.  The worker
+-- sleeps until the earliest fire_at (one index probe, whatever the number of
+-- timers) and fires what is due in batches.
+--   timer              a workflow timer (durable.sleep, timer_async, a
+--                      wait_signal timeout): fires TimerFired for "handle"
+--   retry              an activity's retry backoff: task_id becomes ready
+--   execution_timeout  the run's execution_timeout: it closes as timed out
+CREATE TABLE durable.timers (
+    timer_id        pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id          pg_catalog.uuid NOT NULL,
+    kind            pg_catalog.text NOT NULL
+        CHECK (kind IN ('timer', 'retry', 'execution_timeout')),
+    handle          pg_catalog.int4,
+    task_id         pg_catalog.int8,
+    fire_at         pg_catalog.timestamptz NOT NULL,
+    CHECK ((kind = 'timer') = (handle IS NOT NULL)),
+    CHECK ((kind = 'retry') = (task_id IS NOT NULL))
+);
+CREATE INDEX timers_due ON durable.timers (fire_at);
+CREATE INDEX timers_of_run ON durable.timers (run_id);
+
 -- The key that signs task tokens (HMAC-SHA256), so that a forged token is
 -- told apart from a stale one without storing tokens.
 CREATE TABLE durable.token_key (
@@ -101,21 +124,25 @@ CREATE TABLE durable.token_key (
 SELECT pg_catalog.pg_extension_config_dump('durable.runs', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.history', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.activity_tasks', '');
+SELECT pg_catalog.pg_extension_config_dump('durable.timers', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.token_key', '');
 
 -- Each role sees the runs it owns (or is a member of the owner of).
 ALTER TABLE durable.runs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE durable.history ENABLE ROW LEVEL SECURITY;
 ALTER TABLE durable.activity_tasks ENABLE ROW LEVEL SECURITY;
+ALTER TABLE durable.timers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY runs_owner ON durable.runs FOR SELECT
     USING (pg_catalog.pg_has_role(owner, 'USAGE'));
 CREATE POLICY history_owner ON durable.history FOR SELECT
     USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = history.run_id));
 CREATE POLICY activity_tasks_owner ON durable.activity_tasks FOR SELECT
     USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = activity_tasks.run_id));
+CREATE POLICY timers_owner ON durable.timers FOR SELECT
+    USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = timers.run_id));
 
 REVOKE ALL ON ALL TABLES IN SCHEMA durable FROM PUBLIC;
-GRANT SELECT ON durable.runs, durable.history, durable.activity_tasks TO PUBLIC;
+GRANT SELECT ON durable.runs, durable.history, durable.activity_tasks, durable.timers TO PUBLIC;
 GRANT USAGE ON SCHEMA durable TO PUBLIC;
 
 -- Internal: a random key, and the notice to the launcher that this database
@@ -135,7 +162,8 @@ SELECT durable._extension_created();
 
 CREATE FUNCTION durable.start_workflow(workflow pg_catalog.text,
                                        input pg_catalog.jsonb DEFAULT '{}',
-                                       workflow_id pg_catalog.text DEFAULT NULL)
+                                       workflow_id pg_catalog.text DEFAULT NULL,
+                                       execution_timeout pg_catalog.interval DEFAULT NULL)
     RETURNS pg_catalog.text
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_start_workflow';
 
@@ -143,6 +171,39 @@ CREATE FUNCTION durable.result(workflow_id pg_catalog.text,
                                wait pg_catalog.interval DEFAULT '0')
     RETURNS pg_catalog.jsonb
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_result';
+
+-- Signals: messages into a running workflow, received by durable.wait_signal().
+CREATE FUNCTION durable.signal(workflow_id pg_catalog.text, signal pg_catalog.text,
+                               payload pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_signal';
+
+CREATE FUNCTION durable.signal_with_start(workflow pg_catalog.text,
+                                          workflow_id pg_catalog.text,
+                                          signal pg_catalog.text,
+                                          payload pg_catalog.jsonb DEFAULT NULL,
+                                          input pg_catalog.jsonb DEFAULT '{}')
+    RETURNS pg_catalog.text
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_signal_with_start';
+
+-- Queries: read a run's state as its code has reached it; writes nothing.
+CREATE FUNCTION durable.query(workflow_id pg_catalog.text, query pg_catalog.text,
+                              args pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_query';
+
+-- Testing: fire a run's pending timers (sleeps, signal timeouts, retry
+-- backoffs) now, instead of waiting for them.
+CREATE FUNCTION durable.fire_timers(workflow_id pg_catalog.text)
+    RETURNS pg_catalog.int4
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_fire_timers';
+
+-- Operations: each database worker, its wakeups and its next timer.
+CREATE FUNCTION durable.worker_status(OUT database pg_catalog.name, OUT pid pg_catalog.int4,
+                                      OUT wakeups pg_catalog.int8,
+                                      OUT sleeping_until pg_catalog.timestamptz)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_worker_status';
 
 CREATE FUNCTION durable.retry_workflow_task(workflow_id pg_catalog.text)
     RETURNS pg_catalog.bool
@@ -201,6 +262,7 @@ CREATE TYPE durable.workflow_description AS (
     closed_at           pg_catalog.timestamptz,
     history_length      pg_catalog.int8,
     pending_activities  pg_catalog.jsonb,
+    pending_timers      pg_catalog.jsonb,
     task_failure        pg_catalog.jsonb,
     result              pg_catalog.jsonb,
     failure             pg_catalog.jsonb
@@ -222,6 +284,11 @@ BEGIN ATOMIC
                        ORDER BY t.handle)
                        FROM durable.activity_tasks t
                       WHERE t.run_id = r.run_id), '[]'::jsonb),
+           COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                         'kind', tm.kind, 'handle', tm.handle, 'fire_at', tm.fire_at)
+                       ORDER BY tm.fire_at, tm.timer_id)
+                       FROM durable.timers tm
+                      WHERE tm.run_id = r.run_id AND tm.kind <> 'retry'), '[]'::jsonb),
            r.task_failure, r.result, r.failure
       FROM durable.runs r
      WHERE r.run_id = durable._run_of(describe.workflow_id);
@@ -285,3 +352,31 @@ CREATE FUNCTION durable.await_all(handles pg_catalog.int8[])
 CREATE FUNCTION durable.now()
     RETURNS pg_catalog.timestamptz
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_now';
+
+CREATE FUNCTION durable.await_any(handles pg_catalog.int8[])
+    RETURNS pg_catalog.int8
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_await_any';
+
+CREATE FUNCTION durable.timer_async(duration pg_catalog.interval)
+    RETURNS pg_catalog.int8
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_timer_async';
+
+CREATE FUNCTION durable.sleep(duration pg_catalog.interval)
+    RETURNS pg_catalog.void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_sleep';
+
+CREATE FUNCTION durable.sleep_until(fire_at pg_catalog.timestamptz)
+    RETURNS pg_catalog.void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_sleep_until';
+
+CREATE FUNCTION durable.wait_signal(signal pg_catalog.text,
+                                    timeout pg_catalog.interval DEFAULT NULL)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_wait_signal';
+
+-- Declares, from this point of the code on, the answer to a query: "answer"
+-- itself, or handler(answer, args) when a handler function is named.
+CREATE FUNCTION durable.on_query(query pg_catalog.text, answer pg_catalog.jsonb,
+                                 handler pg_catalog.text DEFAULT NULL)
+    RETURNS pg_catalog.void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_on_query';

@@ -286,12 +286,11 @@ check_task_queue_name(text *queue)
 
 /*
  * Claims up to max_tasks ready tasks of the queue into the tuplestore.
- * Returns how many; when none, *next_ready is the earliest future ready_at
- * of the queue (or 0).
+ * Returns how many.
  */
 static int
 claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
-			int max_tasks, TimestampTz *next_ready)
+			int max_tasks)
 {
 	static EnginePlan claim = {NULL,
 		"WITH ready AS ("
@@ -303,16 +302,11 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		"   FROM ready WHERE t.task_id = ready.task_id"
 		" RETURNING t.task_id, t.attempt, t.workflow_id, t.activity, t.input",
 	4, {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
-	static EnginePlan next = {NULL,
-		"SELECT min(ready_at) FROM durable.activity_tasks"
-		" WHERE task_queue = $1 AND status = 'scheduled'",
-	1, {TEXTOID}};
 	EngineScope scope;
 	Datum		values[4];
 	char		nulls[4] = "    ";
 	int			n;
 
-	*next_ready = 0;
 	engine_enter(&scope);
 	values[0] = CStringGetTextDatum(queue);
 	values[1] = Int32GetDatum(max_tasks);
@@ -351,18 +345,6 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
 		}
 	}
-	if (n == 0)
-	{
-		bool		isnull;
-
-		if (engine_exec(&next, values, NULL, 1) == 1)
-		{
-			Datum		d = engine_get(0, 1, &isnull);
-
-			if (!isnull)
-				*next_ready = DatumGetTimestampTz(d);
-		}
-	}
 	engine_leave(&scope);
 	return n;
 }
@@ -373,7 +355,6 @@ typedef struct ClaimRequest
 	const char *queue;
 	const char *worker;
 	int			max_tasks;
-	TimestampTz next_ready;
 } ClaimRequest;
 
 static bool
@@ -381,8 +362,7 @@ claim_some(void *arg)
 {
 	ClaimRequest *req = arg;
 
-	return claim_tasks(req->rsinfo, req->queue, req->worker, req->max_tasks,
-					   &req->next_ready) > 0;
+	return claim_tasks(req->rsinfo, req->queue, req->worker, req->max_tasks) > 0;
 }
 
 Datum
@@ -422,11 +402,9 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 
 	for (;;)
 	{
-		ClaimRequest req = {rsinfo, queue, worker, max_tasks, 0};
+		ClaimRequest req = {rsinfo, queue, worker, max_tasks};
 		uint64		seen = channel_broadcasts(channel);
-		TimestampTz next_ready;
 		TimestampTz now;
-		long		sleep_ms;
 
 		if (wait_ms == 0)
 		{
@@ -436,14 +414,10 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 		/* an empty look leaves no lock behind while we sleep */
 		if (engine_try_in_subxact(claim_some, &req))
 			break;
-		next_ready = req.next_ready;
 		now = GetCurrentTimestamp();
 		if (now >= deadline)
 			break;
-		sleep_ms = TimestampDifferenceMilliseconds(now, deadline);
-		if (next_ready != 0)
-			sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, next_ready) + 1);
-		channel_sleep(channel, seen, sleep_ms);
+		channel_sleep(channel, seen, TimestampDifferenceMilliseconds(now, deadline));
 		CHECK_FOR_INTERRUPTS();
 	}
 	return (Datum) 0;
@@ -575,7 +549,7 @@ Datum
 durable_fail_activity(PG_FUNCTION_ARGS)
 {
 	static EnginePlan retry_plan = {NULL,
-		"UPDATE durable.activity_tasks SET attempt = attempt + 1, status = 'scheduled',"
+		"UPDATE durable.activity_tasks SET attempt = attempt + 1, status = 'backoff',"
 		" ready_at = $2, started_at = NULL, worker = NULL, last_failure = $3"
 		" WHERE task_id = $1",
 	3, {INT8OID, TIMESTAMPTZOID, JSONBOID}};
@@ -639,8 +613,8 @@ durable_fail_activity(PG_FUNCTION_ARGS)
 
 				engine_exec(&save, v, NULL, 0);
 			}
-			/* waiting pollers recompute their sleep to the retry's ready_at */
-			durable_wake_queue_at_commit(a.task_queue);
+			/* the timer queue makes it ready again after its backoff */
+			timer_schedule(&a.run, "retry", 0, a.task_id, next_at);
 		}
 		else
 		{

@@ -36,6 +36,8 @@ PG_FUNCTION_INFO_V1(durable_extension_created);
 PG_FUNCTION_INFO_V1(durable_start_workflow);
 PG_FUNCTION_INFO_V1(durable_result);
 PG_FUNCTION_INFO_V1(durable_retry_workflow_task);
+PG_FUNCTION_INFO_V1(durable_signal);
+PG_FUNCTION_INFO_V1(durable_signal_with_start);
 
 Datum
 durable_extension_created(PG_FUNCTION_ARGS)
@@ -118,75 +120,283 @@ workflow_id_arg(FunctionCallInfo fcinfo, int argno)
 	return id;
 }
 
-Datum
-durable_start_workflow(PG_FUNCTION_ARGS)
+static Jsonb *
+workflow_input_arg(FunctionCallInfo fcinfo, int argno)
 {
-	static EnginePlan insert_run = {NULL,
-		"INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
-		" started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 1)"
-		" ON CONFLICT (workflow_id) WHERE status = 'running' DO NOTHING",
-	6, {UUIDOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, TIMESTAMPTZOID}};
-	char	   *name;
 	Jsonb	   *input;
-	char	   *workflow_id;
-	char	   *workflow;
-	Oid			owner = GetUserId();
-	TimestampTz now = GetCurrentTimestamp();
-	Datum		run_id;
-	Datum		values[6];
-	EngineScope scope;
-	LockedRun	run;
-	JsonBuf		jb;
 
-	durable_require_preload();
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("workflow function name must not be null")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	if (PG_ARGISNULL(1))
+	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("workflow input must not be null"),
 				 errhint("Pass '{}' for a workflow that takes no input.")));
-	input = PG_GETARG_JSONB_P(1);
+	input = PG_GETARG_JSONB_P(argno);
 	if (!JB_ROOT_IS_OBJECT(input) || JB_ROOT_IS_SCALAR(input))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("workflow input must be a JSON object"),
 				 errhint("Wrap the value in an object, e.g. '{\"items\": [1, 2]}'.")));
-	run_id = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
-	workflow_id = PG_ARGISNULL(2) ?
-		DatumGetCString(DirectFunctionCall1(uuid_out, run_id)) :
-		workflow_id_arg(fcinfo, 2);
-	workflow = format_procedure_qualified(resolve_workflow_function(name));
+	return input;
+}
+
+static char *
+workflow_name_arg(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow function name must not be null")));
+	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+/* What a new run is made of. */
+typedef struct NewRun
+{
+	char	   *workflow;		/* regprocedure text of the function */
+	Jsonb	   *input;
+	char	   *workflow_id;
+	Interval   *execution_timeout;	/* or NULL */
+} NewRun;
+
+/*
+ * Inserts the run and its first event; the worker runs it after commit.
+ * Returns false, writing nothing, when an open run has that workflow id.
+ * Must be called inside engine_enter().
+ */
+static bool
+insert_run(NewRun *nr, Oid owner, LockedRun *run)
+{
+	static EnginePlan plan = {NULL,
+		"INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
+		" started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 1)"
+		" ON CONFLICT (workflow_id) WHERE status = 'running' DO NOTHING",
+	6, {UUIDOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, TIMESTAMPTZOID}};
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		values[6];
+	JsonBuf		jb;
+
+	memset(run, 0, sizeof(LockedRun));
+	run->run_id = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
+	run->workflow_id = nr->workflow_id ? nr->workflow_id :
+		DatumGetCString(DirectFunctionCall1(uuid_out, run->run_id));
+	run->workflow = nr->workflow;
+	run->owner = owner;
+	run->input = nr->input;
+	run->status = "running";
+	run->next_event_id = 1;
+
+	values[0] = run->run_id;
+	values[1] = CStringGetTextDatum(run->workflow_id);
+	values[2] = CStringGetTextDatum(nr->workflow);
+	values[3] = ObjectIdGetDatum(owner);
+	values[4] = JsonbPGetDatum(nr->input);
+	values[5] = TimestampTzGetDatum(now);
+	if (engine_exec(&plan, values, NULL, 0) == 0)
+		return false;
+
+	json_begin(&jb);
+	json_add_str(&jb, "workflow", nr->workflow);
+	json_add_jsonb(&jb, "input", nr->input);
+	json_add_str(&jb, "owner", GetUserNameFromId(owner, false));
+	if (nr->execution_timeout)
+	{
+		TimestampTz deadline =
+		DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												TimestampTzGetDatum(now),
+												IntervalPGetDatum(nr->execution_timeout)));
+
+		json_add_str(&jb, "execution_timeout",
+					 DatumGetCString(DirectFunctionCall1(interval_out,
+														 IntervalPGetDatum(nr->execution_timeout))));
+		timer_schedule(run, "execution_timeout", 0, 0, deadline);
+	}
+	engine_append_event(run, "WorkflowExecutionStarted", json_end(&jb), now);
+	engine_request_workflow_task(run);
+	return true;
+}
+
+static void
+already_running(const char *workflow_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("workflow \"%s\" is already running", workflow_id),
+			 errhint("Wait for it with durable.result(), or start this one with another workflow_id.")));
+}
+
+Datum
+durable_start_workflow(PG_FUNCTION_ARGS)
+{
+	NewRun		nr;
+	EngineScope scope;
+	LockedRun	run;
+	bool		started;
+
+	durable_require_preload();
+	nr.workflow = workflow_name_arg(fcinfo, 0);
+	nr.input = workflow_input_arg(fcinfo, 1);
+	nr.workflow_id = PG_ARGISNULL(2) ? NULL : workflow_id_arg(fcinfo, 2);
+	nr.execution_timeout = NULL;
+	if (!PG_ARGISNULL(3))
+	{
+		nr.execution_timeout = PG_GETARG_INTERVAL_P(3);
+		if (wait_interval_ms(nr.execution_timeout) <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("execution_timeout must be positive")));
+	}
+	nr.workflow = format_procedure_qualified(resolve_workflow_function(nr.workflow));
 
 	engine_enter(&scope);
-	values[0] = run_id;
-	values[1] = CStringGetTextDatum(workflow_id);
-	values[2] = CStringGetTextDatum(workflow);
-	values[3] = ObjectIdGetDatum(owner);
-	values[4] = JsonbPGetDatum(input);
-	values[5] = TimestampTzGetDatum(now);
-	if (engine_exec(&insert_run, values, NULL, 0) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("workflow \"%s\" is already running", workflow_id),
-				 errhint("Wait for it with durable.result(), or start this one with another workflow_id.")));
+	started = insert_run(&nr, scope.caller, &run);
+	engine_leave(&scope);
+	if (!started)
+		already_running(nr.workflow_id);
+	PG_RETURN_TEXT_P(cstring_to_text(run.workflow_id));
+}
 
-	memset(&run, 0, sizeof(run));
-	run.run_id = run_id;
-	run.workflow_id = workflow_id;
-	run.next_event_id = 1;
+/* ---- signals ---- */
+
+static char *
+signal_name_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *name;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("signal name must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("signal name must not be empty")));
+	return name;
+}
+
+/* Appends the signal to a locked open run and makes a workflow task due. */
+static void
+append_signal(LockedRun *run, const char *signal, Jsonb *payload)
+{
+	JsonBuf		jb;
+
 	json_begin(&jb);
-	json_add_str(&jb, "workflow", workflow);
-	json_add_jsonb(&jb, "input", input);
-	json_add_str(&jb, "owner", GetUserNameFromId(owner, false));
-	engine_append_event(&run, "WorkflowExecutionStarted", json_end(&jb), now);
-	engine_request_workflow_task(&run);
+	json_add_str(&jb, "signal", signal);
+	if (payload)
+		json_add_jsonb(&jb, "payload", payload);
+	engine_append_event(run, "WorkflowExecutionSignaled", json_end(&jb),
+						GetCurrentTimestamp());
+	engine_request_workflow_task(run);
+}
+
+/*
+ * Locks the open run of workflow_id for the caller.  Returns false if there
+ * is none; *last_status gets the status of its latest closed run, if any.
+ */
+static bool
+lock_open_run(Oid caller, const char *workflow_id, LockedRun *run, char **last_status)
+{
+	static EnginePlan find = {NULL,
+		"SELECT run_id, owner, status FROM durable.runs WHERE workflow_id = $1"
+		" ORDER BY status = 'running' DESC, started_at DESC LIMIT 1",
+	1, {TEXTOID}};
+	Datum		values[1] = {CStringGetTextDatum(workflow_id)};
+	bool		isnull;
+
+	*last_status = NULL;
+	if (engine_exec(&find, values, NULL, 1) == 0 ||
+		!has_privs_of_role(caller, DatumGetObjectId(engine_get(0, 2, &isnull))))
+		return false;
+	*last_status = engine_get_text(0, 3);
+	if (strcmp(*last_status, "running") != 0)
+		return false;
+	values[0] = engine_get(0, 1, &isnull);
+	/* it may have closed while we waited for its lock */
+	return engine_lock_run(values[0], run, false) &&
+		strcmp(*last_status = run->status, "running") == 0;
+}
+
+Datum
+durable_signal(PG_FUNCTION_ARGS)
+{
+	char	   *workflow_id;
+	char	   *signal;
+	Jsonb	   *payload;
+	EngineScope scope;
+	LockedRun	run;
+	char	   *last_status;
+	bool		open;
+
+	durable_require_preload();
+	workflow_id = workflow_id_arg(fcinfo, 0);
+	signal = signal_name_arg(fcinfo, 1);
+	payload = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+
+	engine_enter(&scope);
+	open = lock_open_run(scope.caller, workflow_id, &run, &last_status);
+	if (open)
+		append_signal(&run, signal, payload);
 	engine_leave(&scope);
 
-	PG_RETURN_TEXT_P(cstring_to_text(workflow_id));
+	if (!open && last_status == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow_id),
+				 errhint("List the workflows you can see with: SELECT * FROM durable.workflows;")));
+	if (!open)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("workflow \"%s\" is not running", workflow_id),
+				 errdetail("Its last run is %s.", last_status),
+				 errhint("Use durable.signal_with_start() to start a new run with the signal.")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * Signals the open run of workflow_id, or starts one and signals it: either
+ * way in the caller's transaction, so both or neither happen.
+ */
+Datum
+durable_signal_with_start(PG_FUNCTION_ARGS)
+{
+	NewRun		nr;
+	char	   *signal;
+	Jsonb	   *payload;
+	EngineScope scope;
+	LockedRun	run;
+	bool		done = false;
+
+	durable_require_preload();
+	nr.workflow = workflow_name_arg(fcinfo, 0);
+	nr.workflow_id = workflow_id_arg(fcinfo, 1);
+	signal = signal_name_arg(fcinfo, 2);
+	payload = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	nr.input = workflow_input_arg(fcinfo, 4);
+	nr.execution_timeout = NULL;
+	nr.workflow = format_procedure_qualified(resolve_workflow_function(nr.workflow));
+
+	engine_enter(&scope);
+	/* a concurrent start or close can make either attempt miss: try again */
+	for (int attempt = 0; attempt < 10 && !done; attempt++)
+	{
+		char	   *last_status;
+
+		if (lock_open_run(scope.caller, nr.workflow_id, &run, &last_status))
+			done = true;
+		else if (last_status != NULL && strcmp(last_status, "running") == 0)
+			break;				/* open, but not ours to signal */
+		else
+			done = insert_run(&nr, scope.caller, &run);
+		if (done)
+			append_signal(&run, signal, payload);
+	}
+	engine_leave(&scope);
+	if (!done)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot signal workflow \"%s\"", nr.workflow_id),
+				 errdetail("An open run with that id belongs to a role you cannot act for.")));
+	PG_RETURN_TEXT_P(cstring_to_text(nr.workflow_id));
 }
 
 /* ---- result ---- */
@@ -242,6 +452,12 @@ raise_run_failure(const char *workflow_id, RunStatus *rs)
 	char	   *sqlstate = jsonb_field_text(rs->failure, "sqlstate");
 	char	   *detail = jsonb_field_text(rs->failure, "detail");
 
+	if (strcmp(rs->status, "timed_out") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DURABLE_WORKFLOW_FAILED),
+				 errmsg("workflow \"%s\" timed out", workflow_id),
+				 errdetail("It ran longer than the execution_timeout it was started with."),
+				 errhint("See SELECT * FROM durable.history('%s');", workflow_id)));
 	if (strcmp(rs->status, "failed") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DURABLE_WORKFLOW_FAILED),

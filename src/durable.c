@@ -158,6 +158,9 @@ durable_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		next_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 							params, queryEnv, dest, qc);
 		notice_new_database(pstmt->utilityStmt);
+		if (IsA(pstmt->utilityStmt, TransactionStmt) &&
+			((TransactionStmt *) pstmt->utilityStmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+			durable_wake_everything();
 		return;
 	}
 

@@ -36,6 +36,7 @@
 #define ERRCODE_DURABLE_WORKFLOW_RUNNING	MAKE_SQLSTATE('D','U','0','0','3')
 #define ERRCODE_DURABLE_NONDETERMINISM		MAKE_SQLSTATE('D','U','0','0','4')
 #define ERRCODE_DURABLE_NOT_IN_WORKFLOW		MAKE_SQLSTATE('D','U','0','0','5')
+#define ERRCODE_DURABLE_QUERY_NOT_ANSWERED	MAKE_SQLSTATE('D','U','0','0','6')
 /* raised to unwind workflow code when it must wait; never reaches a client */
 #define ERRCODE_DURABLE_SUSPEND				MAKE_SQLSTATE('D','U','0','S','0')
 
@@ -61,6 +62,9 @@ typedef struct WorkerSlot
 	pid_t		pid;
 	Latch	   *latch;
 	bool		paused;			/* a DROP/ALTER DATABASE needs it gone */
+	/* 0 while the worker works, else the time it sleeps until (DT_NOEND: no timer) */
+	TimestampTz sleeping_until;
+	uint64		wakeups;		/* times the worker woke up */
 } WorkerSlot;
 
 #define DURABLE_NOTIFY_MAX		32
@@ -106,6 +110,8 @@ extern void durable_wake_queue_at_commit(const char *task_queue);
 extern void durable_wake_queue_at_abort(const char *task_queue);
 extern void durable_wake_closed_at_commit(const char *workflow_id);
 extern void durable_notify_launcher_at_commit(Oid dboid);
+extern void durable_timer_added_at_commit(TimestampTz fire_at);
+extern void durable_wake_everything(void);
 extern void durable_register_xact_callback(void);
 
 /* ---- processes (launcher.c, worker.c) ---- */
@@ -120,6 +126,7 @@ extern void durable_resume_database_worker(Oid dboid);
 /* Identity switch around internal queries. */
 typedef struct EngineScope
 {
+	Oid			caller;			/* the role that called us: check its rights */
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
@@ -158,6 +165,7 @@ typedef struct LockedRun
 } LockedRun;
 
 extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);
+extern bool engine_read_run(Datum run_id, LockedRun *run);
 extern void engine_append_event(LockedRun *run, const char *event_type,
 								Jsonb *details, TimestampTz when);
 extern void engine_request_workflow_task(LockedRun *run);
@@ -198,8 +206,17 @@ extern long wait_interval_ms(Interval *iv);
 extern char *token_make(int64 task_id, int32 attempt);
 extern void token_parse(const char *token, int64 *task_id, int32 *attempt);
 
+/* ---- timers.c ---- */
+extern void timer_schedule(LockedRun *run, const char *kind, int32 handle,
+						   int64 task_id, TimestampTz fire_at);
+extern bool timer_cancel(LockedRun *run, int32 handle);
+extern void timers_cancel_all(LockedRun *run);
+extern int	timers_fire_due(bool *retry_soon);
+extern long timers_ms_until_next(TimestampTz *next);
+
 /* ---- replay.c ---- */
 extern bool replay_run_one_task(void);
+extern Jsonb *replay_query(LockedRun *run, const char *query, Jsonb *args);
 
 /* ---- activity.c ---- */
 typedef struct RetryPolicy

@@ -35,7 +35,16 @@
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
+typedef enum RunLockMode
+{
+	RUN_READ,
+	RUN_LOCK,
+	RUN_LOCK_OR_SKIP
+} RunLockMode;
+
 static MemoryContext outer_cxt = NULL;
+
+static bool engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode);
 
 Oid
 engine_owner(void)
@@ -54,6 +63,8 @@ engine_owner(void)
 
 /*
  * Become the extension owner, with search_path pinned, and connect to SPI.
+ * Inside, GetUserId() is the owner: check the caller's rights with
+ * scope->caller.
  * Results meant to outlive engine_leave() must be copied with the
  * engine_get_* helpers, which copy into the caller's memory context.
  * An error unwinds all of it with the (sub)transaction.
@@ -64,6 +75,7 @@ engine_enter(EngineScope *scope)
 	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	GetUserIdAndSecContext(&scope->save_userid, &scope->save_sec_context);
+	scope->caller = scope->save_userid;
 	SetUserIdAndSecContext(engine_owner(),
 						   scope->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	scope->save_nestlevel = NewGUCNestLevel();
@@ -177,8 +189,21 @@ engine_get_text(int row, int col)
  * Locks the run row FOR UPDATE (or skips it, if skip_locked and someone
  * holds it).  Returns false when the run does not exist or was skipped.
  */
+/* Reads a run without locking it (for queries); false if it does not exist. */
+bool
+engine_read_run(Datum run_id, LockedRun *run)
+{
+	return engine_lock_run_mode(run_id, run, RUN_READ);
+}
+
 bool
 engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked)
+{
+	return engine_lock_run_mode(run_id, run, skip_locked ? RUN_LOCK_OR_SKIP : RUN_LOCK);
+}
+
+static bool
+engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode)
 {
 	static EnginePlan wait_plan = {NULL,
 		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
@@ -189,11 +214,17 @@ engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked)
 		" task_failure IS NOT NULL FROM durable.runs WHERE run_id = $1"
 		" FOR UPDATE SKIP LOCKED",
 	1, {UUIDOID}};
+	static EnginePlan read_plan = {NULL,
+		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
+		" task_failure IS NOT NULL FROM durable.runs WHERE run_id = $1",
+	1, {UUIDOID}};
+	EnginePlan *plan = mode == RUN_READ ? &read_plan :
+		mode == RUN_LOCK_OR_SKIP ? &skip_plan : &wait_plan;
 	Datum		values[1] = {run_id};
 	bool		isnull;
 	MemoryContext old;
 
-	if (engine_exec(skip_locked ? &skip_plan : &wait_plan, values, NULL, 1) == 0)
+	if (engine_exec(plan, values, NULL, 1) == 0)
 		return false;
 
 	old = MemoryContextSwitchTo(outer_cxt);

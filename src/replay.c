@@ -2,7 +2,8 @@
  *
  * replay.c
  *	  Running one workflow task: replaying a run's function against its
- *	  history, and the deterministic API that workflow code calls.
+ *	  history, and recording what the code did; answering queries the same
+ *	  way without recording anything.
  *
  * The worker locks a run with a task due, loads its history, and calls the
  * workflow function from the top, as the run's owner, read-only, inside a
@@ -23,7 +24,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "durable.h"
+#include "replay.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -32,6 +33,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "parser/parse_func.h"
 #include "pgstat.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -46,59 +48,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-PG_FUNCTION_INFO_V1(durable_activity_async);
-PG_FUNCTION_INFO_V1(durable_activity);
-PG_FUNCTION_INFO_V1(durable_await);
-PG_FUNCTION_INFO_V1(durable_await_all);
-PG_FUNCTION_INFO_V1(durable_now);
-
-/* What the history says about one activity handle. */
-typedef struct ActivitySlot
-{
-	bool		recorded;		/* ActivityTaskScheduled exists */
-	char	   *activity;
-	char	   *task_queue;
-	int64		resolved_by;	/* event that completed or failed it, or 0 */
-	bool		failed;
-	Jsonb	   *result;			/* ActivityTaskCompleted details.result */
-	Jsonb	   *failure;		/* final ActivityTaskFailed details */
-} ActivitySlot;
-
-typedef struct TaskBoundary
-{
-	int64		event_id;
-	TimestampTz time;
-} TaskBoundary;
-
-/* A command the code issued that the history does not have yet. */
-typedef struct NewActivity
-{
-	int32		handle;
-	char	   *activity;
-	char	   *task_queue;
-	Jsonb	   *input;
-	Jsonb	   *retry_policy;
-} NewActivity;
-
-typedef struct Replay
-{
-	MemoryContext cxt;			/* survives the code's subtransaction */
-	LockedRun  *run;
-	TimestampTz task_time;
-
-	ActivitySlot *slots;		/* indexed by handle, 1..max_recorded */
-	int32		max_recorded;
-	int32		slots_allocated;
-	TaskBoundary *tasks;		/* recorded boundaries, then the current task */
-	int			ntasks;
-	int			cursor;
-
-	int32		issued;			/* handles the code has issued so far */
-	List	   *new_activities;
-
-	bool		suspended;
-	bool		nondeterministic;
-} Replay;
+PG_FUNCTION_INFO_V1(durable_query);
 
 typedef enum Outcome
 {
@@ -108,26 +58,23 @@ typedef enum Outcome
 	OUTCOME_TASK_FAILED			/* the task fails: the run is parked */
 } Outcome;
 
-static Replay *current_replay = NULL;
+Replay	   *current_replay = NULL;
 
-/* ---- the deterministic API ---- */
+/* ---- what the deterministic API needs ---- */
 
-static void
-suspend(Replay *r)
+void
+replay_suspend(Replay *r)
 {
 	r->suspended = true;
 	ereport(ERROR,
 			(errcode(ERRCODE_DURABLE_SUSPEND),
-			 errmsg("workflow is waiting for a result that has not arrived yet"),
+			 errmsg("workflow is waiting for something that has not happened yet"),
 			 errdetail("This error unwinds workflow code so that the worker can suspend the run."),
 			 errhint("Do not catch it: a handler that does changes nothing.")));
 }
 
-static void
-nondeterminism(Replay *r, const char *fmt,...) pg_attribute_printf(2, 3);
-
-static void
-nondeterminism(Replay *r, const char *fmt,...)
+void
+replay_nondeterminism(Replay *r, const char *fmt,...)
 {
 	va_list		args;
 	StringInfoData buf;
@@ -152,7 +99,7 @@ nondeterminism(Replay *r, const char *fmt,...)
 			 errhint("Restore the code that started the run (or make the change compatible with it), then call durable.retry_workflow_task().")));
 }
 
-static Replay *
+Replay *
 replay_required(const char *function)
 {
 	Replay	   *r = current_replay;
@@ -164,242 +111,29 @@ replay_required(const char *function)
 				 errhint("Write it in a workflow function and run that with durable.start_workflow().")));
 	/* once unwound, the code can make no more progress in this task */
 	if (r->nondeterministic)
-		nondeterminism(r, "an earlier mismatch in this workflow task was caught by the workflow code");
+		replay_nondeterminism(r, "an earlier mismatch in this workflow task was caught by the workflow code");
 	if (r->suspended)
-		suspend(r);
+		replay_suspend(r);
 	return r;
 }
 
-static char *
-required_name(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	char	   *s;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (s[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", what)));
-	return s;
-}
-
-static int32
-issue_activity(FunctionCallInfo fcinfo, Replay *r)
-{
-	char	   *activity = required_name(fcinfo, 0, "activity name");
-	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	char	   *task_queue = required_name(fcinfo, 2, "task queue");
-	Jsonb	   *options = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
-	Jsonb	   *retry_policy = activity_parse_options(options);
-	int32		handle = ++r->issued;
-	MemoryContext old;
-	NewActivity *cmd;
-
-	if (handle <= r->max_recorded)
-	{
-		ActivitySlot *slot = &r->slots[handle];
-
-		if (!slot->recorded)
-			nondeterminism(r, "history has no command %d, but has later ones", handle);
-		if (strcmp(slot->activity, activity) != 0 ||
-			strcmp(slot->task_queue, task_queue) != 0)
-			nondeterminism(r, "command %d was activity \"%s\" on task queue \"%s\", the code now schedules activity \"%s\" on task queue \"%s\"",
-						   handle, slot->activity, slot->task_queue, activity, task_queue);
-		return handle;
-	}
-
-	old = MemoryContextSwitchTo(r->cxt);
-	cmd = palloc(sizeof(NewActivity));
-	cmd->handle = handle;
-	cmd->activity = pstrdup(activity);
-	cmd->task_queue = pstrdup(task_queue);
-	cmd->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
-	cmd->retry_policy = DatumGetJsonbPCopy(JsonbPGetDatum(retry_policy));
-	r->new_activities = lappend(r->new_activities, cmd);
-	MemoryContextSwitchTo(old);
-	return handle;
-}
-
-static ActivitySlot *
-slot_of_handle(Replay *r, int64 handle)
-{
-	if (handle < 1 || handle > r->issued)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("activity handle " INT64_FORMAT " does not exist", handle),
-				 errhint("Pass a handle returned by durable.activity_async() in this run.")));
-	return handle <= r->max_recorded ? &r->slots[handle] : NULL;
-}
-
 /* The code waited until event_id: move the cursor past it. */
-static void
-advance_cursor(Replay *r, int64 event_id)
+void
+replay_advance_cursor(Replay *r, int64 event_id)
 {
 	while (r->cursor < r->ntasks - 1 && r->tasks[r->cursor].event_id < event_id)
 		r->cursor++;
 }
 
-static void
-raise_activity_failure(ActivitySlot *slot)
+TimestampTz
+replay_now(Replay *r)
 {
-	char	   *error = jsonb_field_text(slot->failure, "error");
-	int64		attempt = 0;
-	Jsonb	   *retryable = jsonb_field(slot->failure, "retryable");
-
-	(void) jsonb_field_int(slot->failure, "attempt", &attempt);
-	ereport(ERROR,
-			(errcode(ERRCODE_DURABLE_ACTIVITY_FAILED),
-			 errmsg("activity \"%s\" failed: %s", slot->activity, error ? error : ""),
-			 errdetail("Activity error: %s (attempt " INT64_FORMAT ", %s).",
-					   error ? error : "", attempt,
-					   retryable && JB_ROOT_IS_SCALAR(retryable) &&
-					   strcmp(JsonbToCString(NULL, &retryable->root, VARSIZE(retryable)), "true") == 0 ?
-					   "attempts exhausted" : "not retryable")));
-}
-
-static Datum
-slot_result(ActivitySlot *slot, FunctionCallInfo fcinfo)
-{
-	if (slot->failed)
-		raise_activity_failure(slot);
-	if (slot->result == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_JSONB_P(slot->result);
-}
-
-Datum
-durable_activity_async(PG_FUNCTION_ARGS)
-{
-	Replay	   *r = replay_required("durable.activity_async()");
-
-	PG_RETURN_INT64(issue_activity(fcinfo, r));
-}
-
-static Datum
-await_one(FunctionCallInfo fcinfo, Replay *r, int64 handle)
-{
-	ActivitySlot *slot = slot_of_handle(r, handle);
-
-	if (slot == NULL || slot->resolved_by == 0)
-		suspend(r);
-	advance_cursor(r, slot->resolved_by);
-	return slot_result(slot, fcinfo);
-}
-
-Datum
-durable_activity(PG_FUNCTION_ARGS)
-{
-	Replay	   *r = replay_required("durable.activity()");
-
-	return await_one(fcinfo, r, issue_activity(fcinfo, r));
-}
-
-Datum
-durable_await(PG_FUNCTION_ARGS)
-{
-	Replay	   *r = replay_required("durable.await()");
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("activity handle must not be null")));
-	return await_one(fcinfo, r, PG_GETARG_INT64(0));
-}
-
-/*
- * Waits for all handles, or for the first (in history order) to fail, as
- * Promise.all does; returns a JSON array of results in handle order.
- */
-Datum
-durable_await_all(PG_FUNCTION_ARGS)
-{
-	Replay	   *r = replay_required("durable.await_all()");
-	ArrayType  *arr;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	ActivitySlot **slots;
-	ActivitySlot *first_failed = NULL;
-	int64		all_done_at = 0;
-	bool		all_done = true;
-	JsonbParseState *state = NULL;
-	JsonbValue *res;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("activity handles must not be null")));
-	arr = PG_GETARG_ARRAYTYPE_P(0);
-	if (ARR_NDIM(arr) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("activity handles must be a one-dimensional array")));
-	deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  &elems, &nulls, &n);
-	slots = palloc(sizeof(ActivitySlot *) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("activity handles must not contain nulls")));
-		slots[i] = slot_of_handle(r, DatumGetInt64(elems[i]));
-		if (slots[i] == NULL || slots[i]->resolved_by == 0)
-			all_done = false;
-		else
-		{
-			all_done_at = Max(all_done_at, slots[i]->resolved_by);
-			if (slots[i]->failed &&
-				(first_failed == NULL || slots[i]->resolved_by < first_failed->resolved_by))
-				first_failed = slots[i];
-		}
-	}
-	if (first_failed != NULL && (!all_done || first_failed->resolved_by < all_done_at))
-	{
-		advance_cursor(r, first_failed->resolved_by);
-		raise_activity_failure(first_failed);
-	}
-	if (!all_done)
-		suspend(r);
-	advance_cursor(r, all_done_at);
-
-	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
-	for (int i = 0; i < n; i++)
-	{
-		JsonbValue	v;
-
-		if (slots[i]->result == NULL)
-		{
-			v.type = jbvNull;
-			pushJsonbValue(&state, WJB_ELEM, &v);
-		}
-		else
-		{
-			v.type = jbvBinary;
-			v.val.binary.data = &slots[i]->result->root;
-			v.val.binary.len = VARSIZE(slots[i]->result) - VARHDRSZ;
-			pushJsonbValue(&state, WJB_ELEM, &v);
-		}
-	}
-	res = pushJsonbValue(&state, WJB_END_ARRAY, NULL);
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
-}
-
-Datum
-durable_now(PG_FUNCTION_ARGS)
-{
-	Replay	   *r = replay_required("durable.now()");
-
-	PG_RETURN_TIMESTAMPTZ(r->tasks[r->cursor].time);
+	return r->tasks[r->cursor].time;
 }
 
 /* ---- loading the history ---- */
 
-static ActivitySlot *
+static CommandSlot *
 slot_for_event(Replay *r, Jsonb *details)
 {
 	int64		handle;
@@ -411,9 +145,9 @@ slot_for_event(Replay *r, Jsonb *details)
 	{
 		int32		newsize = Max(16, (int32) handle * 2);
 
-		r->slots = repalloc(r->slots, sizeof(ActivitySlot) * newsize);
+		r->slots = repalloc(r->slots, sizeof(CommandSlot) * newsize);
 		memset(&r->slots[r->slots_allocated], 0,
-			   sizeof(ActivitySlot) * (newsize - r->slots_allocated));
+			   sizeof(CommandSlot) * (newsize - r->slots_allocated));
 		r->slots_allocated = newsize;
 	}
 	r->max_recorded = Max(r->max_recorded, (int32) handle);
@@ -432,9 +166,11 @@ load_history(Replay *r)
 	MemoryContext old = MemoryContextSwitchTo(r->cxt);
 
 	r->slots_allocated = 16;
-	r->slots = palloc0(sizeof(ActivitySlot) * r->slots_allocated);
+	r->slots = palloc0(sizeof(CommandSlot) * r->slots_allocated);
 	r->tasks = palloc(sizeof(TaskBoundary) * (n + 1));
 	r->ntasks = 0;
+	r->signals = palloc(sizeof(SignalEvent) * (n + 1));
+	r->nsignals = 0;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -452,18 +188,33 @@ load_history(Replay *r)
 		}
 		else if (strcmp(type, "ActivityTaskScheduled") == 0)
 		{
-			ActivitySlot *slot = slot_for_event(r, details);
+			CommandSlot *slot = slot_for_event(r, details);
 
-			slot->recorded = true;
+			slot->kind = COMMAND_ACTIVITY;
 			slot->activity = jsonb_field_text(details, "activity");
 			slot->task_queue = jsonb_field_text(details, "task_queue");
 		}
 		else if (strcmp(type, "ActivityTaskCompleted") == 0)
 		{
-			ActivitySlot *slot = slot_for_event(r, details);
+			CommandSlot *slot = slot_for_event(r, details);
 
 			slot->resolved_by = event_id;
 			slot->result = jsonb_field(details, "result");
+		}
+		else if (strcmp(type, "TimerStarted") == 0)
+			slot_for_event(r, details)->kind = COMMAND_TIMER;
+		else if (strcmp(type, "TimerFired") == 0)
+			slot_for_event(r, details)->resolved_by = event_id;
+		else if (strcmp(type, "TimerCanceled") == 0)
+			slot_for_event(r, details)->canceled = true;
+		else if (strcmp(type, "WorkflowExecutionSignaled") == 0)
+		{
+			SignalEvent *sig = &r->signals[r->nsignals++];
+
+			sig->event_id = event_id;
+			sig->name = jsonb_field_text(details, "signal");
+			sig->payload = jsonb_field(details, "payload");
+			sig->received = false;
 		}
 		else if (strcmp(type, "ActivityTaskFailed") == 0)
 		{
@@ -471,7 +222,7 @@ load_history(Replay *r)
 
 			if (final != NULL)
 			{
-				ActivitySlot *slot = slot_for_event(r, details);
+				CommandSlot *slot = slot_for_event(r, details);
 
 				slot->resolved_by = event_id;
 				slot->failed = true;
@@ -584,9 +335,12 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 
 		setting_up = false;
 		current_replay = r;
-		enable_timeout_after(STATEMENT_TIMEOUT, durable_workflow_task_timeout_ms);
+		/* a query runs under its caller's own statement_timeout */
+		if (!r->query_mode)
+			enable_timeout_after(STATEMENT_TIMEOUT, durable_workflow_task_timeout_ms);
 		d = FunctionCallInvoke(fcinfo);
-		disable_timeout(STATEMENT_TIMEOUT, false);
+		if (!r->query_mode)
+			disable_timeout(STATEMENT_TIMEOUT, false);
 		current_replay = NULL;
 
 		MemoryContextSwitchTo(r->cxt);
@@ -600,7 +354,8 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 	}
 	PG_CATCH();
 	{
-		disable_timeout(STATEMENT_TIMEOUT, false);
+		if (!r->query_mode)
+			disable_timeout(STATEMENT_TIMEOUT, false);
 		current_replay = NULL;
 		MemoryContextSwitchTo(r->cxt);
 		*edata = CopyErrorData();
@@ -618,14 +373,17 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 	if ((outcome == OUTCOME_RETURNED || outcome == OUTCOME_SUSPENDED ||
 		 outcome == OUTCOME_RUN_FAILED) && r->issued < r->max_recorded)
 	{
-		ActivitySlot *slot = &r->slots[r->issued + 1];
+		CommandSlot *slot = &r->slots[r->issued + 1];
 		ErrorData  *e = palloc0(sizeof(ErrorData));
 
 		e->sqlerrcode = ERRCODE_DURABLE_NONDETERMINISM;
 		e->message = pstrdup("workflow code does not match the run's history");
-		e->detail = psprintf("history has command %d, activity \"%s\" on task queue \"%s\", which the code no longer reaches",
-							 r->issued + 1, slot->activity ? slot->activity : "?",
-							 slot->task_queue ? slot->task_queue : "?");
+		if (slot->kind == COMMAND_ACTIVITY)
+			e->detail = psprintf("history has command %d, activity \"%s\" on task queue \"%s\", which the code no longer reaches",
+								 r->issued + 1, slot->activity, slot->task_queue);
+		else
+			e->detail = psprintf("history has command %d, a timer, which the code no longer reaches",
+								 r->issued + 1);
 		e->hint = pstrdup("Restore the code that started the run (or make the change compatible with it), then call durable.retry_workflow_task().");
 		*edata = e;
 		outcome = OUTCOME_TASK_FAILED;
@@ -675,11 +433,58 @@ append_task_completed(Replay *r, int ncommands)
 	engine_append_event(r->run, "WorkflowTaskCompleted", json_end(&jb), r->task_time);
 }
 
-/* A closed run's pending activities are abandoned; result() waiters wake. */
+static void
+start_timer(Replay *r, NewCommand *cmd)
+{
+	JsonBuf		jb;
+
+	json_begin(&jb);
+	json_add_int(&jb, "handle", cmd->handle);
+	json_add_time(&jb, "fire_at", cmd->fire_at);
+	if (cmd->duration)
+		json_add_str(&jb, "duration",
+					 DatumGetCString(DirectFunctionCall1(interval_out,
+														 IntervalPGetDatum(cmd->duration))));
+	engine_append_event(r->run, "TimerStarted", json_end(&jb), r->task_time);
+	timer_schedule(r->run, "timer", cmd->handle, 0, cmd->fire_at);
+}
+
+/* The commands the code issued in this task, then its timer cancellations. */
+static void
+record_commands(Replay *r)
+{
+	ListCell   *lc;
+
+	foreach(lc, r->new_commands)
+	{
+		NewCommand *cmd = lfirst(lc);
+
+		if (cmd->kind == COMMAND_ACTIVITY)
+			activity_schedule(r->run, cmd->handle, cmd->activity, cmd->task_queue,
+							  cmd->input, cmd->retry_policy, r->task_time);
+		else
+			start_timer(r, cmd);
+	}
+	foreach(lc, r->timers_to_cancel)
+	{
+		JsonBuf		jb;
+		int32		handle = lfirst_int(lc);
+
+		/* a timer that fired in the meantime is past canceling */
+		if (!timer_cancel(r->run, handle))
+			continue;
+		json_begin(&jb);
+		json_add_int(&jb, "handle", handle);
+		engine_append_event(r->run, "TimerCanceled", json_end(&jb), r->task_time);
+	}
+}
+
+/* A closed run's pending activities and timers are dropped; result() waiters wake. */
 static void
 close_run(Replay *r)
 {
 	activity_cancel_all(r->run);
+	timers_cancel_all(r->run);
 	durable_wake_closed_at_commit(r->run->workflow_id);
 }
 
@@ -687,19 +492,12 @@ static void
 record_outcome(Replay *r, Outcome outcome, Jsonb *result, ErrorData *edata)
 {
 	JsonBuf		jb;
-	ListCell   *lc;
 
 	switch (outcome)
 	{
 		case OUTCOME_SUSPENDED:
-			append_task_completed(r, list_length(r->new_activities));
-			foreach(lc, r->new_activities)
-			{
-				NewActivity *cmd = lfirst(lc);
-
-				activity_schedule(r->run, cmd->handle, cmd->activity, cmd->task_queue,
-								  cmd->input, cmd->retry_policy, r->task_time);
-			}
+			append_task_completed(r, list_length(r->new_commands));
+			record_commands(r);
 			update_run(r, "running", NULL, NULL, NULL);
 			break;
 
@@ -857,4 +655,179 @@ replay_run_one_task(void)
 	PG_END_TRY();
 	MemoryContextSwitchTo(worker_cxt);
 	return found;
+}
+
+/* ---- queries ---- */
+
+/* Calls handler(answer, args) as the run's owner, read-only. */
+static Jsonb *
+call_query_handler(Replay *r, QueryAnswer *qa, Jsonb *args)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Jsonb	   *volatile result = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		Oid			argtypes[2] = {JSONBOID, JSONBOID};
+		Oid			funcoid = LookupFuncName(stringToQualifiedNameList(qa->handler),
+											 2, argtypes, false);
+		FmgrInfo	flinfo;
+		Datum		d;
+
+		LOCAL_FCINFO(fcinfo, 2);
+
+		if (get_func_rettype(funcoid) != JSONBOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+					 errmsg("query handler %s must return jsonb", format_procedure(funcoid))));
+		if (durable_proc_aclcheck(funcoid, r->run->owner, ACL_EXECUTE) != ACLCHECK_OK)
+			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(funcoid));
+		become_owner(r->run->owner);
+		fmgr_info(funcoid, &flinfo);
+		InitFunctionCallInfoData(*fcinfo, &flinfo, 2, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = qa->answer ? JsonbPGetDatum(qa->answer) : (Datum) 0;
+		fcinfo->args[0].isnull = qa->answer == NULL;
+		fcinfo->args[1].value = args ? JsonbPGetDatum(args) : (Datum) 0;
+		fcinfo->args[1].isnull = args == NULL;
+		if (!(flinfo.fn_strict && (qa->answer == NULL || args == NULL)))
+		{
+			d = FunctionCallInvoke(fcinfo);
+			MemoryContextSwitchTo(r->cxt);
+			if (!fcinfo->isnull)
+				result = DatumGetJsonbPCopy(d);
+			MemoryContextSwitchTo(oldcxt);
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return result;
+}
+
+static void
+no_such_query(Replay *r, const char *query)
+{
+	StringInfoData known;
+	ListCell   *lc;
+
+	initStringInfo(&known);
+	foreach(lc, r->query_answers)
+		appendStringInfo(&known, "%s%s", known.len ? ", " : "",
+						 ((QueryAnswer *) lfirst(lc))->name);
+	ereport(ERROR,
+			(errcode(ERRCODE_DURABLE_QUERY_NOT_ANSWERED),
+			 errmsg("workflow \"%s\" does not answer query \"%s\"", r->run->workflow_id, query),
+			 known.len ?
+			 errdetail("At its current point it answers: %s.", known.data) :
+			 errdetail("Its code has declared no query answers so far."),
+			 errhint("Declare answers in the workflow function with durable.on_query(query, answer).")));
+}
+
+/*
+ * Answers a query from the run's state at its current point: replays the
+ * code against the history, records nothing.
+ */
+Jsonb *
+replay_query(LockedRun *run, const char *query, Jsonb *args)
+{
+	Replay	   *r = palloc0(sizeof(Replay));
+	Jsonb	   *result;
+	ErrorData  *edata;
+	Outcome		outcome;
+	ListCell   *lc;
+
+	r->cxt = CurrentMemoryContext;
+	r->run = run;
+	r->task_time = GetCurrentTimestamp();
+	r->query_mode = true;
+	load_history(r);
+	outcome = call_workflow(r, &result, &edata);
+	if (outcome == OUTCOME_TASK_FAILED)
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("cannot answer query \"%s\": %s", query, edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 edata->hint ? errhint("%s", edata->hint) : 0));
+
+	foreach(lc, r->query_answers)
+	{
+		QueryAnswer *qa = lfirst(lc);
+
+		if (strcmp(qa->name, query) == 0)
+			return qa->handler ? call_query_handler(r, qa, args) : qa->answer;
+	}
+	no_such_query(r, query);
+	return NULL;				/* keep compiler quiet */
+}
+
+Datum
+durable_query(PG_FUNCTION_ARGS)
+{
+	static EnginePlan find = {NULL,
+		"SELECT run_id, owner FROM durable.runs WHERE workflow_id = $1"
+		" ORDER BY status = 'running' DESC, started_at DESC LIMIT 1",
+	1, {TEXTOID}};
+	MemoryContext fn_cxt = CurrentMemoryContext;
+	char	   *workflow_id;
+	char	   *query;
+	Jsonb	   *args;
+	Jsonb	   *answer = NULL;
+	EngineScope scope;
+	Datum		values[1];
+	bool		found;
+	LockedRun	run;
+
+	durable_require_preload();
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow_id and query must not be null")));
+	workflow_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	args = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	values[0] = CStringGetTextDatum(workflow_id);
+
+	engine_enter(&scope);
+	found = engine_exec(&find, values, NULL, 1) == 1;
+	if (found)
+	{
+		bool		isnull;
+
+		found = has_privs_of_role(scope.caller,
+								  DatumGetObjectId(engine_get(0, 2, &isnull)));
+		values[0] = engine_get(0, 1, &isnull);
+	}
+	if (found && engine_read_run(values[0], &run))
+	{
+		Jsonb	   *a = replay_query(&run, query, args);
+
+		if (a != NULL)
+			answer = (Jsonb *) MemoryContextAlloc(fn_cxt, VARSIZE(a));
+		if (a != NULL)
+			memcpy(answer, a, VARSIZE(a));
+	}
+	else
+		found = false;
+	engine_leave(&scope);
+
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow_id),
+				 errhint("List the workflows you can see with: SELECT * FROM durable.workflows;")));
+	if (answer == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(answer);
 }

@@ -36,6 +36,7 @@ typedef struct PendingWakeups
 	uint64		queues_at_commit;	/* bitmaps over DURABLE_CV_COUNT slots */
 	uint64		queues_at_abort;
 	uint64		closed_at_commit;
+	TimestampTz earliest_timer; /* 0: no timer added */
 } PendingWakeups;
 
 StaticAssertDecl(DURABLE_CV_COUNT <= 64, "wakeup bitmaps are 64 bits wide");
@@ -160,6 +161,13 @@ durable_wake_closed_at_commit(const char *workflow_id)
 }
 
 void
+durable_timer_added_at_commit(TimestampTz fire_at)
+{
+	if (pending.earliest_timer == 0 || fire_at < pending.earliest_timer)
+		pending.earliest_timer = fire_at;
+}
+
+void
 durable_notify_launcher_at_commit(Oid dboid)
 {
 	if (pending.n_launcher_dbs < (int) lengthof(pending.launcher_dbs))
@@ -179,8 +187,13 @@ broadcast_bitmap(WakeChannel *channels, uint64 bitmap)
 	}
 }
 
+/*
+ * Wakes this database's worker: always if "always", else only if it sleeps
+ * past timer_at (a new timer falls due before it would wake), or is awake
+ * (it may be computing its next deadline without the new timer).
+ */
 static void
-wake_database_worker(void)
+wake_database_worker(bool always, TimestampTz timer_at)
 {
 	Latch	   *latch = NULL;
 
@@ -191,13 +204,28 @@ wake_database_worker(void)
 
 		if (slot->state == SLOT_RUNNING && slot->dboid == MyDatabaseId)
 		{
-			latch = slot->latch;
+			if (always || slot->sleeping_until == 0 || timer_at < slot->sleeping_until)
+				latch = slot->latch;
 			break;
 		}
 	}
 	LWLockRelease(durable_shared->lock);
 	if (latch)
 		SetLatch(latch);
+}
+
+/*
+ * After COMMIT PREPARED, whose changes we cannot know: wake the worker and
+ * every waiting poller and result() of this database, to look again.
+ */
+void
+durable_wake_everything(void)
+{
+	if (durable_shared == NULL)
+		return;
+	broadcast_bitmap(durable_shared->queue_channels, ~UINT64CONST(0));
+	broadcast_bitmap(durable_shared->close_channels, ~UINT64CONST(0));
+	wake_database_worker(true, 0);
 }
 
 static void
@@ -236,13 +264,16 @@ deliver_wakeups(XactEvent event, void *arg)
 	}
 
 	/*
-	 * At PREPARE the changes are not visible yet; waking now is early but
-	 * harmless, and the sleepers' fallback timeouts cover COMMIT PREPARED.
+	 * At PREPARE nothing is visible yet, and whoever runs COMMIT PREPARED
+	 * later cannot know what to wake: durable.c wakes everything then.
 	 */
+	if (event == XACT_EVENT_PREPARE)
+		return;
+
 	broadcast_bitmap(durable_shared->queue_channels, todo.queues_at_commit);
 	broadcast_bitmap(durable_shared->close_channels, todo.closed_at_commit);
-	if (todo.worker)
-		wake_database_worker();
+	if (todo.worker || todo.earliest_timer != 0)
+		wake_database_worker(todo.worker, todo.earliest_timer);
 	if (todo.n_launcher_dbs > 0)
 		notify_launcher(todo.launcher_dbs, todo.n_launcher_dbs);
 }

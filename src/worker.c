@@ -25,10 +25,13 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/memutils.h"
+#include "utils/builtins.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "funcapi.h"
 
-/* The fallback sleep: only a safety net, commits wake the worker. */
-#define WORKER_IDLE_TIMEOUT_MS	10000
+/* When a due timer's run was busy: look again this soon. */
+#define BUSY_RUN_RETRY_MS	50
 
 static int	my_slot = -1;
 static char my_database[NAMEDATALEN];
@@ -41,6 +44,19 @@ worker_detach(int code, Datum arg)
 	LWLockAcquire(durable_shared->lock, LW_EXCLUSIVE);
 	slot->pid = 0;
 	slot->latch = NULL;
+	LWLockRelease(durable_shared->lock);
+}
+
+/* Publishes when the worker will wake by itself (0: it is awake now). */
+static void
+set_sleeping_until(TimestampTz until, bool woke)
+{
+	WorkerSlot *slot = &durable_shared->slots[my_slot];
+
+	LWLockAcquire(durable_shared->lock, LW_EXCLUSIVE);
+	slot->sleeping_until = until;
+	if (woke)
+		slot->wakeups++;
 	LWLockRelease(durable_shared->lock);
 }
 
@@ -73,16 +89,20 @@ extension_exists(void)
 }
 
 /*
- * Runs due workflow tasks until none is left.  Exits (for good) when the
- * extension is gone: DROP EXTENSION is never blocked by us for longer than
- * one workflow task.
+ * Fires due timers and runs due workflow tasks until neither is left.
+ * Returns true when a due timer had to be left for a moment (its run was
+ * locked by someone else).  Exits (for good) when the extension is gone:
+ * DROP EXTENSION is never blocked by us for longer than one workflow task.
  */
-static void
-run_due_tasks(void)
+static bool
+run_due_work(void)
 {
+	bool		retry_soon = false;
+
 	for (;;)
 	{
 		bool		ran;
+		int			fired;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -98,11 +118,37 @@ run_due_tasks(void)
 			set_slot_state(SLOT_ABSENT);
 			proc_exit(0);
 		}
+		fired = timers_fire_due(&retry_soon);
 		ran = replay_run_one_task();
 		pgstat_report_stat(false);
-		if (!ran)
-			return;
+		if (!ran && fired == 0)
+			return retry_soon;
 	}
+}
+
+/*
+ * Sleeps until the next timer is due, or forever when there is none: only
+ * a commit (or a signal) wakes an idle worker.
+ */
+static void
+sleep_until_next_timer(bool retry_soon)
+{
+	TimestampTz next;
+	long		timeout_ms;
+
+	set_sleeping_until(0, false);
+	timeout_ms = timers_ms_until_next(&next);
+	if (retry_soon && (timeout_ms < 0 || timeout_ms > BUSY_RUN_RETRY_MS))
+		timeout_ms = BUSY_RUN_RETRY_MS;
+	if (timeout_ms == 0)
+		return;
+	set_sleeping_until(timeout_ms < 0 ? DT_NOEND : next, false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	(void) WaitLatch(MyLatch,
+					 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout_ms > 0 ? WL_TIMEOUT : 0),
+					 timeout_ms > 0 ? timeout_ms : 0, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	set_sleeping_until(0, true);
 }
 
 void
@@ -131,11 +177,48 @@ durable_worker_main(Datum main_arg)
 						 my_database)));
 
 	for (;;)
+		sleep_until_next_timer(run_due_work());
+}
+
+/*
+ * durable.worker_status(): each running database worker, how often it woke
+ * up, and until when it sleeps (NULL while it works, infinity with no timer).
+ */
+PG_FUNCTION_INFO_V1(durable_worker_status);
+
+Datum
+durable_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	WorkerSlot *slots;
+
+	durable_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+	/* copy, so that no catalog lookup happens under our lock */
+	slots = palloc(sizeof(WorkerSlot) * durable_max_databases);
+	LWLockAcquire(durable_shared->lock, LW_SHARED);
+	memcpy(slots, durable_shared->slots, sizeof(WorkerSlot) * durable_max_databases);
+	LWLockRelease(durable_shared->lock);
+
+	for (int i = 0; i < durable_max_databases; i++)
 	{
-		run_due_tasks();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 WORKER_IDLE_TIMEOUT_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		WorkerSlot *slot = &slots[i];
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		char	   *dbname;
+
+		if (slot->state != SLOT_RUNNING || slot->pid == 0)
+			continue;
+		dbname = get_database_name(slot->dboid);
+		if (dbname == NULL)
+			continue;
+		values[0] = DirectFunctionCall1(namein, CStringGetDatum(dbname));
+		values[1] = Int32GetDatum(slot->pid);
+		values[2] = Int64GetDatum((int64) slot->wakeups);
+		values[3] = TimestampTzGetDatum(slot->sleeping_until);
+		nulls[3] = slot->sleeping_until == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	return (Datum) 0;
 }

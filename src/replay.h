@@ -1,0 +1,107 @@
+/*-------------------------------------------------------------------------
+ *
+ * replay.h
+ *	  The state of one replay of a run's workflow function, shared by
+ *	  replay.c (which loads the history, runs the code and records what it
+ *	  did) and workflow_api.c (the deterministic functions the code calls).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DURABLE_REPLAY_H
+#define DURABLE_REPLAY_H
+
+#include "durable.h"
+
+#include "nodes/pg_list.h"
+
+typedef enum CommandKind
+{
+	COMMAND_NONE = 0,			/* no command recorded under this handle */
+	COMMAND_ACTIVITY,
+	COMMAND_TIMER
+} CommandKind;
+
+/* What the history says about one handle (a command of the code). */
+typedef struct CommandSlot
+{
+	CommandKind kind;
+	char	   *activity;		/* activities: name and task queue */
+	char	   *task_queue;
+	int64		resolved_by;	/* event that completed, failed or fired it */
+	bool		failed;
+	bool		canceled;		/* TimerCanceled recorded */
+	Jsonb	   *result;			/* ActivityTaskCompleted details.result */
+	Jsonb	   *failure;		/* final ActivityTaskFailed details */
+} CommandSlot;
+
+/* A WorkflowTaskCompleted event: the time the code ran up to there. */
+typedef struct TaskBoundary
+{
+	int64		event_id;
+	TimestampTz time;
+} TaskBoundary;
+
+typedef struct SignalEvent
+{
+	int64		event_id;
+	char	   *name;
+	Jsonb	   *payload;
+	bool		received;		/* consumed by a wait_signal() of this replay */
+} SignalEvent;
+
+/* A command the code issued that the history does not have yet. */
+typedef struct NewCommand
+{
+	CommandKind kind;
+	int32		handle;
+	char	   *activity;
+	char	   *task_queue;
+	Jsonb	   *input;
+	Jsonb	   *retry_policy;
+	TimestampTz fire_at;
+	Interval   *duration;		/* timers: as asked, for the history */
+} NewCommand;
+
+/* A query answer declared by durable.on_query(). */
+typedef struct QueryAnswer
+{
+	char	   *name;
+	Jsonb	   *answer;
+	char	   *handler;		/* function (jsonb, jsonb) RETURNS jsonb, or NULL */
+} QueryAnswer;
+
+typedef struct Replay
+{
+	MemoryContext cxt;			/* survives the code's subtransaction */
+	LockedRun  *run;
+	TimestampTz task_time;
+	bool		query_mode;		/* answering durable.query(): record nothing */
+
+	CommandSlot *slots;			/* indexed by handle, 1..max_recorded */
+	int32		max_recorded;
+	int32		slots_allocated;
+	TaskBoundary *tasks;		/* recorded boundaries, then the current task */
+	int			ntasks;
+	int			cursor;
+	SignalEvent *signals;		/* in arrival order */
+	int			nsignals;
+
+	int32		issued;			/* handles the code has issued so far */
+	List	   *new_commands;	/* of NewCommand */
+	List	   *timers_to_cancel;	/* of handles (int) */
+	List	   *query_answers;	/* of QueryAnswer */
+
+	bool		suspended;
+	bool		nondeterministic;
+} Replay;
+
+extern Replay *current_replay;
+
+extern void replay_suspend(Replay *r) pg_attribute_noreturn();
+extern void replay_nondeterminism(Replay *r, const char *fmt,...)
+			pg_attribute_printf(2, 3) pg_attribute_noreturn();
+extern Replay *replay_required(const char *function);
+extern void replay_advance_cursor(Replay *r, int64 event_id);
+extern TimestampTz replay_now(Replay *r);
+
+#endif							/* DURABLE_REPLAY_H */

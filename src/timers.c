@@ -1,0 +1,338 @@
+/*-------------------------------------------------------------------------
+ *
+ * timers.c
+ *	  The timer queue: workflow timers, activity retry backoffs and run
+ *	  execution timeouts, kept in durable.timers and fired by the worker.
+ *
+ * The worker asks for the earliest fire_at (one probe of the fire_at index,
+ * whatever the number of timers), publishes it in its slot and sleeps until
+ * then.  A transaction that adds an earlier timer wakes it at commit (see
+ * shmem.c); one that adds a later one lets it sleep.  Due timers are fired in
+ * batches, a batch per transaction: each firing locks its run, deletes the
+ * timer row (a timer canceled meanwhile is gone: it never fires) and records
+ * its effect.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "durable.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#define FIRE_BATCH			100
+#define LOCKED_RUN_RETRY_MS	50
+
+PG_FUNCTION_INFO_V1(durable_fire_timers);
+
+void
+timer_schedule(LockedRun *run, const char *kind, int32 handle, int64 task_id,
+			   TimestampTz fire_at)
+{
+	static EnginePlan plan = {NULL,
+		"INSERT INTO durable.timers (run_id, kind, handle, task_id, fire_at)"
+		" VALUES ($1, $2, $3, $4, $5)",
+	5, {UUIDOID, TEXTOID, INT4OID, INT8OID, TIMESTAMPTZOID}};
+	Datum		values[5];
+	char		nulls[5] = "     ";
+
+	values[0] = run->run_id;
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = Int32GetDatum(handle);
+	if (handle == 0)
+		nulls[2] = 'n';
+	values[3] = Int64GetDatum(task_id);
+	if (task_id == 0)
+		nulls[3] = 'n';
+	values[4] = TimestampTzGetDatum(fire_at);
+	engine_exec(&plan, values, nulls, 0);
+	durable_timer_added_at_commit(fire_at);
+}
+
+/* Deletes a workflow timer; false if it was no longer pending. */
+bool
+timer_cancel(LockedRun *run, int32 handle)
+{
+	static EnginePlan plan = {NULL,
+		"DELETE FROM durable.timers WHERE run_id = $1 AND kind = 'timer' AND handle = $2",
+	2, {UUIDOID, INT4OID}};
+	Datum		values[2] = {run->run_id, Int32GetDatum(handle)};
+
+	return engine_exec(&plan, values, NULL, 0) > 0;
+}
+
+/* A run closed: none of its timers may fire any more. */
+void
+timers_cancel_all(LockedRun *run)
+{
+	static EnginePlan plan = {NULL,
+	"DELETE FROM durable.timers WHERE run_id = $1", 1, {UUIDOID}};
+	Datum		values[1] = {run->run_id};
+
+	engine_exec(&plan, values, NULL, 0);
+}
+
+/* An activity's backoff is over: it is ready for pollers again. */
+static void
+fire_retry(int64 task_id, TimestampTz now)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.activity_tasks SET status = 'scheduled', ready_at = $2"
+		" WHERE task_id = $1 AND status = 'backoff' RETURNING task_queue",
+	2, {INT8OID, TIMESTAMPTZOID}};
+	Datum		values[2] = {Int64GetDatum(task_id), TimestampTzGetDatum(now)};
+
+	if (engine_exec(&plan, values, NULL, 1) == 1)
+		durable_wake_queue_at_commit(engine_get_text(0, 1));
+}
+
+static void
+fire_workflow_timer(LockedRun *run, int32 handle, TimestampTz now, bool early)
+{
+	JsonBuf		jb;
+
+	json_begin(&jb);
+	json_add_int(&jb, "handle", handle);
+	if (early)
+		json_add_bool(&jb, "fired_early", true);
+	engine_append_event(run, "TimerFired", json_end(&jb), now);
+	engine_request_workflow_task(run);
+}
+
+static void
+fire_execution_timeout(LockedRun *run, TimestampTz now)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.runs SET status = 'timed_out', closed_at = $2,"
+		" next_event_id = $3, task_pending = false WHERE run_id = $1",
+	3, {UUIDOID, TIMESTAMPTZOID, INT8OID}};
+	Datum		values[3];
+	JsonBuf		jb;
+
+	json_begin(&jb);
+	json_add_str(&jb, "reason", "execution_timeout");
+	engine_append_event(run, "WorkflowExecutionTimedOut", json_end(&jb), now);
+	values[0] = run->run_id;
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = Int64GetDatum(run->next_event_id);
+	engine_exec(&plan, values, NULL, 0);
+	activity_cancel_all(run);
+	timers_cancel_all(run);
+	durable_wake_closed_at_commit(run->workflow_id);
+}
+
+typedef struct DueTimer
+{
+	int64		timer_id;
+	Datum		run_id;
+	char	   *kind;
+	int32		handle;
+	int64		task_id;
+} DueTimer;
+
+/* Deletes the timer row; false if someone (a cancel) deleted it first. */
+static bool
+claim_timer(int64 timer_id)
+{
+	static EnginePlan plan = {NULL,
+	"DELETE FROM durable.timers WHERE timer_id = $1", 1, {INT8OID}};
+	Datum		values[1] = {Int64GetDatum(timer_id)};
+
+	return engine_exec(&plan, values, NULL, 0) == 1;
+}
+
+static void
+fire_one(DueTimer *t, TimestampTz now, bool early)
+{
+	if (strcmp(t->kind, "retry") == 0)
+		fire_retry(t->task_id, now);
+	else
+	{
+		LockedRun	run;
+
+		/* the caller holds the run locked; read its current state */
+		if (!engine_lock_run(t->run_id, &run, false) ||
+			strcmp(run.status, "running") != 0)
+			return;
+		if (strcmp(t->kind, "timer") == 0)
+			fire_workflow_timer(&run, t->handle, now, early);
+		else
+			fire_execution_timeout(&run, now);
+	}
+}
+
+/* The due timers (values: now), or all pending ones of a run (values: run_id). */
+static int
+read_timers(bool of_one_run, Datum *values, DueTimer **out)
+{
+	static EnginePlan due = {NULL,
+		"SELECT timer_id, run_id, kind, handle, task_id FROM durable.timers"
+		" WHERE fire_at <= $1 ORDER BY fire_at LIMIT " CppAsString2(FIRE_BATCH),
+	1, {TIMESTAMPTZOID}};
+	static EnginePlan of_run = {NULL,
+		"SELECT timer_id, run_id, kind, handle, task_id FROM durable.timers"
+		" WHERE run_id = $1 AND kind IN ('timer', 'retry') ORDER BY fire_at",
+	1, {UUIDOID}};
+	int			n = engine_exec(of_one_run ? &of_run : &due, values, NULL, 0);
+	DueTimer   *timers = palloc(sizeof(DueTimer) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		timers[i].timer_id = DatumGetInt64(engine_get(i, 1, &isnull));
+		timers[i].run_id = engine_get(i, 2, &isnull);
+		timers[i].kind = engine_get_text(i, 3);
+		timers[i].handle = DatumGetInt32(engine_get(i, 4, &isnull));
+		if (isnull)
+			timers[i].handle = 0;
+		timers[i].task_id = DatumGetInt64(engine_get(i, 5, &isnull));
+		if (isnull)
+			timers[i].task_id = 0;
+	}
+	*out = timers;
+	return n;
+}
+
+/*
+ * Fires up to a batch of due timers in one transaction.  Returns how many
+ * fired; *retry_soon is set when a due timer's run was locked by someone
+ * else (it is left for a moment later).
+ */
+int
+timers_fire_due(bool *retry_soon)
+{
+	EngineScope scope;
+	TimestampTz now;
+	Datum		values[1];
+	DueTimer   *timers;
+	int			n;
+	int			fired = 0;
+
+	*retry_soon = false;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	engine_enter(&scope);
+	now = GetCurrentTimestamp();
+	values[0] = TimestampTzGetDatum(now);
+	n = read_timers(false, values, &timers);
+	for (int i = 0; i < n; i++)
+	{
+		LockedRun	run;
+
+		/* never wait for an application's transaction: come back later */
+		if (!engine_lock_run(timers[i].run_id, &run, true))
+		{
+			*retry_soon = true;
+			continue;
+		}
+		if (!claim_timer(timers[i].timer_id))
+			continue;
+		fire_one(&timers[i], now, false);
+		fired++;
+	}
+	engine_leave(&scope);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return fired;
+}
+
+/*
+ * Milliseconds until the earliest pending timer (0 if one is due), or -1
+ * when there is none.  Runs its own short transaction.
+ */
+long
+timers_ms_until_next(TimestampTz *next)
+{
+	static EnginePlan plan = {NULL, "SELECT min(fire_at) FROM durable.timers", 0, {0}};
+	EngineScope scope;
+	bool		isnull = true;
+	Datum		d = (Datum) 0;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	engine_enter(&scope);
+	if (engine_exec(&plan, NULL, NULL, 1) == 1)
+		d = engine_get(0, 1, &isnull);
+	engine_leave(&scope);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	if (isnull)
+	{
+		*next = 0;
+		return -1;
+	}
+	*next = DatumGetTimestampTz(d);
+	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), *next);
+}
+
+/*
+ * durable.fire_timers(workflow_id): fires the open run's workflow timers and
+ * retry backoffs now, each recorded as fired early.  For tests of workflows
+ * that sleep for days.
+ */
+Datum
+durable_fire_timers(PG_FUNCTION_ARGS)
+{
+	static EnginePlan find = {NULL,
+		"SELECT run_id, owner FROM durable.runs WHERE workflow_id = $1 AND status = 'running'",
+	1, {TEXTOID}};
+	char	   *workflow_id;
+	EngineScope scope;
+	Datum		values[1];
+	Oid			owner = InvalidOid;
+	bool		found;
+	int			fired = 0;
+
+	durable_require_preload();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow_id must not be null")));
+	workflow_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	values[0] = CStringGetTextDatum(workflow_id);
+
+	engine_enter(&scope);
+	found = engine_exec(&find, values, NULL, 1) == 1;
+	if (found)
+	{
+		bool		isnull;
+		LockedRun	run;
+
+		owner = DatumGetObjectId(engine_get(0, 2, &isnull));
+		values[0] = engine_get(0, 1, &isnull);
+		found = has_privs_of_role(scope.caller, owner) &&
+			engine_lock_run(values[0], &run, false) &&
+			strcmp(run.status, "running") == 0;
+		if (found)
+		{
+			DueTimer   *timers;
+			int			n = read_timers(true, values, &timers);
+			TimestampTz now = GetCurrentTimestamp();
+
+			for (int i = 0; i < n; i++)
+			{
+				if (!claim_timer(timers[i].timer_id))
+					continue;
+				fire_one(&timers[i], now, true);
+				fired++;
+			}
+		}
+	}
+	engine_leave(&scope);
+
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" has no open run", workflow_id),
+				 errhint("Only an open run's timers can be fired; see durable.workflows.")));
+	PG_RETURN_INT32(fired);
+}

@@ -1,0 +1,512 @@
+/*-------------------------------------------------------------------------
+ *
+ * workflow_api.c
+ *	  The deterministic API: the functions workflow code calls, which return
+ *	  what the run's history recorded, or issue new commands, or suspend.
+ *
+ * Every command (an activity, a timer) gets the next handle in code order;
+ * on replay, the command under a handle must be the one the history
+ * recorded, else the code is non-deterministic.  Waiting (await, sleep,
+ * wait_signal) returns at once when the history already has what the code
+ * waits for, moving the replay cursor past the event that ended the wait;
+ * otherwise it suspends the run (see replay.c).
+ *
+ * A signal is received by the first wait_signal() of its name that comes
+ * after it (in history order, as seen by the cursor): each signal once, in
+ * arrival order, the same on every replay.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "replay.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(durable_activity_async);
+PG_FUNCTION_INFO_V1(durable_activity);
+PG_FUNCTION_INFO_V1(durable_await);
+PG_FUNCTION_INFO_V1(durable_await_all);
+PG_FUNCTION_INFO_V1(durable_await_any);
+PG_FUNCTION_INFO_V1(durable_now);
+PG_FUNCTION_INFO_V1(durable_timer_async);
+PG_FUNCTION_INFO_V1(durable_sleep);
+PG_FUNCTION_INFO_V1(durable_sleep_until);
+PG_FUNCTION_INFO_V1(durable_wait_signal);
+PG_FUNCTION_INFO_V1(durable_on_query);
+
+static char *
+required_name(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	char	   *s;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (s[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	return s;
+}
+
+static const char *
+kind_name(CommandKind kind)
+{
+	return kind == COMMAND_ACTIVITY ? "an activity" :
+		kind == COMMAND_TIMER ? "a timer" : "nothing";
+}
+
+/*
+ * The next handle, checked against the history: returns the recorded slot,
+ * or NULL when the command is new (the caller records it).
+ */
+static CommandSlot *
+next_command(Replay *r, CommandKind kind, int32 *handle)
+{
+	CommandSlot *slot;
+
+	*handle = ++r->issued;
+	if (*handle > r->max_recorded)
+		return NULL;
+	slot = &r->slots[*handle];
+	if (slot->kind != kind)
+		replay_nondeterminism(r, "command %d was %s in the history, the code now issues %s",
+							  *handle, kind_name(slot->kind), kind_name(kind));
+	return slot;
+}
+
+static NewCommand *
+new_command(Replay *r, CommandKind kind, int32 handle)
+{
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);
+	NewCommand *cmd = palloc0(sizeof(NewCommand));
+
+	/* the list must outlive the code's subtransaction, like the command */
+	cmd->kind = kind;
+	cmd->handle = handle;
+	r->new_commands = lappend(r->new_commands, cmd);
+	MemoryContextSwitchTo(old);
+	return cmd;
+}
+
+/* ---- activities ---- */
+
+static int32
+issue_activity(FunctionCallInfo fcinfo, Replay *r)
+{
+	char	   *activity = required_name(fcinfo, 0, "activity name");
+	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	char	   *task_queue = required_name(fcinfo, 2, "task queue");
+	Jsonb	   *options = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	Jsonb	   *retry_policy = activity_parse_options(options);
+	int32		handle;
+	CommandSlot *slot = next_command(r, COMMAND_ACTIVITY, &handle);
+	MemoryContext old;
+	NewCommand *cmd;
+
+	if (slot != NULL)
+	{
+		if (strcmp(slot->activity, activity) != 0 ||
+			strcmp(slot->task_queue, task_queue) != 0)
+			replay_nondeterminism(r, "command %d was activity \"%s\" on task queue \"%s\", the code now schedules activity \"%s\" on task queue \"%s\"",
+								  handle, slot->activity, slot->task_queue, activity, task_queue);
+		return handle;
+	}
+
+	cmd = new_command(r, COMMAND_ACTIVITY, handle);
+	old = MemoryContextSwitchTo(r->cxt);
+	cmd->activity = pstrdup(activity);
+	cmd->task_queue = pstrdup(task_queue);
+	cmd->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
+	cmd->retry_policy = DatumGetJsonbPCopy(JsonbPGetDatum(retry_policy));
+	MemoryContextSwitchTo(old);
+	return handle;
+}
+
+static CommandSlot *
+slot_of_handle(Replay *r, int64 handle)
+{
+	if (handle < 1 || handle > r->issued)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("handle " INT64_FORMAT " does not exist", handle),
+				 errhint("Pass a handle returned by durable.activity_async() or durable.timer_async() in this run.")));
+	return handle <= r->max_recorded ? &r->slots[handle] : NULL;
+}
+
+static void
+raise_activity_failure(CommandSlot *slot)
+{
+	char	   *error = jsonb_field_text(slot->failure, "error");
+	int64		attempt = 0;
+	Jsonb	   *retryable = jsonb_field(slot->failure, "retryable");
+	bool		was_retryable = retryable != NULL &&
+		strcmp(JsonbToCString(NULL, &retryable->root, VARSIZE(retryable)), "true") == 0;
+
+	(void) jsonb_field_int(slot->failure, "attempt", &attempt);
+	ereport(ERROR,
+			(errcode(ERRCODE_DURABLE_ACTIVITY_FAILED),
+			 errmsg("activity \"%s\" failed: %s", slot->activity, error ? error : ""),
+			 errdetail("Activity error: %s (attempt " INT64_FORMAT ", %s).",
+					   error ? error : "", attempt,
+					   was_retryable ? "attempts exhausted" : "not retryable")));
+}
+
+/* The value of a resolved handle: an activity's result, NULL for a timer. */
+static Datum
+slot_result(CommandSlot *slot, FunctionCallInfo fcinfo)
+{
+	if (slot->failed)
+		raise_activity_failure(slot);
+	if (slot->result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(slot->result);
+}
+
+static Datum
+await_one(FunctionCallInfo fcinfo, Replay *r, int64 handle)
+{
+	CommandSlot *slot = slot_of_handle(r, handle);
+
+	if (slot == NULL || slot->resolved_by == 0)
+		replay_suspend(r);
+	replay_advance_cursor(r, slot->resolved_by);
+	return slot_result(slot, fcinfo);
+}
+
+Datum
+durable_activity_async(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.activity_async()");
+
+	PG_RETURN_INT64(issue_activity(fcinfo, r));
+}
+
+Datum
+durable_activity(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.activity()");
+
+	return await_one(fcinfo, r, issue_activity(fcinfo, r));
+}
+
+Datum
+durable_await(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.await()");
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("handle must not be null")));
+	return await_one(fcinfo, r, PG_GETARG_INT64(0));
+}
+
+/* The slots of a handles array argument; *n gets their number. */
+static CommandSlot **
+handle_slots(FunctionCallInfo fcinfo, Replay *r, int *n)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	CommandSlot **slots;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("handles must not be null")));
+	arr = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("handles must be a one-dimensional array")));
+	deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, n);
+	slots = palloc(sizeof(CommandSlot *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("handles must not contain nulls")));
+		slots[i] = slot_of_handle(r, DatumGetInt64(elems[i]));
+	}
+	return slots;
+}
+
+/*
+ * Waits for all handles, or for the first (in history order) to fail, as
+ * Promise.all does; returns a JSON array of results in handle order.
+ */
+Datum
+durable_await_all(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.await_all()");
+	int			n;
+	CommandSlot **slots = handle_slots(fcinfo, r, &n);
+	CommandSlot *first_failed = NULL;
+	int64		all_done_at = 0;
+	bool		all_done = true;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (slots[i] == NULL || slots[i]->resolved_by == 0)
+			all_done = false;
+		else
+		{
+			all_done_at = Max(all_done_at, slots[i]->resolved_by);
+			if (slots[i]->failed &&
+				(first_failed == NULL || slots[i]->resolved_by < first_failed->resolved_by))
+				first_failed = slots[i];
+		}
+	}
+	if (first_failed != NULL)
+	{
+		replay_advance_cursor(r, first_failed->resolved_by);
+		raise_activity_failure(first_failed);
+	}
+	if (!all_done)
+		replay_suspend(r);
+	replay_advance_cursor(r, all_done_at);
+
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue	v;
+
+		if (slots[i]->result == NULL)
+			v.type = jbvNull;
+		else
+		{
+			v.type = jbvBinary;
+			v.val.binary.data = &slots[i]->result->root;
+			v.val.binary.len = VARSIZE(slots[i]->result) - VARHDRSZ;
+		}
+		pushJsonbValue(&state, WJB_ELEM, &v);
+	}
+	res = pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+}
+
+/*
+ * The handle, of those given, that finished first as the history recorded
+ * it (completed, failed or fired); waits until one has.
+ */
+Datum
+durable_await_any(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.await_any()");
+	int			n;
+	CommandSlot **slots = handle_slots(fcinfo, r, &n);
+	int			first = -1;
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("durable.await_any() needs at least one handle")));
+	for (int i = 0; i < n; i++)
+		if (slots[i] != NULL && slots[i]->resolved_by != 0 &&
+			(first < 0 || slots[i]->resolved_by < slots[first]->resolved_by))
+			first = i;
+	if (first < 0)
+		replay_suspend(r);
+	replay_advance_cursor(r, slots[first]->resolved_by);
+	deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, &n);
+	PG_RETURN_DATUM(elems[first]);
+}
+
+Datum
+durable_now(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.now()");
+
+	PG_RETURN_TIMESTAMPTZ(replay_now(r));
+}
+
+/* ---- timers ---- */
+
+static int32
+issue_timer(Replay *r, TimestampTz fire_at, Interval *duration)
+{
+	int32		handle;
+	NewCommand *cmd;
+
+	if (next_command(r, COMMAND_TIMER, &handle) != NULL)
+		return handle;
+	cmd = new_command(r, COMMAND_TIMER, handle);
+	cmd->fire_at = fire_at;
+	if (duration)
+	{
+		cmd->duration = MemoryContextAlloc(r->cxt, sizeof(Interval));
+		memcpy(cmd->duration, duration, sizeof(Interval));
+	}
+	return handle;
+}
+
+static Interval *
+duration_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	Interval   *iv;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	iv = PG_GETARG_INTERVAL_P(argno);
+	(void) wait_interval_ms(iv);	/* rejects negative intervals */
+	return iv;
+}
+
+static TimestampTz
+after(Replay *r, Interval *duration)
+{
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(replay_now(r)),
+												   IntervalPGetDatum(duration)));
+}
+
+Datum
+durable_timer_async(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.timer_async()");
+	Interval   *duration = duration_arg(fcinfo, 0, "timer duration");
+
+	PG_RETURN_INT64(issue_timer(r, after(r, duration), duration));
+}
+
+Datum
+durable_sleep(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.sleep()");
+	Interval   *duration = duration_arg(fcinfo, 0, "sleep duration");
+
+	(void) await_one(fcinfo, r, issue_timer(r, after(r, duration), duration));
+	PG_RETURN_VOID();
+}
+
+Datum
+durable_sleep_until(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.sleep_until()");
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("sleep_until time must not be null")));
+	(void) await_one(fcinfo, r, issue_timer(r, PG_GETARG_TIMESTAMPTZ(0), NULL));
+	PG_RETURN_VOID();
+}
+
+/* ---- signals ---- */
+
+static SignalEvent *
+oldest_unreceived(Replay *r, const char *name)
+{
+	for (int i = 0; i < r->nsignals; i++)
+		if (!r->signals[i].received && strcmp(r->signals[i].name, name) == 0)
+			return &r->signals[i];
+	return NULL;
+}
+
+static Datum
+receive(FunctionCallInfo fcinfo, SignalEvent *signal)
+{
+	signal->received = true;
+	if (signal->payload == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(signal->payload);
+}
+
+/*
+ * The payload of the oldest signal of that name not yet received, waiting
+ * for one if needed; NULL when the timeout fires first.  A timeout timer
+ * that lost the race is canceled, so it never wakes the run.
+ */
+Datum
+durable_wait_signal(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.wait_signal()");
+	char	   *name = required_name(fcinfo, 0, "signal name");
+	Interval   *timeout = PG_ARGISNULL(1) ? NULL : duration_arg(fcinfo, 1, "timeout");
+	SignalEvent *signal = oldest_unreceived(r, name);
+	CommandSlot *timer = NULL;
+	int32		timer_handle = 0;
+
+	/* already there when the code got here: no waiting, no timer */
+	if (signal != NULL && signal->event_id < r->tasks[r->cursor].event_id)
+		return receive(fcinfo, signal);
+
+	if (timeout != NULL)
+	{
+		timer_handle = issue_timer(r, after(r, timeout), timeout);
+		timer = timer_handle <= r->max_recorded ? &r->slots[timer_handle] : NULL;
+	}
+	if (timer != NULL && timer->resolved_by != 0 &&
+		(signal == NULL || timer->resolved_by < signal->event_id))
+	{
+		replay_advance_cursor(r, timer->resolved_by);
+		PG_RETURN_NULL();
+	}
+	if (signal == NULL)
+		replay_suspend(r);
+
+	replay_advance_cursor(r, signal->event_id);
+	if (timer_handle != 0 && (timer == NULL || (!timer->canceled && timer->resolved_by == 0)))
+	{
+		MemoryContext old = MemoryContextSwitchTo(r->cxt);
+
+		r->timers_to_cancel = lappend_int(r->timers_to_cancel, timer_handle);
+		MemoryContextSwitchTo(old);
+	}
+	return receive(fcinfo, signal);
+}
+
+/* ---- queries ---- */
+
+/*
+ * Declares the answer to a query from this point of the code on.  Only a
+ * replay that answers durable.query() keeps it; a workflow task ignores it.
+ */
+Datum
+durable_on_query(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.on_query()");
+	char	   *name = required_name(fcinfo, 0, "query name");
+	Jsonb	   *answer = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	char	   *handler = PG_ARGISNULL(2) ? NULL : required_name(fcinfo, 2, "query handler");
+	MemoryContext old;
+	QueryAnswer *qa;
+	ListCell   *lc;
+
+	if (!r->query_mode)
+		PG_RETURN_VOID();
+
+	old = MemoryContextSwitchTo(r->cxt);
+	foreach(lc, r->query_answers)
+	{
+		qa = lfirst(lc);
+		if (strcmp(qa->name, name) == 0)
+		{
+			r->query_answers = foreach_delete_current(r->query_answers, lc);
+			break;
+		}
+	}
+	qa = palloc(sizeof(QueryAnswer));
+	qa->name = pstrdup(name);
+	qa->answer = answer ? DatumGetJsonbPCopy(JsonbPGetDatum(answer)) : NULL;
+	qa->handler = handler ? pstrdup(handler) : NULL;
+	r->query_answers = lappend(r->query_answers, qa);
+	MemoryContextSwitchTo(old);
+	PG_RETURN_VOID();
+}
