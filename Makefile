@@ -10,10 +10,10 @@ PGFILEDESC = "durable - durable execution of workflows inside PostgreSQL"
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration
 
 # pg_regress (sql/, expected/) against a server that preloads durable
-REGRESS = api errors replay security
+REGRESS = api errors replay security timers
 REGRESS_OPTS = --inputdir=. --load-extension=durable
 # pg_isolation_regress (test/isolation/specs, test/isolation/expected)
-ISOLATION = pollers completion_race
+ISOLATION = pollers completion_race signals
 ISOLATION_OPTS = --inputdir=test/isolation --load-extension=durable
 # TAP (test/t/*.pl), each with its own clusters
 TAP_TESTS = 1

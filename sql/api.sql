@@ -59,7 +59,7 @@ SELECT count(*) FROM claimed WHERE durable.complete_activity(task_token, '1');
 
 -- a finished workflow id can be used again; the new run is the one shown
 SELECT durable.start_workflow('greet', '{"id": 8}', workflow_id => 'greet-7');
-SELECT status, history_length FROM durable.describe('greet-7');
+SELECT status, history_length >= 1 AS has_history FROM durable.describe('greet-7');
 SELECT count(*) FROM durable.workflows WHERE workflow_id = 'greet-7';
 -- a generated workflow id is a uuid
 SELECT durable.start_workflow('public.greet(jsonb)', '{"id": 9}')::uuid IS NOT NULL AS generated;

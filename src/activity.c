@@ -384,7 +384,7 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 	check_task_queue_name(PG_GETARG_TEXT_PP(0));
 	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	worker = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	wait_ms = PG_ARGISNULL(2) ? 0 : wait_interval_ms(PG_GETARG_INTERVAL_P(2));
+	wait_ms = PG_ARGISNULL(2) ? 0 : interval_arg_ms(PG_GETARG_INTERVAL_P(2), "wait");
 	max_tasks = PG_ARGISNULL(3) ? 1 : PG_GETARG_INT32(3);
 	if (max_tasks < 1 || max_tasks > MAX_POLL_TASKS)
 		ereport(ERROR,

@@ -206,8 +206,7 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 												IntervalPGetDatum(nr->execution_timeout)));
 
 		json_add_str(&jb, "execution_timeout",
-					 DatumGetCString(DirectFunctionCall1(interval_out,
-														 IntervalPGetDatum(nr->execution_timeout))));
+					 interval_text(nr->execution_timeout));
 		timer_schedule(run, "execution_timeout", 0, 0, deadline);
 	}
 	engine_append_event(run, "WorkflowExecutionStarted", json_end(&jb), now);
@@ -240,7 +239,7 @@ durable_start_workflow(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 	{
 		nr.execution_timeout = PG_GETARG_INTERVAL_P(3);
-		if (wait_interval_ms(nr.execution_timeout) <= 0)
+		if (interval_arg_ms(nr.execution_timeout, "execution_timeout") <= 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("execution_timeout must be positive")));
@@ -498,7 +497,7 @@ durable_result(PG_FUNCTION_ARGS)
 
 	durable_require_preload();
 	workflow_id = workflow_id_arg(fcinfo, 0);
-	wait_ms = PG_ARGISNULL(1) ? 0 : wait_interval_ms(PG_GETARG_INTERVAL_P(1));
+	wait_ms = PG_ARGISNULL(1) ? 0 : interval_arg_ms(PG_GETARG_INTERVAL_P(1), "wait");
 	if (wait_ms > 0 && IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),

@@ -191,7 +191,8 @@ extern Jsonb *error_to_jsonb(ErrorData *edata);
 extern Datum jsonb_datum_or_null(Jsonb *j, bool *isnull);
 
 extern bool is_workflow_function(Oid funcoid, Oid *nspid);
-extern long wait_interval_ms(Interval *iv);
+extern long interval_arg_ms(Interval *iv, const char *what);
+extern char *interval_text(Interval *iv);
 
 /* ACL checks under their PostgreSQL 15 names (object_aclcheck from 16 on) */
 #if PG_VERSION_NUM >= 160000

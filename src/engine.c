@@ -438,9 +438,9 @@ is_workflow_function(Oid funcoid, Oid *nspid)
 	return ok;
 }
 
-/* A "wait" argument in milliseconds (capped at INT_MAX); negative is an error. */
+/* An interval argument in milliseconds (capped at INT_MAX); negative is an error. */
 long
-wait_interval_ms(Interval *iv)
+interval_arg_ms(Interval *iv, const char *what)
 {
 	double		ms = iv->time / 1000.0 + iv->day * (double) SECS_PER_DAY * 1000 +
 		iv->month * (double) DAYS_PER_MONTH * SECS_PER_DAY * 1000;
@@ -448,6 +448,18 @@ wait_interval_ms(Interval *iv)
 	if (ms < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("wait must not be negative")));
+				 errmsg("%s must not be negative", what)));
 	return (long) Min(ms, (double) INT_MAX);
+}
+
+/* An interval as history shows it ("3 days 01:00:00"), whatever IntervalStyle. */
+char *
+interval_text(Interval *iv)
+{
+	struct pg_itm itm;
+	char		buf[MAXDATELEN + 1];
+
+	interval2itm(*iv, &itm);
+	EncodeInterval(&itm, INTSTYLE_POSTGRES, buf);
+	return pstrdup(buf);
 }

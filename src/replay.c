@@ -443,8 +443,7 @@ start_timer(Replay *r, NewCommand *cmd)
 	json_add_time(&jb, "fire_at", cmd->fire_at);
 	if (cmd->duration)
 		json_add_str(&jb, "duration",
-					 DatumGetCString(DirectFunctionCall1(interval_out,
-														 IntervalPGetDatum(cmd->duration))));
+					 interval_text(cmd->duration));
 	engine_append_event(r->run, "TimerStarted", json_end(&jb), r->task_time);
 	timer_schedule(r->run, "timer", cmd->handle, 0, cmd->fire_at);
 }

@@ -364,7 +364,7 @@ duration_arg(FunctionCallInfo fcinfo, int argno, const char *what)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be null", what)));
 	iv = PG_GETARG_INTERVAL_P(argno);
-	(void) wait_interval_ms(iv);	/* rejects negative intervals */
+	(void) interval_arg_ms(iv, what);	/* rejects negative intervals */
 	return iv;
 }
 

@@ -1,0 +1,212 @@
+-- Timers, signals, queries and execution timeouts (the worker fires real
+-- timers here; durable.fire_timers() skips long ones).
+
+-- Test helper: wait until the run's timers are those of these handles (the
+-- worker got there).
+CREATE FUNCTION wait_timers(id text, handles int[]) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    IF (SELECT array_agg((t->>'handle')::int ORDER BY (t->>'handle')::int)
+          FROM durable.describe(id), jsonb_array_elements(pending_timers) t) = handles THEN
+      RETURN true;
+    END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RETURN false;
+END $$;
+
+-- The order example: charge, wait up to three days for approval, sleep an
+-- hour, ship.  Queries tell where it is.
+CREATE FUNCTION order_flow(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE charge jsonb; approval jsonb;
+BEGIN
+  PERFORM durable.on_query('stage', '"charging"');
+  charge   := durable.activity('charge_card', input, task_queue => 'payments');
+  PERFORM durable.on_query('stage', '"awaiting approval"');
+  approval := durable.wait_signal('approve', timeout => '3 days');
+  IF approval IS NULL THEN
+    PERFORM durable.on_query('stage', '"refunding"');
+    PERFORM durable.activity('refund', charge, task_queue => 'payments');
+    RETURN jsonb_build_object('status', 'expired');
+  END IF;
+  PERFORM durable.on_query('stage', '"shipping soon"');
+  PERFORM durable.sleep('1 hour');
+  PERFORM durable.activity('ship', input, task_queue => 'warehouse');
+  RETURN jsonb_build_object('status', 'shipped', 'approved_by', approval->'by');
+END $$;
+
+SELECT durable.start_workflow('order_flow', '{"order": 42}', workflow_id => 'order-42');
+SELECT task_token AS token FROM durable.poll_activity('payments', wait => '10 s') \gset
+SELECT durable.query('order-42', 'stage');
+SELECT durable.complete_activity(:'token', '{"charge": "ch_1"}');
+SELECT wait_timers('order-42', ARRAY[2]);
+SELECT durable.query('order-42', 'stage');
+SELECT p->>'kind' AS kind, p->>'handle' AS handle,
+       (p->>'fire_at')::timestamptz - started_at BETWEEN '3 days' AND '3 days 1 min' AS in_three_days
+  FROM durable.describe('order-42'), jsonb_array_elements(pending_timers) p;
+-- approval arrives: the three-day timer is canceled, the one-hour sleep starts
+SELECT durable.signal('order-42', 'approve', '{"by": "alice"}');
+SELECT wait_timers('order-42', ARRAY[3]) AS sleeping;
+SELECT durable.query('order-42', 'stage');
+-- a test need not wait an hour
+SELECT durable.fire_timers('order-42');
+SELECT task_token AS token, activity FROM durable.poll_activity('warehouse', wait => '10 s') \gset
+\echo :activity
+SELECT durable.complete_activity(:'token');
+SELECT durable.result('order-42', wait => '10 s');
+SELECT event_id, event_type, details - 'retry_policy' - 'fire_at' AS details
+  FROM durable.history('order-42');
+-- queries work on closed runs too, and write nothing
+SELECT durable.query('order-42', 'stage');
+SELECT history_length FROM durable.describe('order-42');
+
+-- no approval within the timeout: the wait returns NULL, the order is refunded
+SELECT durable.start_workflow('order_flow', '{"order": 43}', workflow_id => 'order-43');
+SELECT task_token AS token FROM durable.poll_activity('payments', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token', '{"charge": "ch_2"}');
+SELECT wait_timers('order-43', ARRAY[2]);
+SELECT durable.fire_timers('order-43');
+SELECT task_token AS token, activity, input FROM durable.poll_activity('payments', wait => '10 s') \gset
+\echo :activity :input
+SELECT durable.complete_activity(:'token');
+SELECT durable.result('order-43', wait => '10 s');
+-- a signal to a closed run, or to no run, is an error
+SELECT durable.signal('order-43', 'approve', '{"by": "bob"}');
+SELECT durable.signal('no-such-order', 'approve');
+
+-- Real timers: a short sleep fires by itself.
+CREATE FUNCTION napper(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := durable.now();
+BEGIN
+  PERFORM durable.sleep((input->>'nap')::interval);
+  RETURN jsonb_build_object('slept_enough', durable.now() - t0 >= (input->>'nap')::interval);
+END $$;
+SELECT durable.start_workflow('napper', '{"nap": "0.2 s"}', workflow_id => 'nap-1');
+SELECT durable.result('nap-1', wait => '10 s');
+SELECT event_type, details->>'duration' AS duration FROM durable.history('nap-1')
+ WHERE event_type LIKE 'Timer%';
+
+-- sleep_until, timer_async and await_any: the first of an activity and a
+-- timer, as the history recorded it
+CREATE FUNCTION racer(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE work bigint; deadline bigint; first bigint;
+BEGIN
+  work := durable.activity_async('work', NULL, 'racing');
+  deadline := durable.timer_async((input->>'deadline')::interval);
+  first := durable.await_any(ARRAY[work, deadline]);
+  PERFORM durable.sleep_until(durable.now() - interval '1 day');  -- in the past: fires at once
+  RETURN jsonb_build_object('first', CASE first WHEN work THEN 'work' ELSE 'deadline' END);
+END $$;
+SELECT durable.start_workflow('racer', '{"deadline": "0.2 s"}', workflow_id => 'race-timer');
+SELECT durable.result('race-timer', wait => '10 s');
+SELECT durable.start_workflow('racer', '{"deadline": "1 hour"}', workflow_id => 'race-work');
+SELECT count(*) FROM (SELECT durable.complete_activity(task_token, '"done"')
+  FROM durable.poll_activity('racing', wait => '10 s', max_tasks => 5) WHERE workflow_id = 'race-work') c;
+SELECT durable.result('race-work', wait => '10 s');
+-- the hour-long timer died with its run
+SELECT pending_timers FROM durable.describe('race-work');
+
+-- Signals are received in arrival order, each once; one sent before the
+-- code waits for it is kept until it does.
+CREATE FUNCTION collector(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE items jsonb := '[]';
+BEGIN
+  FOR i IN 1..(input->>'n')::int LOOP
+    items := items || jsonb_build_array(durable.wait_signal('item'));
+  END LOOP;
+  RETURN items;
+END $$;
+BEGIN;
+SELECT durable.signal_with_start('collector', 'collect-1', 'item', '"first"', input => '{"n": 3}');
+SELECT durable.signal('collect-1', 'item', '"second"');
+COMMIT;
+SELECT durable.signal('collect-1', 'other', '"ignored"');
+SELECT durable.signal_with_start('collector', 'collect-1', 'item', NULL, input => '{"n": 99}');
+SELECT durable.result('collect-1', wait => '10 s');
+SELECT count(*) AS runs FROM durable.workflows WHERE workflow_id = 'collect-1';
+SELECT event_type, details FROM durable.history('collect-1') WHERE event_type = 'WorkflowExecutionSignaled';
+-- a signal inside a transaction that rolls back never existed
+SELECT durable.start_workflow('collector', '{"n": 1}', workflow_id => 'collect-2');
+BEGIN;
+SELECT durable.signal('collect-2', 'item', '"rolled back"');
+ROLLBACK;
+SELECT durable.signal('collect-2', 'item', '"kept"');
+SELECT durable.result('collect-2', wait => '10 s');
+
+-- Query handlers take arguments; unknown queries are errors.
+CREATE FUNCTION cart_item(state jsonb, args jsonb) RETURNS jsonb LANGUAGE sql
+  AS $$ SELECT state -> (args->>'index')::int $$;
+CREATE FUNCTION cart(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE items jsonb := '[]'; item jsonb;
+BEGIN
+  LOOP
+    PERFORM durable.on_query('count', to_jsonb(jsonb_array_length(items)));
+    PERFORM durable.on_query('item', items, handler => 'public.cart_item');
+    item := durable.wait_signal('add');
+    EXIT WHEN item = '"checkout"';
+    items := items || jsonb_build_array(item);
+  END LOOP;
+  RETURN items;
+END $$;
+SELECT durable.start_workflow('cart', '{}', workflow_id => 'cart-1');
+SELECT durable.signal('cart-1', 'add', '"apple"');
+SELECT durable.signal('cart-1', 'add', '"pear"');
+SELECT durable.query('cart-1', 'count');
+SELECT durable.query('cart-1', 'item', '{"index": 1}');
+SELECT durable.query('cart-1', 'price');
+SELECT durable.query('no-such-cart', 'count');
+SELECT durable.query('cart-1', NULL);
+SELECT durable.signal('cart-1', 'add', '"checkout"');
+SELECT durable.result('cart-1', wait => '10 s');
+
+-- An execution timeout closes the run as timed out; its activities' tokens
+-- stop working.
+CREATE FUNCTION stuck(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.activity('slow', NULL, 'stuck_queue');
+END $$;
+SELECT durable.start_workflow('stuck', '{}', workflow_id => 'stuck-1', execution_timeout => '2 s');
+SELECT task_token AS token FROM durable.poll_activity('stuck_queue', wait => '10 s') \gset
+SELECT durable.result('stuck-1', wait => '10 s');
+SELECT status, closed_at IS NOT NULL AS closed, pending_activities, pending_timers
+  FROM durable.describe('stuck-1');
+SELECT durable.complete_activity(:'token', '"too late"');
+SELECT event_type, details FROM durable.history('stuck-1') WHERE event_type LIKE 'WorkflowExecution%';
+SELECT durable.start_workflow('stuck', '{}', execution_timeout => '0 s');
+SELECT durable.start_workflow('stuck', '{}', execution_timeout => '-1 s');
+
+-- Bad arguments to the new functions.
+SELECT durable.signal(NULL, 'x');
+SELECT durable.signal('cart-1', NULL);
+SELECT durable.signal('cart-1', '');
+SELECT durable.fire_timers('no-such-run');
+SELECT durable.sleep('1 s');
+SELECT durable.wait_signal('x');
+SELECT durable.timer_async('1 s');
+SELECT durable.on_query('x', '1');
+SELECT durable.await_any(ARRAY[1]);
+CREATE FUNCTION bad_timers(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE errors jsonb := '[]';
+BEGIN
+  BEGIN PERFORM durable.sleep(NULL);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.sleep('-1 s');
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.wait_signal(NULL);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.wait_signal('x', '-5 min');
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.sleep_until(NULL);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.await_any(ARRAY[]::bigint[]);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.on_query(NULL, '1');
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  RETURN errors;
+END $$;
+SELECT durable.start_workflow('bad_timers', '{}', workflow_id => 'bad-timers');
+SELECT jsonb_array_elements_text(durable.result('bad-timers', wait => '10 s'));
+
+-- The worker of this database, as seen by operators.
+SELECT database = current_database() AS this_database, pid > 0 AS has_pid, wakeups > 0 AS woke
+  FROM durable.worker_status() WHERE database = current_database();

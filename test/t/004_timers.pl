@@ -1,0 +1,96 @@
+# The timer queue: timers that fall due while the server is down fire right
+# after it starts, and the worker sleeps exactly until the next deadline (it
+# does not wake up periodically when idle).
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use DurableTest;
+
+my $node = durable_node('timers');
+$node->start;
+$node->safe_psql('postgres', q{
+CREATE EXTENSION durable;
+CREATE FUNCTION napper(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.sleep((input->>'nap')::interval);
+  RETURN jsonb_build_object('woke_at', durable.now());
+END $$;
+});
+ok(wait_for_worker($node), 'worker started');
+
+sub worker_status
+{
+	return split /\|/, $node->safe_psql('postgres',
+		"SELECT wakeups, sleeping_until, extract(epoch FROM sleeping_until) FROM durable.worker_status() WHERE database = 'postgres'");
+}
+
+# --- idle: the worker sleeps without a deadline and does not wake up ---
+$node->poll_query_until('postgres',
+	"SELECT sleeping_until = 'infinity' FROM durable.worker_status() WHERE database = 'postgres'")
+  or die 'worker never went idle';
+my ($wakeups) = worker_status();
+sleep 3;
+my ($wakeups_after, $until) = worker_status();
+is($wakeups_after, $wakeups, 'an idle worker does not wake up in 3 s');
+is($until, 'infinity', 'and sleeps with no deadline');
+is($node->safe_psql('postgres',
+	"SELECT wait_event_type || '/' || wait_event FROM pg_stat_activity WHERE backend_type = 'durable worker'"),
+	'Extension/Extension', 'waiting on its latch');
+
+# --- a timer: the worker sleeps until exactly its fire time ---
+$node->safe_psql('postgres',
+	"SELECT durable.start_workflow('napper', '{\"nap\": \"4 s\"}', workflow_id => 'nap-4')");
+$node->poll_query_until('postgres', q{
+SELECT w.sleeping_until = (d.pending_timers->0->>'fire_at')::timestamptz
+  FROM durable.worker_status() w, durable.describe('nap-4') d WHERE w.database = 'postgres'})
+  or die 'worker not sleeping until the timer';
+pass('the worker sleeps until the timer fire_at');
+($wakeups) = worker_status();
+# a later timer does not wake it; an earlier one does
+$node->safe_psql('postgres',
+	"SELECT durable.start_workflow('napper', '{\"nap\": \"1 hour\"}', workflow_id => 'nap-hour')");
+$node->poll_query_until('postgres',
+	"SELECT jsonb_array_length(pending_timers) = 1 FROM durable.describe('nap-hour')");
+is($node->safe_psql('postgres', q{
+SELECT w.sleeping_until = (d.pending_timers->0->>'fire_at')::timestamptz
+  FROM durable.worker_status() w, durable.describe('nap-4') d WHERE w.database = 'postgres'}),
+	't', 'still sleeping until the earliest timer');
+$node->safe_psql('postgres',
+	"SELECT durable.result('nap-4', wait => '20 s')");
+my ($wakeups_done, $until_done) = worker_status();
+ok($wakeups_done - $wakeups <= 4, 'few wakeups to fire it (' . ($wakeups_done - $wakeups) . ')');
+is($node->safe_psql('postgres', q{
+SELECT w.sleeping_until = (d.pending_timers->0->>'fire_at')::timestamptz
+  FROM durable.worker_status() w, durable.describe('nap-hour') d WHERE w.database = 'postgres'}),
+	't', 'then it sleeps until the next one, an hour away');
+my $late = $node->safe_psql('postgres', q{
+SELECT extract(epoch FROM f.event_time - (s.details->>'fire_at')::timestamptz) >= 0
+  FROM durable.history('nap-4') s, durable.history('nap-4') f
+ WHERE s.event_type = 'TimerStarted' AND f.event_type = 'TimerFired'});
+is($late, 't', 'the timer fired at or after its time, never before');
+
+# --- timers that fall due while the server is down fire at start ---
+$node->safe_psql('postgres', q{
+SELECT count(durable.start_workflow('napper', '{"nap": "2 s"}', 'down-' || i))
+  FROM generate_series(1, 50) i});
+$node->poll_query_until('postgres', q{
+SELECT count(*) = 50 FROM durable.timers t JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id LIKE 'down-%'}) or die 'timers not started';
+$node->stop('fast');
+sleep 3;
+$node->start;
+ok($node->poll_query_until('postgres', q{
+SELECT count(*) = 50 FROM durable.runs WHERE workflow_id LIKE 'down-%' AND status = 'completed'}),
+	'all 50 timers that fell due during downtime fired after the restart');
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM durable.history h JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id LIKE 'down-%' AND h.event_type = 'TimerFired'}),
+	'50', 'each exactly once');
+
+$node->stop;
+done_testing();
