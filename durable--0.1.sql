@@ -75,6 +75,9 @@ CREATE TABLE durable.activity_tasks (
     task_queue      pg_catalog.text NOT NULL,
     input           pg_catalog.jsonb,
     retry_policy    pg_catalog.jsonb NOT NULL,
+    -- seconds: schedule_to_start, start_to_close, schedule_to_close, heartbeat
+    timeouts        pg_catalog.jsonb NOT NULL DEFAULT '{}',
+    priority        pg_catalog.int4 NOT NULL DEFAULT 0,
     attempt         pg_catalog.int4 NOT NULL DEFAULT 1,
     -- scheduled: ready for a poller at ready_at; started: claimed by one;
     -- backoff: failed, waiting for its retry timer
@@ -85,12 +88,17 @@ CREATE TABLE durable.activity_tasks (
     started_at      pg_catalog.timestamptz,
     worker          pg_catalog.text,
     last_failure    pg_catalog.jsonb,
+    -- progress reported by durable.heartbeat_activity(), handed to the next
+    -- attempt
+    heartbeat_details pg_catalog.jsonb,
+    last_heartbeat_at pg_catalog.timestamptz,
+    cancel_requested pg_catalog.bool NOT NULL DEFAULT false,
     UNIQUE (run_id, handle)
 );
 
 -- What poll_activity() reads: ready tasks of one queue, oldest first.
 CREATE INDEX activity_tasks_ready ON durable.activity_tasks
-    (task_queue, ready_at, task_id) WHERE status = 'scheduled';
+    (task_queue, priority DESC, ready_at, task_id) WHERE status = 'scheduled';
 
 -- The timer queue: everything that must happen at a given time.  The worker
 -- sleeps until the earliest fire_at (one index probe, whatever the number of
@@ -98,20 +106,27 @@ CREATE INDEX activity_tasks_ready ON durable.activity_tasks
 --   timer              a workflow timer (durable.sleep, timer_async, a
 --                      wait_signal timeout): fires TimerFired for "handle"
 --   retry              an activity's retry backoff: task_id becomes ready
+--   activity_timeout   one of an activity's timeouts ("timeout"), for its
+--                      attempt "attempt" (0: all attempts)
 --   execution_timeout  the run's execution_timeout: it closes as timed out
 CREATE TABLE durable.timers (
     timer_id        pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id          pg_catalog.uuid NOT NULL,
     kind            pg_catalog.text NOT NULL
-        CHECK (kind IN ('timer', 'retry', 'execution_timeout')),
+        CHECK (kind IN ('timer', 'retry', 'activity_timeout', 'execution_timeout')),
     handle          pg_catalog.int4,
     task_id         pg_catalog.int8,
+    attempt         pg_catalog.int4,
+    timeout         pg_catalog.text
+        CHECK (timeout IN ('schedule_to_start', 'start_to_close', 'schedule_to_close', 'heartbeat')),
     fire_at         pg_catalog.timestamptz NOT NULL,
     CHECK ((kind = 'timer') = (handle IS NOT NULL)),
-    CHECK ((kind = 'retry') = (task_id IS NOT NULL))
+    CHECK ((kind IN ('retry', 'activity_timeout')) = (task_id IS NOT NULL)),
+    CHECK ((kind = 'activity_timeout') = (timeout IS NOT NULL AND attempt IS NOT NULL))
 );
 CREATE INDEX timers_due ON durable.timers (fire_at);
 CREATE INDEX timers_of_run ON durable.timers (run_id);
+CREATE INDEX timers_of_task ON durable.timers (task_id) WHERE task_id IS NOT NULL;
 
 -- The key that signs task tokens (HMAC-SHA256), so that a forged token is
 -- told apart from a stale one without storing tokens.
@@ -280,7 +295,10 @@ BEGIN ATOMIC
                          'task_queue', t.task_queue, 'state', t.status,
                          'attempt', t.attempt, 'scheduled_at', t.scheduled_at,
                          'ready_at', t.ready_at, 'started_at', t.started_at,
-                         'worker', t.worker, 'last_failure', t.last_failure)
+                         'worker', t.worker, 'last_failure', t.last_failure,
+                         'last_heartbeat_at', t.last_heartbeat_at,
+                         'heartbeat_details', t.heartbeat_details,
+                         'cancel_requested', t.cancel_requested)
                        ORDER BY t.handle)
                        FROM durable.activity_tasks t
                       WHERE t.run_id = r.run_id), '[]'::jsonb),
@@ -288,7 +306,7 @@ BEGIN ATOMIC
                          'kind', tm.kind, 'handle', tm.handle, 'fire_at', tm.fire_at)
                        ORDER BY tm.fire_at, tm.timer_id)
                        FROM durable.timers tm
-                      WHERE tm.run_id = r.run_id AND tm.kind <> 'retry'), '[]'::jsonb),
+                      WHERE tm.run_id = r.run_id AND tm.kind IN ('timer', 'execution_timeout')), '[]'::jsonb),
            r.task_failure, r.result, r.failure
       FROM durable.runs r
      WHERE r.run_id = durable._run_of(describe.workflow_id);
@@ -304,7 +322,7 @@ CREATE FUNCTION durable.poll_activity(task_queue pg_catalog.text,
                                       max_tasks pg_catalog.int4 DEFAULT 1)
     RETURNS TABLE (task_token pg_catalog.text, workflow_id pg_catalog.text,
                    activity pg_catalog.text, input pg_catalog.jsonb,
-                   attempt pg_catalog.int4)
+                   attempt pg_catalog.int4, heartbeat_details pg_catalog.jsonb)
     LANGUAGE c VOLATILE ROWS 1 AS 'MODULE_PATHNAME', 'durable_poll_activity';
 
 CREATE FUNCTION durable.complete_activity(task_token pg_catalog.text,
@@ -314,14 +332,30 @@ CREATE FUNCTION durable.complete_activity(task_token pg_catalog.text,
 
 CREATE FUNCTION durable.fail_activity(task_token pg_catalog.text,
                                       error pg_catalog.text,
-                                      retryable pg_catalog.bool DEFAULT true)
+                                      retryable pg_catalog.bool DEFAULT true,
+                                      error_type pg_catalog.text DEFAULT NULL)
     RETURNS pg_catalog.bool
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_fail_activity';
+
+-- Progress of a long activity; true means: stop (cancellation requested, or
+-- this attempt is no longer current).
+CREATE FUNCTION durable.heartbeat_activity(task_token pg_catalog.text,
+                                           details pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.bool
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_heartbeat_activity';
+
+-- The worker's answer to a cancellation request: the activity stopped.
+CREATE FUNCTION durable.cancel_activity(task_token pg_catalog.text,
+                                        details pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.bool
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_cancel_activity';
 
 -- Polling hands out other roles' activity inputs: only roles granted it may.
 REVOKE ALL ON FUNCTION durable.poll_activity(pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.int4),
     durable.complete_activity(pg_catalog.text, pg_catalog.jsonb),
-    durable.fail_activity(pg_catalog.text, pg_catalog.text, pg_catalog.bool) FROM PUBLIC;
+    durable.fail_activity(pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text),
+    durable.heartbeat_activity(pg_catalog.text, pg_catalog.jsonb),
+    durable.cancel_activity(pg_catalog.text, pg_catalog.jsonb) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Deterministic API: called only from workflow code run by the worker.
@@ -352,6 +386,11 @@ CREATE FUNCTION durable.await_all(handles pg_catalog.int8[])
 CREATE FUNCTION durable.now()
     RETURNS pg_catalog.timestamptz
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_now';
+
+-- Cancels an activity (the worker learns it by its heartbeat) or a timer.
+CREATE FUNCTION durable.cancel(handle pg_catalog.int8)
+    RETURNS pg_catalog.void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_cancel';
 
 CREATE FUNCTION durable.await_any(handles pg_catalog.int8[])
     RETURNS pg_catalog.int8

@@ -1,19 +1,25 @@
 /*-------------------------------------------------------------------------
  *
  * activity.c
- *	  Activity tasks: scheduling them (from a workflow task), and the SQL
- *	  API of activity workers: poll_activity(), complete_activity(),
- *	  fail_activity().
+ *	  Activity tasks: scheduling them (from a workflow task), their
+ *	  timeouts and cancellation, and the SQL API of activity workers:
+ *	  poll_activity(), complete_activity(), fail_activity(),
+ *	  heartbeat_activity(), cancel_activity().
  *
- * A task row lives from scheduling until the activity completes or fails for
- * good; each attempt is claimed by one poller (FOR UPDATE SKIP LOCKED) and
- * gets its own token.  A waiting poller sleeps on its queue's condition
- * variable, broadcast when a transaction that added a ready task commits,
- * and otherwise only until the next retry of the queue falls due.
+ * A task row lives from scheduling until the activity completes, fails for
+ * good, times out for good or is canceled; each attempt is claimed by one
+ * poller (FOR UPDATE SKIP LOCKED) and gets its own token.  A waiting poller
+ * sleeps on its queue's condition variable, broadcast when a transaction
+ * that made a task ready commits.  Retry backoffs and the four timeouts are
+ * timers of the timer queue (timers.c).
  *
  * History: each attempt that ends is recorded as ActivityTaskStarted
- * followed by ActivityTaskCompleted or ActivityTaskFailed (Temporal writes
- * Started lazily too, so a poll costs no history write).
+ * followed by ActivityTaskCompleted, ActivityTaskFailed, ActivityTaskTimedOut
+ * or ActivityTaskCanceled (Temporal writes Started lazily too, so a poll
+ * costs no history write).
+ *
+ * Lock order, everywhere: the run row, then the task row, then its timers.
+ * Heartbeats, which do not take the run, take the task then its timers.
  *
  *-------------------------------------------------------------------------
  */
@@ -29,215 +35,80 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#define DEFAULT_INITIAL_INTERVAL_S	1.0
-#define DEFAULT_BACKOFF_COEFFICIENT	2.0
-#define DEFAULT_MAXIMUM_INTERVAL_S	100.0
 #define MAX_POLL_TASKS				1000
 
 PG_FUNCTION_INFO_V1(durable_poll_activity);
 PG_FUNCTION_INFO_V1(durable_complete_activity);
 PG_FUNCTION_INFO_V1(durable_fail_activity);
+PG_FUNCTION_INFO_V1(durable_heartbeat_activity);
+PG_FUNCTION_INFO_V1(durable_cancel_activity);
 
-/* ---- options ---- */
+static TimestampTz
+plus_seconds(TimestampTz t, double seconds)
+{
+	return t + (TimestampTz) (seconds * USECS_PER_SEC);
+}
 
+/* Starts one of an attempt's timeouts, if the options set it. */
 static void
-bad_option(const char *fmt, const char *what)
+start_timeout(Datum run_id, int64 task_id, int32 attempt, Jsonb *timeouts,
+			  const char *timeout, TimestampTz from)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg(fmt, what),
-			 errhint("Activity options look like {\"retry\": {\"maximum_attempts\": 3, "
-					 "\"initial_interval\": \"1 s\", \"backoff_coefficient\": 2, "
-					 "\"maximum_interval\": \"1 min\"}}.")));
-}
+	static EnginePlan plan = {NULL,
+		"INSERT INTO durable.timers (run_id, kind, task_id, attempt, timeout, fire_at)"
+		" VALUES ($1, 'activity_timeout', $2, $3, $4, $5)",
+	5, {UUIDOID, INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
+	double		seconds = activity_timeout_seconds(timeouts, timeout);
+	TimestampTz fire_at;
+	Datum		values[5];
 
-/* Seconds of an interval given as a string ("1 min") or a number of seconds. */
-static double
-option_seconds(JsonbValue *v, const char *name)
-{
-	double		seconds;
-
-	if (v->type == jbvNumeric)
-		seconds = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-													 NumericGetDatum(v->val.numeric)));
-	else if (v->type == jbvString)
-	{
-		char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
-		Interval   *iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-															   CStringGetDatum(s),
-															   ObjectIdGetDatum(InvalidOid),
-															   Int32GetDatum(-1)));
-
-		seconds = iv->time / (double) USECS_PER_SEC +
-			iv->day * (double) SECS_PER_DAY +
-			iv->month * (double) DAYS_PER_MONTH * SECS_PER_DAY;
-	}
-	else
-	{
-		bad_option("retry option \"%s\" must be an interval string or a number of seconds", name);
-		return 0;				/* keep compiler quiet */
-	}
-	if (!(seconds > 0) || seconds > 10 * 365 * (double) SECS_PER_DAY)
-		bad_option("retry option \"%s\" must be a positive interval of at most 10 years", name);
-	return seconds;
-}
-
-static double
-option_number(JsonbValue *v, const char *name)
-{
-	if (v->type != jbvNumeric)
-		bad_option("retry option \"%s\" must be a number", name);
-	return DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-											  NumericGetDatum(v->val.numeric)));
-}
-
-static void
-parse_retry(Jsonb *retry, RetryPolicy *policy)
-{
-	JsonbIterator *it;
-	JsonbValue	k,
-				v;
-	JsonbIteratorToken tok;
-
-	if (!JB_ROOT_IS_OBJECT(retry) || JB_ROOT_IS_SCALAR(retry))
-		bad_option("activity option \"%s\" must be a JSON object", "retry");
-
-	it = JsonbIteratorInit(&retry->root);
-	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
-	{
-		char	   *key;
-
-		if (tok != WJB_KEY)
-			continue;
-		key = pnstrdup(k.val.string.val, k.val.string.len);
-		tok = JsonbIteratorNext(&it, &v, true);
-		if (strcmp(key, "initial_interval") == 0)
-			policy->initial_interval_s = option_seconds(&v, key);
-		else if (strcmp(key, "maximum_interval") == 0)
-			policy->maximum_interval_s = option_seconds(&v, key);
-		else if (strcmp(key, "backoff_coefficient") == 0)
-		{
-			policy->backoff_coefficient = option_number(&v, key);
-			if (!(policy->backoff_coefficient >= 1.0 && policy->backoff_coefficient <= 100.0))
-				bad_option("retry option \"%s\" must be between 1 and 100", key);
-		}
-		else if (strcmp(key, "maximum_attempts") == 0)
-		{
-			double		n = option_number(&v, key);
-
-			if (n < 0 || n > INT_MAX || n != (int32) n)
-				bad_option("retry option \"%s\" must be a whole number >= 0 (0 means unlimited)", key);
-			policy->maximum_attempts = (int32) n;
-		}
-		else
-			bad_option("unrecognized retry option \"%s\"", key);
-	}
-	if (policy->maximum_interval_s < policy->initial_interval_s)
-		bad_option("retry option \"%s\" must not be less than initial_interval", "maximum_interval");
-}
-
-static Jsonb *
-retry_policy_to_jsonb(RetryPolicy *p)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf,
-					 "{\"initial_interval\": %.17g, \"backoff_coefficient\": %.17g, "
-					 "\"maximum_interval\": %.17g, \"maximum_attempts\": %d}",
-					 p->initial_interval_s, p->backoff_coefficient,
-					 p->maximum_interval_s, p->maximum_attempts);
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
-}
-
-static void
-retry_policy_from_jsonb(Jsonb *j, RetryPolicy *p)
-{
-	JsonbValue	v;
-
-	p->initial_interval_s = DEFAULT_INITIAL_INTERVAL_S;
-	p->backoff_coefficient = DEFAULT_BACKOFF_COEFFICIENT;
-	p->maximum_interval_s = DEFAULT_MAXIMUM_INTERVAL_S;
-	p->maximum_attempts = 0;
-#define GETNUM(key, field, conv) \
-	if (getKeyJsonValueFromContainer(&j->root, key, strlen(key), &v) && v.type == jbvNumeric) \
-		p->field = conv(DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric))))
-	GETNUM("initial_interval", initial_interval_s, (double));
-	GETNUM("backoff_coefficient", backoff_coefficient, (double));
-	GETNUM("maximum_interval", maximum_interval_s, (double));
-	GETNUM("maximum_attempts", maximum_attempts, (int32));
-#undef GETNUM
+	if (seconds <= 0)
+		return;
+	fire_at = plus_seconds(from, seconds);
+	values[0] = run_id;
+	values[1] = Int64GetDatum(task_id);
+	values[2] = Int32GetDatum(attempt);
+	values[3] = CStringGetTextDatum(timeout);
+	values[4] = TimestampTzGetDatum(fire_at);
+	engine_exec(&plan, values, NULL, 0);
+	durable_timer_added_at_commit(fire_at);
 }
 
 /*
- * Validates activity options and returns the normalized retry policy.
- * Called from workflow code, so errors are the code's to catch.
+ * Drops a task's timers: those of the attempt that ended, or (all) every
+ * one, the retry and schedule_to_close included.
  */
-Jsonb *
-activity_parse_options(Jsonb *options)
+static void
+drop_task_timers(int64 task_id, bool all)
 {
-	RetryPolicy policy = {DEFAULT_INITIAL_INTERVAL_S, DEFAULT_BACKOFF_COEFFICIENT,
-	DEFAULT_MAXIMUM_INTERVAL_S, 0};
+	static EnginePlan attempt_plan = {NULL,
+		"DELETE FROM durable.timers WHERE task_id = $1 AND kind = 'activity_timeout'"
+		" AND timeout <> 'schedule_to_close'",
+	1, {INT8OID}};
+	static EnginePlan all_plan = {NULL,
+	"DELETE FROM durable.timers WHERE task_id = $1", 1, {INT8OID}};
+	Datum		values[1] = {Int64GetDatum(task_id)};
 
-	if (options != NULL)
-	{
-		JsonbIterator *it;
-		JsonbValue	k,
-					v;
-		JsonbIteratorToken tok;
-
-		if (!JB_ROOT_IS_OBJECT(options) || JB_ROOT_IS_SCALAR(options))
-			bad_option("activity options must be a JSON object, not %s",
-					   JB_ROOT_IS_ARRAY(options) && !JB_ROOT_IS_SCALAR(options) ?
-					   "an array" : "a scalar");
-		it = JsonbIteratorInit(&options->root);
-		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
-		{
-			char	   *key;
-
-			if (tok != WJB_KEY)
-				continue;
-			key = pnstrdup(k.val.string.val, k.val.string.len);
-			(void) JsonbIteratorNext(&it, &v, true);
-			if (strcmp(key, "retry") != 0)
-				bad_option("unrecognized activity option \"%s\"", key);
-		}
-		{
-			Jsonb	   *retry = jsonb_field(options, "retry");
-
-			if (retry != NULL)
-				parse_retry(retry, &policy);
-		}
-	}
-	return retry_policy_to_jsonb(&policy);
-}
-
-/* The delay before attempt (failed_attempt + 1). */
-static double
-backoff_seconds(RetryPolicy *p, int32 failed_attempt)
-{
-	double		delay = p->initial_interval_s;
-
-	for (int i = 1; i < failed_attempt && delay < p->maximum_interval_s; i++)
-		delay *= p->backoff_coefficient;
-	return Min(delay, p->maximum_interval_s);
+	engine_exec(all ? &all_plan : &attempt_plan, values, NULL, 0);
 }
 
 /* ---- scheduling, from a workflow task ---- */
 
 void
 activity_schedule(LockedRun *run, int32 handle, const char *activity,
-				  const char *task_queue, Jsonb *input, Jsonb *retry_policy,
-				  TimestampTz now)
+				  const char *task_queue, Jsonb *input,
+				  ActivityOptions *options, TimestampTz now)
 {
 	static EnginePlan plan = {NULL,
 		"INSERT INTO durable.activity_tasks (run_id, handle, workflow_id, activity,"
-		" task_queue, input, retry_policy, scheduled_at, ready_at)"
-		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-	8, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID}};
-	Datum		values[8];
-	char		nulls[8] = "        ";
+		" task_queue, input, retry_policy, timeouts, priority, scheduled_at, ready_at)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING task_id",
+		10, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID,
+	INT4OID, TIMESTAMPTZOID}};
+	Datum		values[10];
+	char		nulls[10] = "          ";
 	bool		isnull;
+	int64		task_id;
 	JsonBuf		jb;
 
 	json_begin(&jb);
@@ -245,7 +116,11 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 	json_add_str(&jb, "activity", activity);
 	json_add_str(&jb, "task_queue", task_queue);
 	json_add_jsonb(&jb, "input", input);
-	json_add_jsonb(&jb, "retry_policy", retry_policy);
+	json_add_jsonb(&jb, "retry_policy", options->retry_policy);
+	if (JB_ROOT_COUNT(options->timeouts) > 0)
+		json_add_jsonb(&jb, "timeouts", options->timeouts);
+	if (options->priority != 0)
+		json_add_int(&jb, "priority", options->priority);
 	engine_append_event(run, "ActivityTaskScheduled", json_end(&jb), now);
 
 	values[0] = run->run_id;
@@ -256,9 +131,15 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 	values[5] = jsonb_datum_or_null(input, &isnull);
 	if (isnull)
 		nulls[5] = 'n';
-	values[6] = JsonbPGetDatum(retry_policy);
-	values[7] = TimestampTzGetDatum(now);
-	engine_exec(&plan, values, nulls, 0);
+	values[6] = JsonbPGetDatum(options->retry_policy);
+	values[7] = JsonbPGetDatum(options->timeouts);
+	values[8] = Int32GetDatum(options->priority);
+	values[9] = TimestampTzGetDatum(now);
+	engine_exec(&plan, values, nulls, 1);
+	task_id = DatumGetInt64(engine_get(0, 1, &isnull));
+
+	start_timeout(run->run_id, task_id, 1, options->timeouts, "schedule_to_start", now);
+	start_timeout(run->run_id, task_id, 0, options->timeouts, "schedule_to_close", now);
 	durable_wake_queue_at_commit(task_queue);
 }
 
@@ -273,6 +154,264 @@ activity_cancel_all(LockedRun *run)
 	engine_exec(&plan, values, NULL, 0);
 }
 
+/* ---- the attempt a token or a timer names ---- */
+
+typedef struct ClaimedAttempt
+{
+	LockedRun	run;
+	int64		task_id;
+	int32		handle;
+	int32		attempt;
+	char	   *status;
+	char	   *activity;
+	char	   *task_queue;
+	char	   *worker;
+	TimestampTz started_at;
+	Jsonb	   *retry_policy;
+	Jsonb	   *timeouts;
+	bool		cancel_requested;
+} ClaimedAttempt;
+
+/* Locks the task row (its run already locked by the caller) and reads it. */
+static bool
+lock_task(int64 task_id, ClaimedAttempt *a)
+{
+	static EnginePlan plan = {NULL,
+		"SELECT handle, attempt, status, activity, task_queue, worker, started_at,"
+		" retry_policy, timeouts, cancel_requested"
+		" FROM durable.activity_tasks WHERE task_id = $1 FOR UPDATE",
+	1, {INT8OID}};
+	Datum		values[1] = {Int64GetDatum(task_id)};
+	bool		isnull;
+	Datum		d;
+
+	if (engine_exec(&plan, values, NULL, 1) == 0)
+		return false;
+	a->task_id = task_id;
+	a->handle = DatumGetInt32(engine_get(0, 1, &isnull));
+	a->attempt = DatumGetInt32(engine_get(0, 2, &isnull));
+	a->status = engine_get_text(0, 3);
+	a->activity = engine_get_text(0, 4);
+	a->task_queue = engine_get_text(0, 5);
+	a->worker = engine_get_text(0, 6);
+	d = engine_get(0, 7, &isnull);
+	a->started_at = isnull ? 0 : DatumGetTimestampTz(d);
+	a->retry_policy = DatumGetJsonbP(engine_get(0, 8, &isnull));
+	a->timeouts = DatumGetJsonbP(engine_get(0, 9, &isnull));
+	a->cancel_requested = DatumGetBool(engine_get(0, 10, &isnull));
+	return true;
+}
+
+/*
+ * Locks the run, then the task (always in that order: the worker locks
+ * runs first too), and checks the token's attempt is the current started
+ * one of an open run.
+ */
+static bool
+lock_current_attempt(const char *token, ClaimedAttempt *a)
+{
+	static EnginePlan find_run = {NULL,
+	"SELECT run_id FROM durable.activity_tasks WHERE task_id = $1", 1, {INT8OID}};
+	int64		task_id;
+	int32		attempt;
+	Datum		values[1];
+	bool		isnull;
+
+	token_parse(token, &task_id, &attempt);
+	values[0] = Int64GetDatum(task_id);
+	if (engine_exec(&find_run, values, NULL, 1) == 0)
+		return false;
+	values[0] = engine_get(0, 1, &isnull);
+	if (!engine_lock_run(values[0], &a->run, false) ||
+		strcmp(a->run.status, "running") != 0)
+		return false;
+	return lock_task(task_id, a) && a->attempt == attempt &&
+		strcmp(a->status, "started") == 0;
+}
+
+static void
+append_started(ClaimedAttempt *a)
+{
+	JsonBuf		jb;
+
+	json_begin(&jb);
+	json_add_int(&jb, "handle", a->handle);
+	json_add_int(&jb, "attempt", a->attempt);
+	json_add_str(&jb, "worker", a->worker);
+	engine_append_event(&a->run, "ActivityTaskStarted", json_end(&jb), a->started_at);
+}
+
+static void
+delete_task(int64 task_id)
+{
+	static EnginePlan plan = {NULL,
+	"DELETE FROM durable.activity_tasks WHERE task_id = $1", 1, {INT8OID}};
+	Datum		values[1] = {Int64GetDatum(task_id)};
+
+	engine_exec(&plan, values, NULL, 0);
+}
+
+/* The activity is over (completed, failed, timed out or canceled for good). */
+static void
+resolve_activity(ClaimedAttempt *a)
+{
+	drop_task_timers(a->task_id, true);
+	delete_task(a->task_id);
+	engine_request_workflow_task(&a->run);
+}
+
+static void
+save_next_event_id(LockedRun *run)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.runs SET next_event_id = $2 WHERE run_id = $1",
+	2, {UUIDOID, INT8OID}};
+	Datum		values[2] = {run->run_id, Int64GetDatum(run->next_event_id)};
+
+	engine_exec(&plan, values, NULL, 0);
+}
+
+/*
+ * The current attempt ended without a result (it failed or timed out):
+ * records event_type with the details built so far, then either schedules
+ * the next attempt after its backoff or resolves the activity as failed.
+ */
+static void
+attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf *jb,
+					 bool retryable, const char *error_type, TimestampTz now)
+{
+	static EnginePlan retry_plan = {NULL,
+		"UPDATE durable.activity_tasks SET attempt = attempt + 1, status = 'backoff',"
+		" ready_at = $2, started_at = NULL, worker = NULL, last_failure = $3"
+		" WHERE task_id = $1",
+	3, {INT8OID, TIMESTAMPTZOID, JSONBOID}};
+	RetryPolicy policy;
+	bool		will_retry;
+	TimestampTz next_at = 0;
+	Jsonb	   *details;
+
+	retry_policy_from_jsonb(a->retry_policy, &policy);
+	will_retry = retryable && !retry_policy_stops(&policy, error_type) &&
+		(policy.maximum_attempts == 0 || a->attempt < policy.maximum_attempts);
+	if (will_retry)
+	{
+		next_at = plus_seconds(now, backoff_seconds(&policy, a->attempt));
+		json_add_time(jb, "next_attempt_at", next_at);
+	}
+	else
+		json_add_bool(jb, "final", true);
+	details = json_end(jb);
+	engine_append_event(&a->run, event_type, details, now);
+
+	if (!will_retry)
+	{
+		resolve_activity(a);
+		return;
+	}
+	{
+		Datum		values[3] = {Int64GetDatum(a->task_id),
+		TimestampTzGetDatum(next_at), JsonbPGetDatum(details)};
+
+		engine_exec(&retry_plan, values, NULL, 0);
+	}
+	drop_task_timers(a->task_id, false);
+	save_next_event_id(&a->run);
+	/* the timer queue makes it ready again after its backoff */
+	timer_schedule(&a->run, "retry", 0, a->task_id, next_at);
+}
+
+/* ---- timeouts, fired by the timer queue ---- */
+
+/*
+ * One of an activity's timeouts fired (its run locked by the caller).
+ * schedule_to_start and schedule_to_close end the activity for good, as in
+ * Temporal; start_to_close and heartbeat end the attempt, retried by policy.
+ * A timer of an attempt that is no longer current changes nothing.  Claims
+ * (deletes) the timer row itself, after locking the task; returns false when
+ * it did not fire.
+ */
+bool
+activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attempt,
+					  const char *timeout, TimestampTz now)
+{
+	static EnginePlan claim = {NULL,
+		"DELETE FROM durable.timers WHERE timer_id = $1 AND fire_at <= $2",
+	2, {INT8OID, TIMESTAMPTZOID}};
+	Datum		values[2] = {Int64GetDatum(timer_id), TimestampTzGetDatum(now)};
+	ClaimedAttempt a;
+	bool		whole_activity = strcmp(timeout, "schedule_to_close") == 0;
+	bool		before_start = strcmp(timeout, "schedule_to_start") == 0;
+	JsonBuf		jb;
+
+	memcpy(&a.run, run, sizeof(LockedRun));
+	if (!lock_task(task_id, &a))
+		return false;
+	/* after the task, the timer: a heartbeat may have moved it meanwhile */
+	if (engine_exec(&claim, values, NULL, 0) == 0)
+		return false;
+	if (!whole_activity &&
+		(a.attempt != attempt ||
+		 strcmp(a.status, before_start ? "scheduled" : "started") != 0))
+		return false;
+
+	if (strcmp(a.status, "started") == 0)
+		append_started(&a);
+	json_begin(&jb);
+	json_add_int(&jb, "handle", a.handle);
+	json_add_int(&jb, "attempt", a.attempt);
+	json_add_str(&jb, "activity", a.activity);
+	json_add_str(&jb, "timeout", timeout);
+	json_add_str(&jb, "error", psprintf("%s timeout", timeout));
+	if (whole_activity || before_start)
+	{
+		json_add_bool(&jb, "final", true);
+		engine_append_event(&a.run, "ActivityTaskTimedOut", json_end(&jb), now);
+		resolve_activity(&a);
+	}
+	else
+		attempt_unsuccessful(&a, "ActivityTaskTimedOut", &jb, true, NULL, now);
+	memcpy(run, &a.run, sizeof(LockedRun));
+	return true;
+}
+
+/* ---- cancellation, requested by workflow code ---- */
+
+/*
+ * Asks for the activity to stop.  One that no worker holds is canceled at
+ * once; a running one learns it from its heartbeat.  Returns true when the
+ * activity was canceled now (the workflow then needs another task to see it).
+ */
+bool
+activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now)
+{
+	static EnginePlan find = {NULL,
+		"UPDATE durable.activity_tasks SET cancel_requested = true"
+		" WHERE run_id = $1 AND handle = $2 RETURNING task_id",
+	2, {UUIDOID, INT4OID}};
+	Datum		values[2] = {run->run_id, Int32GetDatum(handle)};
+	ClaimedAttempt a;
+	JsonBuf		jb;
+	bool		isnull;
+
+	json_begin(&jb);
+	json_add_int(&jb, "handle", handle);
+	engine_append_event(run, "ActivityTaskCancelRequested", json_end(&jb), now);
+	if (engine_exec(&find, values, NULL, 1) == 0)
+		return false;			/* already over */
+	memcpy(&a.run, run, sizeof(LockedRun));
+	if (!lock_task(DatumGetInt64(engine_get(0, 1, &isnull)), &a) ||
+		strcmp(a.status, "started") == 0)
+		return false;
+
+	json_begin(&jb);
+	json_add_int(&jb, "handle", handle);
+	engine_append_event(&a.run, "ActivityTaskCanceled", json_end(&jb), now);
+	drop_task_timers(a.task_id, true);
+	delete_task(a.task_id);
+	memcpy(run, &a.run, sizeof(LockedRun));
+	return true;
+}
+
 /* ---- poll_activity ---- */
 
 static void
@@ -284,9 +423,11 @@ check_task_queue_name(text *queue)
 				 errmsg("task queue name must not be empty")));
 }
 
+#define CLAIM_COLUMNS 8
+
 /*
- * Claims up to max_tasks ready tasks of the queue into the tuplestore.
- * Returns how many.
+ * Claims up to max_tasks ready tasks of the queue (highest priority first,
+ * then oldest) into the tuplestore.  Returns how many.
  */
 static int
 claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
@@ -296,15 +437,17 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		"WITH ready AS ("
 		"  SELECT task_id FROM durable.activity_tasks"
 		"   WHERE task_queue = $1 AND status = 'scheduled' AND ready_at <= $4"
-		"   ORDER BY ready_at, task_id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+		"   ORDER BY priority DESC, ready_at, task_id LIMIT $2 FOR UPDATE SKIP LOCKED)"
 		" UPDATE durable.activity_tasks t"
 		"    SET status = 'started', started_at = $4, worker = $3"
 		"   FROM ready WHERE t.task_id = ready.task_id"
-		" RETURNING t.task_id, t.attempt, t.workflow_id, t.activity, t.input",
+		" RETURNING t.task_id, t.attempt, t.workflow_id, t.activity, t.input,"
+		"           t.heartbeat_details, t.run_id, t.timeouts",
 	4, {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
 	EngineScope scope;
 	Datum		values[4];
 	char		nulls[4] = "    ";
+	TimestampTz now = GetCurrentTimestamp();
 	int			n;
 
 	engine_enter(&scope);
@@ -313,35 +456,41 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 	values[2] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
 	if (!worker)
 		nulls[2] = 'n';
-	values[3] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[3] = TimestampTzGetDatum(now);
 	n = engine_exec(&claim, values, nulls, 0);
 	if (n > 0)
-		durable_wake_queue_at_abort(queue);
-	if (n > 0)
 	{
-		/* read the claimed rows before token_make() runs queries of its own */
-		Datum	   *rows = palloc(sizeof(Datum) * 5 * n);
-		bool	   *rownulls = palloc(sizeof(bool) * 5 * n);
+		/* read the claimed rows before other queries of ours run */
+		Datum	   *rows = palloc(sizeof(Datum) * CLAIM_COLUMNS * n);
+		bool	   *rownulls = palloc(sizeof(bool) * CLAIM_COLUMNS * n);
 
+		durable_wake_queue_at_abort(queue);
 		for (int i = 0; i < n; i++)
-			for (int col = 0; col < 5; col++)
-				rows[i * 5 + col] = engine_get(i, col + 1, &rownulls[i * 5 + col]);
+			for (int col = 0; col < CLAIM_COLUMNS; col++)
+				rows[i * CLAIM_COLUMNS + col] =
+					engine_get(i, col + 1, &rownulls[i * CLAIM_COLUMNS + col]);
 		for (int i = 0; i < n; i++)
 		{
-			Datum		out[5];
-			bool		outnull[5];
-			int64		task_id = DatumGetInt64(rows[i * 5]);
-			int32		attempt = DatumGetInt32(rows[i * 5 + 1]);
+			Datum	   *row = &rows[i * CLAIM_COLUMNS];
+			bool	   *rownull = &rownulls[i * CLAIM_COLUMNS];
+			int64		task_id = DatumGetInt64(row[0]);
+			int32		attempt = DatumGetInt32(row[1]);
+			Jsonb	   *timeouts = DatumGetJsonbP(row[7]);
+			Datum		out[6];
+			bool		outnull[6] = {false, false, false, false, false, false};
+
+			start_timeout(row[6], task_id, attempt, timeouts, "start_to_close", now);
+			start_timeout(row[6], task_id, attempt, timeouts, "heartbeat", now);
 
 			out[0] = CStringGetTextDatum(token_make(task_id, attempt));
-			outnull[0] = false;
 			for (int col = 1; col <= 3; col++)
 			{
-				out[col] = rows[i * 5 + col + 1];
-				outnull[col] = rownulls[i * 5 + col + 1];
+				out[col] = row[col + 1];
+				outnull[col] = rownull[col + 1];
 			}
 			out[4] = Int32GetDatum(attempt);
-			outnull[4] = false;
+			out[5] = row[5];
+			outnull[5] = rownull[5];
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
 		}
 	}
@@ -385,6 +534,7 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	worker = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	wait_ms = PG_ARGISNULL(2) ? 0 : interval_arg_ms(PG_GETARG_INTERVAL_P(2), "wait");
+	wait_ms = Min(wait_ms, durable_max_poll_wait_ms);
 	max_tasks = PG_ARGISNULL(3) ? 1 : PG_GETARG_INT32(3);
 	if (max_tasks < 1 || max_tasks > MAX_POLL_TASKS)
 		ereport(ERROR,
@@ -423,86 +573,7 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* ---- complete_activity, fail_activity ---- */
-
-/* The attempt a token names, locked along with its run. */
-typedef struct ClaimedAttempt
-{
-	LockedRun	run;
-	int64		task_id;
-	int32		handle;
-	int32		attempt;
-	char	   *activity;
-	char	   *task_queue;
-	char	   *worker;
-	TimestampTz started_at;
-	Jsonb	   *retry_policy;
-} ClaimedAttempt;
-
-/*
- * Locks the run, then the task (always in that order: the worker locks
- * runs first too), and checks the token's attempt is the current started
- * one of an open run.
- */
-static bool
-lock_current_attempt(const char *token, ClaimedAttempt *a)
-{
-	static EnginePlan find_run = {NULL,
-	"SELECT run_id FROM durable.activity_tasks WHERE task_id = $1", 1, {INT8OID}};
-	static EnginePlan lock_task = {NULL,
-		"SELECT handle, attempt, status, activity, task_queue, worker, started_at,"
-		" retry_policy FROM durable.activity_tasks WHERE task_id = $1 FOR UPDATE",
-	1, {INT8OID}};
-	Datum		values[1];
-	Datum		run_id;
-	bool		isnull;
-	char	   *status;
-
-	token_parse(token, &a->task_id, &a->attempt);
-	values[0] = Int64GetDatum(a->task_id);
-	if (engine_exec(&find_run, values, NULL, 1) == 0)
-		return false;
-	run_id = engine_get(0, 1, &isnull);
-	if (!engine_lock_run(run_id, &a->run, false) ||
-		strcmp(a->run.status, "running") != 0)
-		return false;
-	if (engine_exec(&lock_task, values, NULL, 1) == 0)
-		return false;
-	if (DatumGetInt32(engine_get(0, 2, &isnull)) != a->attempt)
-		return false;
-	status = engine_get_text(0, 3);
-	if (strcmp(status, "started") != 0)
-		return false;
-	a->handle = DatumGetInt32(engine_get(0, 1, &isnull));
-	a->activity = engine_get_text(0, 4);
-	a->task_queue = engine_get_text(0, 5);
-	a->worker = engine_get_text(0, 6);
-	a->started_at = DatumGetTimestampTz(engine_get(0, 7, &isnull));
-	a->retry_policy = DatumGetJsonbP(engine_get(0, 8, &isnull));
-	return true;
-}
-
-static void
-append_started(ClaimedAttempt *a)
-{
-	JsonBuf		jb;
-
-	json_begin(&jb);
-	json_add_int(&jb, "handle", a->handle);
-	json_add_int(&jb, "attempt", a->attempt);
-	json_add_str(&jb, "worker", a->worker);
-	engine_append_event(&a->run, "ActivityTaskStarted", json_end(&jb), a->started_at);
-}
-
-static void
-delete_task(int64 task_id)
-{
-	static EnginePlan plan = {NULL,
-	"DELETE FROM durable.activity_tasks WHERE task_id = $1", 1, {INT8OID}};
-	Datum		values[1] = {Int64GetDatum(task_id)};
-
-	engine_exec(&plan, values, NULL, 0);
-}
+/* ---- complete, fail, heartbeat, cancel ---- */
 
 static char *
 required_token(FunctionCallInfo fcinfo)
@@ -538,8 +609,7 @@ durable_complete_activity(PG_FUNCTION_ARGS)
 			json_add_jsonb(&jb, "result", result);
 		engine_append_event(&a.run, "ActivityTaskCompleted", json_end(&jb),
 							GetCurrentTimestamp());
-		delete_task(a.task_id);
-		engine_request_workflow_task(&a.run);
+		resolve_activity(&a);
 	}
 	engine_leave(&scope);
 	PG_RETURN_BOOL(current);
@@ -548,14 +618,10 @@ durable_complete_activity(PG_FUNCTION_ARGS)
 Datum
 durable_fail_activity(PG_FUNCTION_ARGS)
 {
-	static EnginePlan retry_plan = {NULL,
-		"UPDATE durable.activity_tasks SET attempt = attempt + 1, status = 'backoff',"
-		" ready_at = $2, started_at = NULL, worker = NULL, last_failure = $3"
-		" WHERE task_id = $1",
-	3, {INT8OID, TIMESTAMPTZOID, JSONBOID}};
 	char	   *token = required_token(fcinfo);
 	char	   *error;
 	bool		retryable = PG_ARGISNULL(2) ? true : PG_GETARG_BOOL(2);
+	char	   *error_type = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	EngineScope scope;
 	ClaimedAttempt a;
 	bool		current;
@@ -571,18 +637,7 @@ durable_fail_activity(PG_FUNCTION_ARGS)
 	current = lock_current_attempt(token, &a);
 	if (current)
 	{
-		RetryPolicy policy;
-		bool		will_retry;
-		TimestampTz now = GetCurrentTimestamp();
-		TimestampTz next_at = 0;
 		JsonBuf		jb;
-		Jsonb	   *failure;
-
-		retry_policy_from_jsonb(a.retry_policy, &policy);
-		will_retry = retryable &&
-			(policy.maximum_attempts == 0 || a.attempt < policy.maximum_attempts);
-		if (will_retry)
-			next_at = now + (TimestampTz) (backoff_seconds(&policy, a.attempt) * USECS_PER_SEC);
 
 		append_started(&a);
 		json_begin(&jb);
@@ -590,38 +645,106 @@ durable_fail_activity(PG_FUNCTION_ARGS)
 		json_add_int(&jb, "attempt", a.attempt);
 		json_add_str(&jb, "activity", a.activity);
 		json_add_str(&jb, "error", error);
+		if (error_type)
+			json_add_str(&jb, "error_type", error_type);
 		json_add_bool(&jb, "retryable", retryable);
-		if (will_retry)
-			json_add_time(&jb, "next_attempt_at", next_at);
-		else
-			json_add_bool(&jb, "final", true);
-		failure = json_end(&jb);
-		engine_append_event(&a.run, "ActivityTaskFailed", failure, now);
+		attempt_unsuccessful(&a, "ActivityTaskFailed", &jb, retryable, error_type,
+							 GetCurrentTimestamp());
+	}
+	engine_leave(&scope);
+	PG_RETURN_BOOL(current);
+}
 
-		if (will_retry)
+/*
+ * Records progress and resets the heartbeat timeout.  Returns true when the
+ * worker should stop: cancellation was requested, or the attempt is no
+ * longer current (timed out, run closed).
+ */
+Datum
+durable_heartbeat_activity(PG_FUNCTION_ARGS)
+{
+	static EnginePlan beat = {NULL,
+		"UPDATE durable.activity_tasks SET heartbeat_details = $3, last_heartbeat_at = $4"
+		" WHERE task_id = $1 AND attempt = $2 AND status = 'started'"
+		" RETURNING cancel_requested, timeouts",
+	4, {INT8OID, INT4OID, JSONBOID, TIMESTAMPTZOID}};
+	static EnginePlan move = {NULL,
+		"UPDATE durable.timers SET fire_at = $3 WHERE task_id = $1 AND attempt = $2"
+		" AND kind = 'activity_timeout' AND timeout = 'heartbeat'",
+	3, {INT8OID, INT4OID, TIMESTAMPTZOID}};
+	char	   *token = required_token(fcinfo);
+	Jsonb	   *details = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	TimestampTz now = GetCurrentTimestamp();
+	EngineScope scope;
+	int64		task_id;
+	int32		attempt;
+	Datum		values[4];
+	char		nulls[4] = "    ";
+	bool		stop = true;
+
+	engine_enter(&scope);
+	token_parse(token, &task_id, &attempt);
+	values[0] = Int64GetDatum(task_id);
+	values[1] = Int32GetDatum(attempt);
+	values[2] = details ? JsonbPGetDatum(details) : (Datum) 0;
+	nulls[2] = details ? ' ' : 'n';
+	values[3] = TimestampTzGetDatum(now);
+	if (engine_exec(&beat, values, nulls, 1) == 1)
+	{
+		bool		isnull;
+		double		seconds;
+
+		stop = DatumGetBool(engine_get(0, 1, &isnull));
+		seconds = activity_timeout_seconds(DatumGetJsonbP(engine_get(0, 2, &isnull)),
+										   "heartbeat");
+		if (seconds > 0)
 		{
-			Datum		values[3] = {Int64GetDatum(a.task_id),
-			TimestampTzGetDatum(next_at), JsonbPGetDatum(failure)};
-
-			engine_exec(&retry_plan, values, NULL, 0);
-			/* the run row holds the new next_event_id; no workflow task */
-			{
-				static EnginePlan save = {NULL,
-					"UPDATE durable.runs SET next_event_id = $2 WHERE run_id = $1",
-				2, {UUIDOID, INT8OID}};
-				Datum		v[2] = {a.run.run_id, Int64GetDatum(a.run.next_event_id)};
-
-				engine_exec(&save, v, NULL, 0);
-			}
-			/* the timer queue makes it ready again after its backoff */
-			timer_schedule(&a.run, "retry", 0, a.task_id, next_at);
-		}
-		else
-		{
-			delete_task(a.task_id);
-			engine_request_workflow_task(&a.run);
+			values[2] = TimestampTzGetDatum(plus_seconds(now, seconds));
+			engine_exec(&move, values, NULL, 0);
 		}
 	}
 	engine_leave(&scope);
+	PG_RETURN_BOOL(stop);
+}
+
+/*
+ * The worker stopped the activity after a cancellation request: the
+ * workflow sees it canceled.  Returns false when the attempt is no longer
+ * current.
+ */
+Datum
+durable_cancel_activity(PG_FUNCTION_ARGS)
+{
+	char	   *token = required_token(fcinfo);
+	Jsonb	   *details = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	EngineScope scope;
+	ClaimedAttempt a;
+	bool		current;
+	bool		requested = true;
+
+	engine_enter(&scope);
+	current = lock_current_attempt(token, &a);
+	if (current && !a.cancel_requested)
+		requested = false;
+	else if (current)
+	{
+		JsonBuf		jb;
+
+		append_started(&a);
+		json_begin(&jb);
+		json_add_int(&jb, "handle", a.handle);
+		json_add_int(&jb, "attempt", a.attempt);
+		if (details)
+			json_add_jsonb(&jb, "details", details);
+		engine_append_event(&a.run, "ActivityTaskCanceled", json_end(&jb),
+							GetCurrentTimestamp());
+		resolve_activity(&a);
+	}
+	engine_leave(&scope);
+	if (!requested)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cancellation of this activity was not requested"),
+				 errhint("Report a failure with durable.fail_activity() instead.")));
 	PG_RETURN_BOOL(current);
 }

@@ -26,6 +26,7 @@ PG_MODULE_MAGIC;
 
 int			durable_max_databases = 16;
 int			durable_workflow_task_timeout_ms = 10000;
+int			durable_max_poll_wait_ms = 60000;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -187,6 +188,13 @@ _PG_init(void)
 							"with durable.retry_workflow_task().",
 							&durable_workflow_task_timeout_ms,
 							10000, 10, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("durable.max_poll_wait",
+							"Longest wait of one durable.poll_activity() call.",
+							"Longer waits asked for are cut to this; the worker polls again.",
+							&durable_max_poll_wait_ms,
+							60000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	durable_register_xact_callback();

@@ -36,6 +36,7 @@
 #define ERRCODE_DURABLE_WORKFLOW_RUNNING	MAKE_SQLSTATE('D','U','0','0','3')
 #define ERRCODE_DURABLE_NONDETERMINISM		MAKE_SQLSTATE('D','U','0','0','4')
 #define ERRCODE_DURABLE_NOT_IN_WORKFLOW		MAKE_SQLSTATE('D','U','0','0','5')
+#define ERRCODE_DURABLE_CANCELED			MAKE_SQLSTATE('D','U','0','0','7')
 #define ERRCODE_DURABLE_QUERY_NOT_ANSWERED	MAKE_SQLSTATE('D','U','0','0','6')
 /* raised to unwind workflow code when it must wait; never reaches a client */
 #define ERRCODE_DURABLE_SUSPEND				MAKE_SQLSTATE('D','U','0','S','0')
@@ -43,6 +44,7 @@
 /* ---- settings (durable.c) ---- */
 extern int	durable_max_databases;
 extern int	durable_workflow_task_timeout_ms;
+extern int	durable_max_poll_wait_ms;
 
 /* ---- shared state (shmem.c) ---- */
 
@@ -182,6 +184,7 @@ extern void json_add_str(JsonBuf *jb, const char *key, const char *value);
 extern void json_add_int(JsonBuf *jb, const char *key, int64 value);
 extern void json_add_bool(JsonBuf *jb, const char *key, bool value);
 extern void json_add_time(JsonBuf *jb, const char *key, TimestampTz value);
+extern void json_add_float(JsonBuf *jb, const char *key, double value);
 extern void json_add_jsonb(JsonBuf *jb, const char *key, Jsonb *value);
 extern Jsonb *json_end(JsonBuf *jb);
 extern Jsonb *jsonb_field(Jsonb *obj, const char *key);
@@ -220,18 +223,37 @@ extern bool replay_run_one_task(void);
 extern Jsonb *replay_query(LockedRun *run, const char *query, Jsonb *args);
 
 /* ---- activity.c ---- */
+/* ---- activity_options.c ---- */
 typedef struct RetryPolicy
 {
 	double		initial_interval_s;
 	double		backoff_coefficient;
 	double		maximum_interval_s;
 	int32		maximum_attempts;	/* 0: unlimited */
+	Jsonb	   *non_retryable_errors;	/* array of error types, or NULL */
 } RetryPolicy;
 
-extern Jsonb *activity_parse_options(Jsonb *options);
+/* Normalized activity options. */
+typedef struct ActivityOptions
+{
+	Jsonb	   *retry_policy;
+	Jsonb	   *timeouts;		/* {"start_to_close": seconds, ...} */
+	int32		priority;
+} ActivityOptions;
+
+extern void activity_parse_options(Jsonb *options, ActivityOptions *out);
+extern void retry_policy_from_jsonb(Jsonb *j, RetryPolicy *p);
+extern bool retry_policy_stops(RetryPolicy *p, const char *error_type);
+extern double backoff_seconds(RetryPolicy *p, int32 failed_attempt);
+extern double activity_timeout_seconds(Jsonb *timeouts, const char *name);
+
+/* ---- activity.c ---- */
 extern void activity_schedule(LockedRun *run, int32 handle, const char *activity,
 							  const char *task_queue, Jsonb *input,
-							  Jsonb *retry_policy, TimestampTz now);
+							  ActivityOptions *options, TimestampTz now);
 extern void activity_cancel_all(LockedRun *run);
+extern bool activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now);
+extern bool activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id,
+								  int32 attempt, const char *timeout, TimestampTz now);
 
 #endif							/* DURABLE_H */

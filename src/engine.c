@@ -29,6 +29,7 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/datum.h"
+#include "utils/float.h"
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
@@ -311,6 +312,13 @@ json_add_int(JsonBuf *jb, const char *key, int64 value)
 {
 	json_key(jb, key);
 	appendStringInfo(&jb->buf, INT64_FORMAT, value);
+}
+
+void
+json_add_float(JsonBuf *jb, const char *key, double value)
+{
+	json_key(jb, key);
+	appendStringInfoString(&jb->buf, float8out_internal(value));
 }
 
 void

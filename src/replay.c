@@ -205,8 +205,16 @@ load_history(Replay *r)
 			slot_for_event(r, details)->kind = COMMAND_TIMER;
 		else if (strcmp(type, "TimerFired") == 0)
 			slot_for_event(r, details)->resolved_by = event_id;
-		else if (strcmp(type, "TimerCanceled") == 0)
-			slot_for_event(r, details)->canceled = true;
+		else if (strcmp(type, "TimerCanceled") == 0 ||
+				 strcmp(type, "ActivityTaskCanceled") == 0)
+		{
+			CommandSlot *slot = slot_for_event(r, details);
+
+			slot->canceled = true;
+			slot->resolved_by = event_id;
+		}
+		else if (strcmp(type, "ActivityTaskCancelRequested") == 0)
+			slot_for_event(r, details)->cancel_requested = true;
 		else if (strcmp(type, "WorkflowExecutionSignaled") == 0)
 		{
 			SignalEvent *sig = &r->signals[r->nsignals++];
@@ -216,7 +224,8 @@ load_history(Replay *r)
 			sig->payload = jsonb_field(details, "payload");
 			sig->received = false;
 		}
-		else if (strcmp(type, "ActivityTaskFailed") == 0)
+		else if (strcmp(type, "ActivityTaskFailed") == 0 ||
+				 strcmp(type, "ActivityTaskTimedOut") == 0)
 		{
 			Jsonb	   *final = jsonb_field(details, "final");
 
@@ -448,11 +457,16 @@ start_timer(Replay *r, NewCommand *cmd)
 	timer_schedule(r->run, "timer", cmd->handle, 0, cmd->fire_at);
 }
 
-/* The commands the code issued in this task, then its timer cancellations. */
-static void
+/*
+ * The commands the code issued in this task, then its cancellations.
+ * Returns true when a cancellation by the code took effect at once: the code
+ * needs another task to see it.
+ */
+static bool
 record_commands(Replay *r)
 {
 	ListCell   *lc;
+	bool		resolved = false;
 
 	foreach(lc, r->new_commands)
 	{
@@ -460,22 +474,31 @@ record_commands(Replay *r)
 
 		if (cmd->kind == COMMAND_ACTIVITY)
 			activity_schedule(r->run, cmd->handle, cmd->activity, cmd->task_queue,
-							  cmd->input, cmd->retry_policy, r->task_time);
+							  cmd->input, &cmd->options, r->task_time);
 		else
 			start_timer(r, cmd);
 	}
-	foreach(lc, r->timers_to_cancel)
+	foreach(lc, r->cancels)
 	{
+		CancelCommand *c = lfirst(lc);
 		JsonBuf		jb;
-		int32		handle = lfirst_int(lc);
 
+		if (c->kind == COMMAND_ACTIVITY)
+		{
+			if (activity_request_cancel(r->run, c->handle, r->task_time))
+				resolved = true;
+			continue;
+		}
 		/* a timer that fired in the meantime is past canceling */
-		if (!timer_cancel(r->run, handle))
+		if (!timer_cancel(r->run, c->handle))
 			continue;
 		json_begin(&jb);
-		json_add_int(&jb, "handle", handle);
+		json_add_int(&jb, "handle", c->handle);
 		engine_append_event(r->run, "TimerCanceled", json_end(&jb), r->task_time);
+		if (c->by_code)
+			resolved = true;
 	}
+	return resolved;
 }
 
 /* A closed run's pending activities and timers are dropped; result() waiters wake. */
@@ -495,9 +518,11 @@ record_outcome(Replay *r, Outcome outcome, Jsonb *result, ErrorData *edata)
 	switch (outcome)
 	{
 		case OUTCOME_SUSPENDED:
-			append_task_completed(r, list_length(r->new_commands));
-			record_commands(r);
-			update_run(r, "running", NULL, NULL, NULL);
+			append_task_completed(r, list_length(r->new_commands) + list_length(r->cancels));
+			if (record_commands(r))
+				engine_request_workflow_task(r->run);
+			else
+				update_run(r, "running", NULL, NULL, NULL);
 			break;
 
 		case OUTCOME_RETURNED:

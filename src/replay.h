@@ -27,11 +27,12 @@ typedef struct CommandSlot
 	CommandKind kind;
 	char	   *activity;		/* activities: name and task queue */
 	char	   *task_queue;
-	int64		resolved_by;	/* event that completed, failed or fired it */
-	bool		failed;
-	bool		canceled;		/* TimerCanceled recorded */
+	int64		resolved_by;	/* event that completed, failed, fired or canceled it */
+	bool		failed;			/* failed or timed out for good */
+	bool		canceled;		/* ActivityTaskCanceled or TimerCanceled recorded */
+	bool		cancel_requested;	/* ActivityTaskCancelRequested recorded */
 	Jsonb	   *result;			/* ActivityTaskCompleted details.result */
-	Jsonb	   *failure;		/* final ActivityTaskFailed details */
+	Jsonb	   *failure;		/* final ActivityTaskFailed/TimedOut details */
 } CommandSlot;
 
 /* A WorkflowTaskCompleted event: the time the code ran up to there. */
@@ -57,10 +58,18 @@ typedef struct NewCommand
 	char	   *activity;
 	char	   *task_queue;
 	Jsonb	   *input;
-	Jsonb	   *retry_policy;
+	ActivityOptions options;
 	TimestampTz fire_at;
 	Interval   *duration;		/* timers: as asked, for the history */
 } NewCommand;
+
+/* A cancellation the code asked for in this task. */
+typedef struct CancelCommand
+{
+	int32		handle;
+	CommandKind kind;
+	bool		by_code;		/* durable.cancel(), not wait_signal's own timer */
+} CancelCommand;
 
 /* A query answer declared by durable.on_query(). */
 typedef struct QueryAnswer
@@ -88,7 +97,7 @@ typedef struct Replay
 
 	int32		issued;			/* handles the code has issued so far */
 	List	   *new_commands;	/* of NewCommand */
-	List	   *timers_to_cancel;	/* of handles (int) */
+	List	   *cancels;		/* of CancelCommand */
 	List	   *query_answers;	/* of QueryAnswer */
 
 	bool		suspended;

@@ -134,6 +134,8 @@ typedef struct DueTimer
 	char	   *kind;
 	int32		handle;
 	int64		task_id;
+	int32		attempt;
+	char	   *timeout;
 } DueTimer;
 
 /* Deletes the timer row; false if someone (a cancel) deleted it first. */
@@ -147,9 +149,22 @@ claim_timer(int64 timer_id)
 	return engine_exec(&plan, values, NULL, 0) == 1;
 }
 
-static void
+/* Fires a timer whose run the caller holds; false if it did not fire. */
+static bool
 fire_one(DueTimer *t, TimestampTz now, bool early)
 {
+	if (strcmp(t->kind, "activity_timeout") == 0)
+	{
+		LockedRun	run;
+
+		/* claims its timer itself: the task row must be locked first */
+		return engine_lock_run(t->run_id, &run, false) &&
+			strcmp(run.status, "running") == 0 &&
+			activity_fire_timeout(&run, t->timer_id, t->task_id, t->attempt,
+								  t->timeout, now);
+	}
+	if (!claim_timer(t->timer_id))
+		return false;
 	if (strcmp(t->kind, "retry") == 0)
 		fire_retry(t->task_id, now);
 	else
@@ -159,12 +174,13 @@ fire_one(DueTimer *t, TimestampTz now, bool early)
 		/* the caller holds the run locked; read its current state */
 		if (!engine_lock_run(t->run_id, &run, false) ||
 			strcmp(run.status, "running") != 0)
-			return;
+			return true;
 		if (strcmp(t->kind, "timer") == 0)
 			fire_workflow_timer(&run, t->handle, now, early);
 		else
 			fire_execution_timeout(&run, now);
 	}
+	return true;
 }
 
 /* The due timers (values: now), or all pending ones of a run (values: run_id). */
@@ -172,11 +188,11 @@ static int
 read_timers(bool of_one_run, Datum *values, DueTimer **out)
 {
 	static EnginePlan due = {NULL,
-		"SELECT timer_id, run_id, kind, handle, task_id FROM durable.timers"
+		"SELECT timer_id, run_id, kind, handle, task_id, attempt, timeout FROM durable.timers"
 		" WHERE fire_at <= $1 ORDER BY fire_at LIMIT " CppAsString2(FIRE_BATCH),
 	1, {TIMESTAMPTZOID}};
 	static EnginePlan of_run = {NULL,
-		"SELECT timer_id, run_id, kind, handle, task_id FROM durable.timers"
+		"SELECT timer_id, run_id, kind, handle, task_id, attempt, timeout FROM durable.timers"
 		" WHERE run_id = $1 AND kind IN ('timer', 'retry') ORDER BY fire_at",
 	1, {UUIDOID}};
 	int			n = engine_exec(of_one_run ? &of_run : &due, values, NULL, 0);
@@ -195,6 +211,10 @@ read_timers(bool of_one_run, Datum *values, DueTimer **out)
 		timers[i].task_id = DatumGetInt64(engine_get(i, 5, &isnull));
 		if (isnull)
 			timers[i].task_id = 0;
+		timers[i].attempt = DatumGetInt32(engine_get(i, 6, &isnull));
+		if (isnull)
+			timers[i].attempt = 0;
+		timers[i].timeout = engine_get_text(i, 7);
 	}
 	*out = timers;
 	return n;
@@ -233,10 +253,8 @@ timers_fire_due(bool *retry_soon)
 			*retry_soon = true;
 			continue;
 		}
-		if (!claim_timer(timers[i].timer_id))
-			continue;
-		fire_one(&timers[i], now, false);
-		fired++;
+		if (fire_one(&timers[i], now, false))
+			fired++;
 	}
 	engine_leave(&scope);
 	PopActiveSnapshot();
@@ -319,12 +337,8 @@ durable_fire_timers(PG_FUNCTION_ARGS)
 			TimestampTz now = GetCurrentTimestamp();
 
 			for (int i = 0; i < n; i++)
-			{
-				if (!claim_timer(timers[i].timer_id))
-					continue;
-				fire_one(&timers[i], now, true);
-				fired++;
-			}
+				if (fire_one(&timers[i], now, true))
+					fired++;
 		}
 	}
 	engine_leave(&scope);

@@ -36,6 +36,9 @@ PG_FUNCTION_INFO_V1(durable_sleep);
 PG_FUNCTION_INFO_V1(durable_sleep_until);
 PG_FUNCTION_INFO_V1(durable_wait_signal);
 PG_FUNCTION_INFO_V1(durable_on_query);
+PG_FUNCTION_INFO_V1(durable_cancel);
+
+static void add_cancel(Replay *r, int32 handle, CommandKind kind, bool by_code);
 
 static char *
 required_name(FunctionCallInfo fcinfo, int argno, const char *what)
@@ -103,12 +106,14 @@ issue_activity(FunctionCallInfo fcinfo, Replay *r)
 	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 	char	   *task_queue = required_name(fcinfo, 2, "task queue");
 	Jsonb	   *options = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
-	Jsonb	   *retry_policy = activity_parse_options(options);
+	ActivityOptions parsed;
 	int32		handle;
-	CommandSlot *slot = next_command(r, COMMAND_ACTIVITY, &handle);
+	CommandSlot *slot;
 	MemoryContext old;
 	NewCommand *cmd;
 
+	activity_parse_options(options, &parsed);
+	slot = next_command(r, COMMAND_ACTIVITY, &handle);
 	if (slot != NULL)
 	{
 		if (strcmp(slot->activity, activity) != 0 ||
@@ -123,7 +128,9 @@ issue_activity(FunctionCallInfo fcinfo, Replay *r)
 	cmd->activity = pstrdup(activity);
 	cmd->task_queue = pstrdup(task_queue);
 	cmd->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
-	cmd->retry_policy = DatumGetJsonbPCopy(JsonbPGetDatum(retry_policy));
+	cmd->options.retry_policy = DatumGetJsonbPCopy(JsonbPGetDatum(parsed.retry_policy));
+	cmd->options.timeouts = DatumGetJsonbPCopy(JsonbPGetDatum(parsed.timeouts));
+	cmd->options.priority = parsed.priority;
 	MemoryContextSwitchTo(old);
 	return handle;
 }
@@ -157,12 +164,33 @@ raise_activity_failure(CommandSlot *slot)
 					   was_retryable ? "attempts exhausted" : "not retryable")));
 }
 
+static void
+raise_canceled(CommandSlot *slot)
+{
+	if (slot->kind == COMMAND_TIMER)
+		ereport(ERROR,
+				(errcode(ERRCODE_DURABLE_CANCELED),
+				 errmsg("timer was canceled")));
+	ereport(ERROR,
+			(errcode(ERRCODE_DURABLE_CANCELED),
+			 errmsg("activity \"%s\" was canceled", slot->activity)));
+}
+
+/* Raises the error of a handle that ended without a result. */
+static void
+raise_unsuccessful(CommandSlot *slot)
+{
+	if (slot->canceled)
+		raise_canceled(slot);
+	raise_activity_failure(slot);
+}
+
 /* The value of a resolved handle: an activity's result, NULL for a timer. */
 static Datum
 slot_result(CommandSlot *slot, FunctionCallInfo fcinfo)
 {
-	if (slot->failed)
-		raise_activity_failure(slot);
+	if (slot->failed || slot->canceled)
+		raise_unsuccessful(slot);
 	if (slot->result == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_JSONB_P(slot->result);
@@ -262,7 +290,7 @@ durable_await_all(PG_FUNCTION_ARGS)
 		else
 		{
 			all_done_at = Max(all_done_at, slots[i]->resolved_by);
-			if (slots[i]->failed &&
+			if ((slots[i]->failed || slots[i]->canceled) &&
 				(first_failed == NULL || slots[i]->resolved_by < first_failed->resolved_by))
 				first_failed = slots[i];
 		}
@@ -270,7 +298,7 @@ durable_await_all(PG_FUNCTION_ARGS)
 	if (first_failed != NULL)
 	{
 		replay_advance_cursor(r, first_failed->resolved_by);
-		raise_activity_failure(first_failed);
+		raise_unsuccessful(first_failed);
 	}
 	if (!all_done)
 		replay_suspend(r);
@@ -408,6 +436,71 @@ durable_sleep_until(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* ---- cancellation ---- */
+
+static void
+add_cancel(Replay *r, int32 handle, CommandKind kind, bool by_code)
+{
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);
+	CancelCommand *c = palloc(sizeof(CancelCommand));
+
+	c->handle = handle;
+	c->kind = kind;
+	c->by_code = by_code;
+	r->cancels = lappend(r->cancels, c);
+	MemoryContextSwitchTo(old);
+}
+
+static bool
+cancel_pending(Replay *r, int32 handle)
+{
+	ListCell   *lc;
+
+	foreach(lc, r->cancels)
+		if (((CancelCommand *) lfirst(lc))->handle == handle)
+			return true;
+	return false;
+}
+
+/*
+ * Cancels an activity or a timer.  An activity no worker holds, and a timer,
+ * are canceled at once; a running activity's worker learns it from its
+ * heartbeat and answers with cancel_activity().  Awaiting a canceled handle
+ * raises DU007.  Canceling what is over, or already canceled, does nothing.
+ */
+Datum
+durable_cancel(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.cancel()");
+	int64		handle;
+	CommandSlot *slot;
+	CommandKind kind = COMMAND_NONE;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("handle must not be null")));
+	handle = PG_GETARG_INT64(0);
+	slot = slot_of_handle(r, handle);
+	if (slot != NULL)
+	{
+		if (slot->resolved_by != 0 || slot->cancel_requested || slot->canceled)
+			PG_RETURN_VOID();
+		kind = slot->kind;
+	}
+	else
+	{
+		ListCell   *lc;
+
+		foreach(lc, r->new_commands)
+			if (((NewCommand *) lfirst(lc))->handle == handle)
+				kind = ((NewCommand *) lfirst(lc))->kind;
+	}
+	if (!cancel_pending(r, (int32) handle))
+		add_cancel(r, (int32) handle, kind, true);
+	PG_RETURN_VOID();
+}
+
 /* ---- signals ---- */
 
 static SignalEvent *
@@ -452,7 +545,7 @@ durable_wait_signal(PG_FUNCTION_ARGS)
 		timer_handle = issue_timer(r, after(r, timeout), timeout);
 		timer = timer_handle <= r->max_recorded ? &r->slots[timer_handle] : NULL;
 	}
-	if (timer != NULL && timer->resolved_by != 0 &&
+	if (timer != NULL && timer->resolved_by != 0 && !timer->canceled &&
 		(signal == NULL || timer->resolved_by < signal->event_id))
 	{
 		replay_advance_cursor(r, timer->resolved_by);
@@ -462,13 +555,8 @@ durable_wait_signal(PG_FUNCTION_ARGS)
 		replay_suspend(r);
 
 	replay_advance_cursor(r, signal->event_id);
-	if (timer_handle != 0 && (timer == NULL || (!timer->canceled && timer->resolved_by == 0)))
-	{
-		MemoryContext old = MemoryContextSwitchTo(r->cxt);
-
-		r->timers_to_cancel = lappend_int(r->timers_to_cancel, timer_handle);
-		MemoryContextSwitchTo(old);
-	}
+	if (timer_handle != 0 && (timer == NULL || timer->resolved_by == 0))
+		add_cancel(r, timer_handle, COMMAND_TIMER, false);
 	return receive(fcinfo, signal);
 }
 
