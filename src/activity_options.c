@@ -63,11 +63,11 @@ option_seconds(JsonbValue *v, const char *name)
 	}
 	else
 	{
-		bad_option("retry option \"%s\" must be an interval string or a number of seconds", name);
+		bad_option("option \"%s\" must be an interval string or a number of seconds", name);
 		return 0;				/* keep compiler quiet */
 	}
 	if (!(seconds > 0) || seconds > 10 * 365 * (double) SECS_PER_DAY)
-		bad_option("retry option \"%s\" must be a positive interval of at most 10 years", name);
+		bad_option("option \"%s\" must be a positive interval of at most 10 years", name);
 	return seconds;
 }
 

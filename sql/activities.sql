@@ -1,0 +1,186 @@
+-- Activities in depth: error types, timeouts, heartbeats, cancellation,
+-- priorities, the poll wait cap.
+
+-- Test helper: wait until the activity of this handle is in that state.
+CREATE FUNCTION wait_activity(id text, handle int, state text, attempt int DEFAULT 1)
+RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    IF EXISTS (SELECT FROM durable.describe(id), jsonb_array_elements(pending_activities) a
+                WHERE (a->>'handle')::int = handle AND a->>'state' = state
+                  AND (a->>'attempt')::int = attempt) THEN
+      RETURN true;
+    END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RETURN false;
+END $$;
+
+CREATE FUNCTION one_activity(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.activity(input->>'activity', input->'input', input->>'queue', input->'options');
+EXCEPTION WHEN SQLSTATE 'DU001' OR SQLSTATE 'DU007' THEN
+  RETURN jsonb_build_object('error', SQLERRM, 'sqlstate', SQLSTATE);
+END $$;
+
+-- non_retryable_errors: an error of a listed type stops the retries
+SELECT durable.start_workflow('one_activity', '{"activity": "charge", "queue": "act",
+  "options": {"retry": {"non_retryable_errors": ["CardDeclined"], "initial_interval": "0.1 s"}}}',
+  workflow_id => 'types-1');
+SELECT task_token AS token FROM durable.poll_activity('act', wait => '10 s') \gset
+SELECT durable.fail_activity(:'token', 'network glitch', error_type => 'Timeout');
+SELECT task_token AS token, attempt FROM durable.poll_activity('act', wait => '10 s') \gset
+\echo attempt :attempt
+SELECT durable.fail_activity(:'token', 'card declined', error_type => 'CardDeclined');
+SELECT durable.result('types-1', wait => '10 s');
+SELECT event_type, details->>'attempt' AS attempt, details->>'error_type' AS error_type,
+       details->'final' AS final
+  FROM durable.history('types-1') WHERE event_type = 'ActivityTaskFailed' ORDER BY event_id;
+
+-- start_to_close: an attempt that takes too long times out, its token stops
+-- working, the next attempt gets the task (a worker that died loses nothing)
+SELECT durable.start_workflow('one_activity', '{"activity": "slow", "queue": "act",
+  "options": {"start_to_close": "0.3 s", "retry": {"initial_interval": "0.1 s"}}}',
+  workflow_id => 'stc-1');
+SELECT task_token AS token1 FROM durable.poll_activity('act', wait => '10 s') \gset
+SELECT task_token AS token2, attempt FROM durable.poll_activity('act', wait => '10 s') \gset
+\echo attempt :attempt
+SELECT durable.complete_activity(:'token1', '"late"');
+SELECT durable.complete_activity(:'token2', '"on time"');
+SELECT durable.result('stc-1', wait => '10 s');
+SELECT event_type, details->>'attempt' AS attempt, details->>'timeout' AS timeout
+  FROM durable.history('stc-1') WHERE event_type LIKE 'Activity%' ORDER BY event_id;
+
+-- heartbeats: they keep an attempt alive, carry progress to the next
+-- attempt, and a missed one times the attempt out
+SELECT durable.start_workflow('one_activity', '{"activity": "long", "queue": "act",
+  "options": {"heartbeat": "2 s", "retry": {"initial_interval": "0.1 s"}}}',
+  workflow_id => 'hb-1');
+SELECT task_token AS token, heartbeat_details FROM durable.poll_activity('act', wait => '10 s') \gset
+\echo details :heartbeat_details
+SELECT pg_sleep(0.3);
+SELECT durable.heartbeat_activity(:'token', '{"done": 40}') AS stop;
+SELECT pg_sleep(0.3);
+SELECT durable.heartbeat_activity(:'token', '{"done": 80}') AS stop;
+SELECT last_heartbeat_at IS NOT NULL AS beating, heartbeat_details
+  FROM durable.activity_tasks WHERE workflow_id = 'hb-1';
+-- now the worker "dies": no more heartbeats; the next attempt resumes at 80
+SELECT task_token AS token, attempt, heartbeat_details FROM durable.poll_activity('act', wait => '10 s') \gset
+\echo attempt :attempt details :heartbeat_details
+SELECT durable.complete_activity(:'token', '"resumed"');
+SELECT durable.result('hb-1', wait => '10 s');
+SELECT details->>'timeout' AS timeout FROM durable.history('hb-1') WHERE event_type = 'ActivityTaskTimedOut';
+
+-- schedule_to_start: no worker took it in time; not retried
+SELECT durable.start_workflow('one_activity', '{"activity": "unwanted", "queue": "nobody",
+  "options": {"schedule_to_start": "0.2 s"}}', workflow_id => 'sts-1');
+SELECT durable.result('sts-1', wait => '10 s');
+-- schedule_to_close: the whole activity, all attempts, within its time
+SELECT durable.start_workflow('one_activity', '{"activity": "doomed", "queue": "act",
+  "options": {"schedule_to_close": "2 s", "retry": {"initial_interval": "10 s"}}}',
+  workflow_id => 'stc-all');
+SELECT task_token AS token FROM durable.poll_activity('act', wait => '10 s') \gset
+SELECT durable.fail_activity(:'token', 'try again');
+SELECT durable.result('stc-all', wait => '10 s');
+
+-- cancellation: the workflow cancels a running activity; the worker learns
+-- it from its heartbeat and reports it; the workflow sees DU007
+CREATE FUNCTION canceler(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE job bigint; nudge bigint;
+BEGIN
+  job := durable.activity_async('render', NULL, 'act');
+  nudge := durable.timer_async('2 s');
+  IF durable.await_any(ARRAY[job, nudge]) = nudge THEN
+    PERFORM durable.cancel(job);
+  END IF;
+  RETURN jsonb_build_object('result', durable.await(job));
+EXCEPTION WHEN SQLSTATE 'DU007' THEN
+  RETURN jsonb_build_object('canceled', SQLERRM);
+END $$;
+SELECT durable.start_workflow('canceler', '{}', workflow_id => 'cancel-1');
+SELECT task_token AS token FROM durable.poll_activity('act', wait => '10 s') \gset
+SELECT durable.heartbeat_activity(:'token') AS stop;
+SELECT durable.cancel_activity(:'token', '{"cleaned_up": true}');
+DO $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    EXIT WHEN (SELECT bool_or((a->>'cancel_requested')::bool)
+                 FROM durable.describe('cancel-1'), jsonb_array_elements(pending_activities) a);
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END $$;
+SELECT durable.heartbeat_activity(:'token') AS stop;
+SELECT durable.cancel_activity(:'token', '{"cleaned_up": true}');
+SELECT durable.cancel_activity(:'token');
+SELECT durable.result('cancel-1', wait => '10 s');
+SELECT event_type, details - 'attempt' - 'worker' AS details FROM durable.history('cancel-1')
+ WHERE event_type LIKE 'ActivityTaskCancel%' OR event_type = 'TimerFired' ORDER BY event_id;
+
+-- an activity no worker holds is canceled at once; so is a timer
+CREATE FUNCTION cancel_early(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE job bigint; t bigint; errors jsonb := '[]';
+BEGIN
+  job := durable.activity_async('never_polled', NULL, 'nobody');
+  t := durable.timer_async('1 hour');
+  PERFORM durable.cancel(job);
+  PERFORM durable.cancel(t);
+  PERFORM durable.cancel(t);   -- twice is fine
+  BEGIN PERFORM durable.await(job);
+  EXCEPTION WHEN SQLSTATE 'DU007' THEN errors := errors || to_jsonb(SQLERRM); END;
+  BEGIN PERFORM durable.await(t);
+  EXCEPTION WHEN SQLSTATE 'DU007' THEN errors := errors || to_jsonb(SQLERRM); END;
+  RETURN errors;
+END $$;
+SELECT durable.start_workflow('cancel_early', '{}', workflow_id => 'cancel-2');
+SELECT durable.result('cancel-2', wait => '10 s');
+SELECT event_type FROM durable.history('cancel-2') WHERE event_type NOT LIKE 'Workflow%' ORDER BY event_id;
+
+-- priority: of the ready tasks, the highest priority first
+CREATE FUNCTION prioritized(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.await_all(ARRAY[
+    durable.activity_async('low', NULL, 'prio', '{"priority": -5}'),
+    durable.activity_async('normal', NULL, 'prio'),
+    durable.activity_async('high', NULL, 'prio', '{"priority": 10}')]);
+END $$;
+SELECT durable.start_workflow('prioritized', '{}', workflow_id => 'prio-1');
+SELECT activity FROM durable.poll_activity('prio', wait => '10 s');
+SELECT activity FROM durable.poll_activity('prio', wait => '10 s');
+SELECT activity FROM durable.poll_activity('prio', wait => '10 s');
+
+-- the poll wait is capped by durable.max_poll_wait
+ALTER SYSTEM SET durable.max_poll_wait = '100ms';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.2);
+SET statement_timeout = '5s';
+SELECT count(*) FROM durable.poll_activity('empty-queue', wait => '1 hour');
+RESET statement_timeout;
+ALTER SYSTEM RESET durable.max_poll_wait;
+SELECT pg_reload_conf();
+
+-- errors
+SELECT durable.heartbeat_activity(NULL);
+SELECT durable.heartbeat_activity('garbage');
+SELECT durable.cancel_activity('1.1.00000000000000000000000000000000');
+SELECT durable.cancel(1);
+CREATE FUNCTION bad_activity_options(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE errors jsonb := '[]';
+BEGIN
+  BEGIN PERFORM durable.activity_async('a', NULL, 'q', '{"start_to_close": "-1 s"}');
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.activity_async('a', NULL, 'q', '{"heartbeat": "often"}');
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.activity_async('a', NULL, 'q', '{"priority": 1.5}');
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.activity_async('a', NULL, 'q', '{"retry": {"non_retryable_errors": "Oops"}}');
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.activity_async('a', NULL, 'q', '{"retry": {"non_retryable_errors": [1]}}');
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.cancel(NULL);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.cancel(42);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  RETURN errors;
+END $$;
+SELECT durable.start_workflow('bad_activity_options', '{}', workflow_id => 'bad-act');
+SELECT jsonb_array_elements_text(durable.result('bad-act', wait => '10 s'));
