@@ -375,6 +375,20 @@ CREATE FUNCTION durable.activity(activity pg_catalog.text,
     RETURNS pg_catalog.jsonb
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_activity';
 
+-- A SQL activity: a function (jsonb) RETURNS jsonb that the worker runs itself,
+-- as the workflow's owner, its effects committed with its completion.
+CREATE FUNCTION durable.sql_activity_async(function pg_catalog.text,
+                                           input pg_catalog.jsonb DEFAULT NULL,
+                                           options pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.int8
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_sql_activity_async';
+
+CREATE FUNCTION durable.sql_activity(function pg_catalog.text,
+                                     input pg_catalog.jsonb DEFAULT NULL,
+                                     options pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_sql_activity';
+
 CREATE FUNCTION durable.await(handle pg_catalog.int8)
     RETURNS pg_catalog.jsonb
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_await';

@@ -184,3 +184,65 @@ BEGIN
 END $$;
 SELECT durable.start_workflow('bad_activity_options', '{}', workflow_id => 'bad-act');
 SELECT jsonb_array_elements_text(durable.result('bad-act', wait => '10 s'));
+
+-- SQL activities: the worker runs the function itself, as the run's owner;
+-- its effects commit with its completion, and a failed attempt leaves none.
+CREATE TABLE stock (item text PRIMARY KEY, qty int CHECK (qty >= 0));
+INSERT INTO stock VALUES ('apple', 2);
+CREATE TABLE ledger (wf text, item text, by_role text);
+CREATE FUNCTION reserve(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.ledger VALUES (input->>'wf', input->>'item', current_user);
+  UPDATE public.stock SET qty = qty - 1 WHERE item = input->>'item';
+  RETURN jsonb_build_object('reserved', input->>'item',
+                            'left', (SELECT qty FROM public.stock WHERE item = input->>'item'));
+END $$;
+CREATE FUNCTION buyer(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.sql_activity('public.reserve', input,
+      '{"retry": {"maximum_attempts": 2, "initial_interval": "0.1 s", "non_retryable_errors": ["42501"]}}');
+EXCEPTION WHEN SQLSTATE 'DU001' THEN
+  RETURN jsonb_build_object('failed', SQLERRM);
+END $$;
+SELECT durable.start_workflow('buyer', '{"wf": "b1", "item": "apple"}', workflow_id => 'b1');
+SELECT durable.result('b1', wait => '10 s');
+SELECT durable.start_workflow('buyer', '{"wf": "b2", "item": "apple"}', workflow_id => 'b2');
+SELECT durable.result('b2', wait => '10 s');
+-- out of stock: the CHECK fails, both attempts are rolled back
+SELECT durable.start_workflow('buyer', '{"wf": "b3", "item": "apple"}', workflow_id => 'b3');
+SELECT durable.result('b3', wait => '10 s');
+SELECT * FROM stock;
+SELECT * FROM ledger ORDER BY wf;
+SELECT event_type, details->>'attempt' AS attempt, details->>'worker' AS worker,
+       details->>'error_type' AS error_type, details->'final' AS final
+  FROM durable.history('b3') WHERE event_type LIKE 'Activity%' ORDER BY event_id;
+-- it runs as the run's owner: a role without rights on the table fails,
+-- and 42501 is listed as not retryable
+CREATE ROLE regress_durable_clerk;
+GRANT USAGE ON SCHEMA public TO regress_durable_clerk;
+GRANT EXECUTE ON FUNCTION buyer(jsonb), reserve(jsonb) TO regress_durable_clerk;
+SET ROLE regress_durable_clerk;
+SELECT durable.start_workflow('buyer', '{"wf": "b4", "item": "apple"}', workflow_id => 'b4');
+RESET ROLE;
+SELECT durable.result('b4', wait => '10 s');
+SELECT count(*) AS attempts FROM durable.history('b4') WHERE event_type = 'ActivityTaskFailed';
+-- an unknown or unfit SQL activity function is an error in the workflow code
+CREATE FUNCTION bad_sql_activity(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE errors jsonb := '[]';
+BEGIN
+  BEGIN PERFORM durable.sql_activity('reserve', NULL);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.sql_activity('public.no_such_function', NULL);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.sql_activity('pg_catalog.now()', NULL);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.sql_activity(NULL, NULL);
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  RETURN errors;
+END $$;
+SELECT durable.start_workflow('bad_sql_activity', '{}', workflow_id => 'bad-sql');
+SELECT jsonb_array_elements_text(durable.result('bad-sql', wait => '10 s'));
+SELECT durable.sql_activity('public.reserve');
+REVOKE ALL ON SCHEMA public FROM regress_durable_clerk;
+DROP OWNED BY regress_durable_clerk;
+DROP ROLE regress_durable_clerk;

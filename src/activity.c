@@ -23,7 +23,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "durable.h"
+#include "activity.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -156,29 +156,14 @@ activity_cancel_all(LockedRun *run)
 
 /* ---- the attempt a token or a timer names ---- */
 
-typedef struct ClaimedAttempt
-{
-	LockedRun	run;
-	int64		task_id;
-	int32		handle;
-	int32		attempt;
-	char	   *status;
-	char	   *activity;
-	char	   *task_queue;
-	char	   *worker;
-	TimestampTz started_at;
-	Jsonb	   *retry_policy;
-	Jsonb	   *timeouts;
-	bool		cancel_requested;
-} ClaimedAttempt;
 
 /* Locks the task row (its run already locked by the caller) and reads it. */
-static bool
-lock_task(int64 task_id, ClaimedAttempt *a)
+bool
+activity_lock_task(int64 task_id, ClaimedAttempt *a)
 {
 	static EnginePlan plan = {NULL,
 		"SELECT handle, attempt, status, activity, task_queue, worker, started_at,"
-		" retry_policy, timeouts, cancel_requested"
+		" retry_policy, timeouts, cancel_requested, input"
 		" FROM durable.activity_tasks WHERE task_id = $1 FOR UPDATE",
 	1, {INT8OID}};
 	Datum		values[1] = {Int64GetDatum(task_id)};
@@ -199,6 +184,8 @@ lock_task(int64 task_id, ClaimedAttempt *a)
 	a->retry_policy = DatumGetJsonbP(engine_get(0, 8, &isnull));
 	a->timeouts = DatumGetJsonbP(engine_get(0, 9, &isnull));
 	a->cancel_requested = DatumGetBool(engine_get(0, 10, &isnull));
+	d = engine_get(0, 11, &isnull);
+	a->input = isnull ? NULL : DatumGetJsonbP(d);
 	return true;
 }
 
@@ -225,12 +212,12 @@ lock_current_attempt(const char *token, ClaimedAttempt *a)
 	if (!engine_lock_run(values[0], &a->run, false) ||
 		strcmp(a->run.status, "running") != 0)
 		return false;
-	return lock_task(task_id, a) && a->attempt == attempt &&
+	return activity_lock_task(task_id, a) && a->attempt == attempt &&
 		strcmp(a->status, "started") == 0;
 }
 
-static void
-append_started(ClaimedAttempt *a)
+void
+activity_append_started(ClaimedAttempt *a)
 {
 	JsonBuf		jb;
 
@@ -252,8 +239,8 @@ delete_task(int64 task_id)
 }
 
 /* The activity is over (completed, failed, timed out or canceled for good). */
-static void
-resolve_activity(ClaimedAttempt *a)
+void
+activity_resolve(ClaimedAttempt *a)
 {
 	drop_task_timers(a->task_id, true);
 	delete_task(a->task_id);
@@ -276,8 +263,8 @@ save_next_event_id(LockedRun *run)
  * records event_type with the details built so far, then either schedules
  * the next attempt after its backoff or resolves the activity as failed.
  */
-static void
-attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf *jb,
+void
+activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf *jb,
 					 bool retryable, const char *error_type, TimestampTz now)
 {
 	static EnginePlan retry_plan = {NULL,
@@ -305,7 +292,7 @@ attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf *jb,
 
 	if (!will_retry)
 	{
-		resolve_activity(a);
+		activity_resolve(a);
 		return;
 	}
 	{
@@ -344,7 +331,7 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attem
 	JsonBuf		jb;
 
 	memcpy(&a.run, run, sizeof(LockedRun));
-	if (!lock_task(task_id, &a))
+	if (!activity_lock_task(task_id, &a))
 		return false;
 	/* after the task, the timer: a heartbeat may have moved it meanwhile */
 	if (engine_exec(&claim, values, NULL, 0) == 0)
@@ -355,7 +342,7 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attem
 		return false;
 
 	if (strcmp(a.status, "started") == 0)
-		append_started(&a);
+		activity_append_started(&a);
 	json_begin(&jb);
 	json_add_int(&jb, "handle", a.handle);
 	json_add_int(&jb, "attempt", a.attempt);
@@ -366,10 +353,10 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attem
 	{
 		json_add_bool(&jb, "final", true);
 		engine_append_event(&a.run, "ActivityTaskTimedOut", json_end(&jb), now);
-		resolve_activity(&a);
+		activity_resolve(&a);
 	}
 	else
-		attempt_unsuccessful(&a, "ActivityTaskTimedOut", &jb, true, NULL, now);
+		activity_attempt_unsuccessful(&a, "ActivityTaskTimedOut", &jb, true, NULL, now);
 	memcpy(run, &a.run, sizeof(LockedRun));
 	return true;
 }
@@ -399,7 +386,7 @@ activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now)
 	if (engine_exec(&find, values, NULL, 1) == 0)
 		return false;			/* already over */
 	memcpy(&a.run, run, sizeof(LockedRun));
-	if (!lock_task(DatumGetInt64(engine_get(0, 1, &isnull)), &a) ||
+	if (!activity_lock_task(DatumGetInt64(engine_get(0, 1, &isnull)), &a) ||
 		strcmp(a.status, "started") == 0)
 		return false;
 
@@ -601,7 +588,7 @@ durable_complete_activity(PG_FUNCTION_ARGS)
 	{
 		JsonBuf		jb;
 
-		append_started(&a);
+		activity_append_started(&a);
 		json_begin(&jb);
 		json_add_int(&jb, "handle", a.handle);
 		json_add_int(&jb, "attempt", a.attempt);
@@ -609,7 +596,7 @@ durable_complete_activity(PG_FUNCTION_ARGS)
 			json_add_jsonb(&jb, "result", result);
 		engine_append_event(&a.run, "ActivityTaskCompleted", json_end(&jb),
 							GetCurrentTimestamp());
-		resolve_activity(&a);
+		activity_resolve(&a);
 	}
 	engine_leave(&scope);
 	PG_RETURN_BOOL(current);
@@ -639,7 +626,7 @@ durable_fail_activity(PG_FUNCTION_ARGS)
 	{
 		JsonBuf		jb;
 
-		append_started(&a);
+		activity_append_started(&a);
 		json_begin(&jb);
 		json_add_int(&jb, "handle", a.handle);
 		json_add_int(&jb, "attempt", a.attempt);
@@ -648,7 +635,7 @@ durable_fail_activity(PG_FUNCTION_ARGS)
 		if (error_type)
 			json_add_str(&jb, "error_type", error_type);
 		json_add_bool(&jb, "retryable", retryable);
-		attempt_unsuccessful(&a, "ActivityTaskFailed", &jb, retryable, error_type,
+		activity_attempt_unsuccessful(&a, "ActivityTaskFailed", &jb, retryable, error_type,
 							 GetCurrentTimestamp());
 	}
 	engine_leave(&scope);
@@ -730,7 +717,7 @@ durable_cancel_activity(PG_FUNCTION_ARGS)
 	{
 		JsonBuf		jb;
 
-		append_started(&a);
+		activity_append_started(&a);
 		json_begin(&jb);
 		json_add_int(&jb, "handle", a.handle);
 		json_add_int(&jb, "attempt", a.attempt);
@@ -738,7 +725,7 @@ durable_cancel_activity(PG_FUNCTION_ARGS)
 			json_add_jsonb(&jb, "details", details);
 		engine_append_event(&a.run, "ActivityTaskCanceled", json_end(&jb),
 							GetCurrentTimestamp());
-		resolve_activity(&a);
+		activity_resolve(&a);
 	}
 	engine_leave(&scope);
 	if (!requested)

@@ -194,6 +194,8 @@ extern Jsonb *error_to_jsonb(ErrorData *edata);
 extern Datum jsonb_datum_or_null(Jsonb *j, bool *isnull);
 
 extern bool is_workflow_function(Oid funcoid, Oid *nspid);
+extern void engine_check_role_may_run(Oid funcoid, Oid role);
+extern void engine_become_role(Oid role, bool read_only);
 extern long interval_arg_ms(Interval *iv, const char *what);
 extern char *interval_text(Interval *iv);
 
@@ -209,6 +211,9 @@ extern char *interval_text(Interval *iv);
 /* ---- token.c ---- */
 extern char *token_make(int64 task_id, int32 attempt);
 extern void token_parse(const char *token, int64 *task_id, int32 *attempt);
+
+/* ---- sql_activity.c ---- */
+extern bool sql_activity_run_one(void);
 
 /* ---- timers.c ---- */
 extern void timer_schedule(LockedRun *run, const char *kind, int32 handle,

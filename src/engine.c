@@ -21,12 +21,15 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "utils/resowner.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/regproc.h"
 #include "utils/datetime.h"
 #include "utils/datum.h"
 #include "utils/float.h"
@@ -471,3 +474,51 @@ interval_text(Interval *iv)
 	EncodeInterval(&itm, INTSTYLE_POSTGRES, buf);
 	return pstrdup(buf);
 }
+
+/* ---- running users' code ---- */
+
+void
+engine_check_role_may_run(Oid funcoid, Oid owner)
+{
+	Oid			nspid;
+
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role %u that started the workflow no longer exists", owner)));
+	if (!is_workflow_function(funcoid, &nspid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s no longer takes jsonb and returns jsonb",
+						format_procedure(funcoid)),
+				 errhint("Workflow and SQL activity functions take one jsonb argument and return jsonb.")));
+	if (durable_namespace_aclcheck(nspid, owner, ACL_USAGE) != ACLCHECK_OK ||
+		durable_proc_aclcheck(funcoid, owner, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may no longer execute function %s",
+						GetUserNameFromId(owner, false), format_procedure(funcoid))));
+}
+
+/*
+ * Become the run's owner, as a security-restricted operation with a safe
+ * search_path (read-only for workflow code).  Call inside a subtransaction:
+ * its end undoes all of it.
+ */
+void
+engine_become_role(Oid owner, bool read_only)
+{
+	Oid			userid;
+	int			sec_context;
+
+	GetUserIdAndSecContext(&userid, &sec_context);
+	SetUserIdAndSecContext(owner, sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	(void) NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (read_only)
+		XactReadOnly = true;
+}
+

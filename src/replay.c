@@ -249,49 +249,6 @@ load_history(Replay *r)
 
 /* ---- calling the workflow function ---- */
 
-static void
-check_owner_may_run(Oid funcoid, Oid owner)
-{
-	Oid			nspid;
-
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("role %u that started the workflow no longer exists", owner)));
-	if (!is_workflow_function(funcoid, &nspid))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
-				 errmsg("function %s is no longer a workflow function",
-						format_procedure(funcoid)),
-				 errhint("A workflow function takes one jsonb argument and returns jsonb.")));
-	if (durable_namespace_aclcheck(nspid, owner, ACL_USAGE) != ACLCHECK_OK ||
-		durable_proc_aclcheck(funcoid, owner, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may no longer execute workflow function %s",
-						GetUserNameFromId(owner, false), format_procedure(funcoid))));
-}
-
-/*
- * Become the run's owner, as a security-restricted operation with a safe
- * search_path, read-only.  All of it is undone by the subtransaction's end.
- */
-static void
-become_owner(Oid owner)
-{
-	Oid			userid;
-	int			sec_context;
-
-	GetUserIdAndSecContext(&userid, &sec_context);
-	SetUserIdAndSecContext(owner, sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	(void) NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	XactReadOnly = true;
-}
-
 static Outcome
 classify_error(Replay *r, ErrorData *edata)
 {
@@ -335,8 +292,8 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 
 		funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
 													   CStringGetDatum(r->run->workflow)));
-		check_owner_may_run(funcoid, r->run->owner);
-		become_owner(r->run->owner);
+		engine_check_role_may_run(funcoid, r->run->owner);
+		engine_become_role(r->run->owner, true);
 		fmgr_info(funcoid, &flinfo);
 		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
 		fcinfo->args[0].value = JsonbPGetDatum(r->run->input);
@@ -709,7 +666,7 @@ call_query_handler(Replay *r, QueryAnswer *qa, Jsonb *args)
 					 errmsg("query handler %s must return jsonb", format_procedure(funcoid))));
 		if (durable_proc_aclcheck(funcoid, r->run->owner, ACL_EXECUTE) != ACLCHECK_OK)
 			aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(funcoid));
-		become_owner(r->run->owner);
+		engine_become_role(r->run->owner, true);
 		fmgr_info(funcoid, &flinfo);
 		InitFunctionCallInfoData(*fcinfo, &flinfo, 2, InvalidOid, NULL, NULL);
 		fcinfo->args[0].value = qa->answer ? JsonbPGetDatum(qa->answer) : (Datum) 0;

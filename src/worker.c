@@ -102,6 +102,7 @@ run_due_work(void)
 	for (;;)
 	{
 		bool		ran;
+		bool		ran_sql;
 		int			fired;
 
 		CHECK_FOR_INTERRUPTS();
@@ -120,8 +121,9 @@ run_due_work(void)
 		}
 		fired = timers_fire_due(&retry_soon);
 		ran = replay_run_one_task();
+		ran_sql = sql_activity_run_one();
 		pgstat_report_stat(false);
-		if (!ran && fired == 0)
+		if (!ran && !ran_sql && fired == 0)
 			return retry_soon;
 	}
 }

@@ -18,10 +18,13 @@
  *-------------------------------------------------------------------------
  */
 #include "replay.h"
+#include "activity.h"
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "parser/parse_func.h"
 #include "utils/array.h"
+#include "utils/regproc.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -37,6 +40,8 @@ PG_FUNCTION_INFO_V1(durable_sleep_until);
 PG_FUNCTION_INFO_V1(durable_wait_signal);
 PG_FUNCTION_INFO_V1(durable_on_query);
 PG_FUNCTION_INFO_V1(durable_cancel);
+PG_FUNCTION_INFO_V1(durable_sql_activity);
+PG_FUNCTION_INFO_V1(durable_sql_activity_async);
 
 static void add_cancel(Replay *r, int32 handle, CommandKind kind, bool by_code);
 
@@ -99,13 +104,14 @@ new_command(Replay *r, CommandKind kind, int32 handle)
 
 /* ---- activities ---- */
 
+/*
+ * Issues an activity command: a remote one on task_queue, or a SQL one
+ * (task_queue SQL_ACTIVITY_QUEUE, activity the function's regprocedure).
+ */
 static int32
-issue_activity(FunctionCallInfo fcinfo, Replay *r)
+issue_command(Replay *r, char *activity, Jsonb *input, char *task_queue,
+			  Jsonb *options)
 {
-	char	   *activity = required_name(fcinfo, 0, "activity name");
-	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	char	   *task_queue = required_name(fcinfo, 2, "task queue");
-	Jsonb	   *options = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	ActivityOptions parsed;
 	int32		handle;
 	CommandSlot *slot;
@@ -133,6 +139,49 @@ issue_activity(FunctionCallInfo fcinfo, Replay *r)
 	cmd->options.priority = parsed.priority;
 	MemoryContextSwitchTo(old);
 	return handle;
+}
+
+static int32
+issue_activity(FunctionCallInfo fcinfo, Replay *r)
+{
+	char	   *activity = required_name(fcinfo, 0, "activity name");
+	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	char	   *task_queue = required_name(fcinfo, 2, "task queue");
+	Jsonb	   *options = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+
+	return issue_command(r, activity, input, task_queue, options);
+}
+
+/* A SQL activity: the function is resolved now, as the run's owner. */
+static int32
+issue_sql_activity(FunctionCallInfo fcinfo, Replay *r)
+{
+	char	   *name = required_name(fcinfo, 0, "SQL activity function");
+	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	Jsonb	   *options = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	Oid			funcoid;
+
+	if (strchr(name, '(') != NULL)
+		funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
+													   CStringGetDatum(name)));
+	else
+	{
+		Oid			argtypes[1] = {JSONBOID};
+
+		funcoid = LookupFuncName(stringToQualifiedNameList(name), 1, argtypes, true);
+		if (!OidIsValid(funcoid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("SQL activity function %s(jsonb) does not exist", name),
+					 errhint("Workflow code runs with search_path = pg_catalog, pg_temp: schema-qualify the name.")));
+	}
+	if (!is_workflow_function(funcoid, NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s cannot be a SQL activity", format_procedure(funcoid)),
+				 errhint("A SQL activity function takes one jsonb argument and returns jsonb.")));
+	return issue_command(r, format_procedure_qualified(funcoid), input,
+						 pstrdup(SQL_ACTIVITY_QUEUE), options);
 }
 
 static CommandSlot *
@@ -221,6 +270,22 @@ durable_activity(PG_FUNCTION_ARGS)
 	Replay	   *r = replay_required("durable.activity()");
 
 	return await_one(fcinfo, r, issue_activity(fcinfo, r));
+}
+
+Datum
+durable_sql_activity_async(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.sql_activity_async()");
+
+	PG_RETURN_INT64(issue_sql_activity(fcinfo, r));
+}
+
+Datum
+durable_sql_activity(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_required("durable.sql_activity()");
+
+	return await_one(fcinfo, r, issue_sql_activity(fcinfo, r));
 }
 
 Datum

@@ -1,0 +1,179 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_activity.c
+ *	  SQL activities: functions (jsonb) RETURNS jsonb that the worker runs
+ *	  itself, as the run's owner, exactly once.
+ *
+ * The function runs in a subtransaction of the transaction that records its
+ * outcome.  On success its effects and ActivityTaskCompleted commit together;
+ * on error the subtransaction is rolled back, so a failed attempt leaves no
+ * effects, and the retry policy applies as to any activity.  A crash at any
+ * point loses the whole transaction: the task is still scheduled, and runs
+ * again as if it never had.  So the effects of a SQL activity are committed
+ * exactly once, with the event that records them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* How long a SQL activity may run when its options set no start_to_close. */
+#define DEFAULT_SQL_ACTIVITY_TIMEOUT_MS	60000
+
+typedef struct SqlOutcome
+{
+	Jsonb	   *result;
+	ErrorData  *error;			/* NULL on success */
+} SqlOutcome;
+
+/*
+ * Calls the function as the run's owner in a subtransaction, kept on
+ * success and rolled back on error.
+ */
+static void
+call_sql_activity(ClaimedAttempt *a, SqlOutcome *out)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	double		seconds = activity_timeout_seconds(a->timeouts, "start_to_close");
+	int			timeout_ms = seconds > 0 ? (int) Min(seconds * 1000, INT_MAX) :
+		DEFAULT_SQL_ACTIVITY_TIMEOUT_MS;
+
+	out->result = NULL;
+	out->error = NULL;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Oid			funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
+																   CStringGetDatum(a->activity)));
+		FmgrInfo	flinfo;
+		Datum		d;
+
+		LOCAL_FCINFO(fcinfo, 1);
+
+		engine_check_role_may_run(funcoid, a->run.owner);
+		engine_become_role(a->run.owner, false);
+		fmgr_info(funcoid, &flinfo);
+		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = a->input ? JsonbPGetDatum(a->input) : (Datum) 0;
+		fcinfo->args[0].isnull = a->input == NULL;
+		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
+		if (!(flinfo.fn_strict && a->input == NULL))
+		{
+			d = FunctionCallInvoke(fcinfo);
+			if (!fcinfo->isnull)
+			{
+				MemoryContextSwitchTo(cxt);
+				out->result = DatumGetJsonbPCopy(d);
+			}
+		}
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		MemoryContextSwitchTo(cxt);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		MemoryContextSwitchTo(cxt);
+		out->error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+static void
+record_outcome(ClaimedAttempt *a, SqlOutcome *out, TimestampTz now)
+{
+	JsonBuf		jb;
+
+	activity_append_started(a);
+	json_begin(&jb);
+	json_add_int(&jb, "handle", a->handle);
+	json_add_int(&jb, "attempt", a->attempt);
+	if (out->error == NULL)
+	{
+		if (out->result)
+			json_add_jsonb(&jb, "result", out->result);
+		engine_append_event(&a->run, "ActivityTaskCompleted", json_end(&jb), now);
+		activity_resolve(a);
+		return;
+	}
+	json_add_str(&jb, "activity", a->activity);
+	json_add_str(&jb, "error", out->error->message);
+	/* the SQLSTATE is the error type: list them in non_retryable_errors */
+	json_add_str(&jb, "error_type", unpack_sql_state(out->error->sqlerrcode));
+	if (out->error->detail)
+		json_add_str(&jb, "detail", out->error->detail);
+	json_add_bool(&jb, "retryable", true);
+	activity_attempt_unsuccessful(a, "ActivityTaskFailed", &jb, true,
+								  unpack_sql_state(out->error->sqlerrcode), now);
+}
+
+/*
+ * Runs one due SQL activity, in its own transaction.  Returns false when
+ * none is due.
+ */
+bool
+sql_activity_run_one(void)
+{
+	static EnginePlan due = {NULL,
+		"SELECT task_id, run_id FROM durable.activity_tasks"
+		" WHERE task_queue = '" SQL_ACTIVITY_QUEUE "' AND status = 'scheduled' AND ready_at <= $1"
+		" ORDER BY priority DESC, ready_at, task_id LIMIT 1",
+	1, {TIMESTAMPTZOID}};
+	EngineScope scope;
+	TimestampTz now;
+	Datum		values[1];
+	bool		ran = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "durable: running a SQL activity");
+	engine_enter(&scope);
+	now = GetCurrentTimestamp();
+	values[0] = TimestampTzGetDatum(now);
+	if (engine_exec(&due, values, NULL, 1) == 1)
+	{
+		bool		isnull;
+		int64		task_id = DatumGetInt64(engine_get(0, 1, &isnull));
+		Datum		run_id = engine_get(0, 2, &isnull);
+		ClaimedAttempt a;
+
+		/* run first, then task, like everyone; a busy run is tried later */
+		if (engine_lock_run(run_id, &a.run, true) &&
+			strcmp(a.run.status, "running") == 0 &&
+			activity_lock_task(task_id, &a) &&
+			strcmp(a.status, "scheduled") == 0)
+		{
+			SqlOutcome out;
+
+			a.started_at = now;
+			a.worker = "durable worker";
+			call_sql_activity(&a, &out);
+			record_outcome(&a, &out, GetCurrentTimestamp());
+			ran = true;
+		}
+	}
+	engine_leave(&scope);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return ran;
+}
