@@ -100,6 +100,21 @@ CREATE TABLE durable.activity_tasks (
 CREATE INDEX activity_tasks_ready ON durable.activity_tasks
     (task_queue, priority DESC, ready_at, task_id) WHERE status = 'scheduled';
 
+-- Where pollers count running tasks of a queue (max_in_flight).
+CREATE INDEX activity_tasks_in_flight ON durable.activity_tasks (task_queue)
+    WHERE status = 'started';
+
+-- Per-queue controls, set with durable.configure_task_queue(); a queue with
+-- no row has no limits.  tokens/refilled_at: the token bucket of
+-- max_starts_per_second (burst: one second's worth, at least one start).
+CREATE TABLE durable.task_queues (
+    task_queue            pg_catalog.text PRIMARY KEY,
+    max_in_flight         pg_catalog.int4 CHECK (max_in_flight > 0),
+    max_starts_per_second pg_catalog.float8 CHECK (max_starts_per_second > 0),
+    tokens                pg_catalog.float8 NOT NULL DEFAULT 0,
+    refilled_at           pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
 -- The timer queue: everything that must happen at a given time.  The worker
 -- sleeps until the earliest fire_at (one index probe, whatever the number of
 -- timers) and fires what is due in batches.
@@ -140,6 +155,7 @@ SELECT pg_catalog.pg_extension_config_dump('durable.runs', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.history', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.activity_tasks', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.timers', '');
+SELECT pg_catalog.pg_extension_config_dump('durable.task_queues', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.token_key', '');
 
 -- Each role sees the runs it owns (or is a member of the owner of).
@@ -157,7 +173,8 @@ CREATE POLICY timers_owner ON durable.timers FOR SELECT
     USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = timers.run_id));
 
 REVOKE ALL ON ALL TABLES IN SCHEMA durable FROM PUBLIC;
-GRANT SELECT ON durable.runs, durable.history, durable.activity_tasks, durable.timers TO PUBLIC;
+GRANT SELECT ON durable.runs, durable.history, durable.activity_tasks, durable.timers,
+    durable.task_queues TO PUBLIC;
 GRANT USAGE ON SCHEMA durable TO PUBLIC;
 
 -- Internal: a random key, and the notice to the launcher that this database
@@ -356,6 +373,65 @@ REVOKE ALL ON FUNCTION durable.poll_activity(pg_catalog.text, pg_catalog.text, p
     durable.fail_activity(pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text),
     durable.heartbeat_activity(pg_catalog.text, pg_catalog.jsonb),
     durable.cancel_activity(pg_catalog.text, pg_catalog.jsonb) FROM PUBLIC;
+
+-- Per-queue controls; NULL lifts a limit.
+CREATE FUNCTION durable.configure_task_queue(task_queue pg_catalog.text,
+                                             max_in_flight pg_catalog.int4 DEFAULT NULL,
+                                             max_starts_per_second pg_catalog.float8 DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF task_queue IS NULL OR task_queue = '' THEN
+        RAISE EXCEPTION 'task queue name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_in_flight <= 0 OR max_starts_per_second <= 0 THEN
+        RAISE EXCEPTION 'task queue limits must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to lift a limit.';
+    END IF;
+    IF max_in_flight IS NULL AND max_starts_per_second IS NULL THEN
+        DELETE FROM durable.task_queues q WHERE q.task_queue = configure_task_queue.task_queue;
+    ELSE
+        INSERT INTO durable.task_queues AS q (task_queue, max_in_flight, max_starts_per_second, tokens)
+        VALUES (configure_task_queue.task_queue, max_in_flight, max_starts_per_second,
+                coalesce(greatest(max_starts_per_second, 1), 0))
+        ON CONFLICT ON CONSTRAINT task_queues_pkey DO UPDATE
+           SET max_in_flight = excluded.max_in_flight,
+               max_starts_per_second = excluded.max_starts_per_second,
+               tokens = least(q.tokens, coalesce(greatest(excluded.max_starts_per_second, 1), 0));
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION durable.configure_task_queue(pg_catalog.text, pg_catalog.int4, pg_catalog.float8) FROM PUBLIC;
+
+-- Pollers waiting right now, by task queue (from shared memory).
+CREATE FUNCTION durable._pollers_waiting(OUT task_queue pg_catalog.text, OUT pollers pg_catalog.int4)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_pollers_waiting';
+
+-- Each task queue's backlog, work in flight, limits and waiting pollers.
+CREATE VIEW durable.task_queue_status WITH (security_invoker = true) AS
+    WITH queues AS (
+        SELECT t.task_queue FROM durable.activity_tasks t WHERE t.task_queue <> ''
+        UNION SELECT q.task_queue FROM durable.task_queues q
+        UNION SELECT w.task_queue FROM durable._pollers_waiting() w)
+    SELECT qs.task_queue,
+           (SELECT count(*) FROM durable.activity_tasks t
+             WHERE t.task_queue = qs.task_queue AND t.status = 'scheduled'
+               AND t.ready_at <= pg_catalog.now()) AS backlog,
+           (SELECT count(*) FROM durable.activity_tasks t
+             WHERE t.task_queue = qs.task_queue AND t.status = 'started') AS in_flight,
+           (SELECT count(*) FROM durable.activity_tasks t
+             WHERE t.task_queue = qs.task_queue AND t.status = 'backoff') AS retrying,
+           coalesce((SELECT w.pollers FROM durable._pollers_waiting() w
+                      WHERE w.task_queue = qs.task_queue), 0) AS pollers_waiting,
+           q.max_in_flight, q.max_starts_per_second
+      FROM queues qs LEFT JOIN durable.task_queues q USING (task_queue)
+     ORDER BY qs.task_queue;
+GRANT SELECT ON durable.task_queue_status TO PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Deterministic API: called only from workflow code run by the worker.

@@ -246,3 +246,33 @@ SELECT durable.sql_activity('public.reserve');
 REVOKE ALL ON SCHEMA public FROM regress_durable_clerk;
 DROP OWNED BY regress_durable_clerk;
 DROP ROLE regress_durable_clerk;
+
+-- Per-queue controls: at most max_in_flight tasks claimed at once, at most
+-- max_starts_per_second started (a token bucket: one second's worth of burst)
+CREATE FUNCTION fan_out(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE h bigint[] := '{}';
+BEGIN
+  FOR i IN 1..(input->>'n')::int LOOP
+    h := h || durable.activity_async('job', to_jsonb(i), input->>'queue');
+  END LOOP;
+  RETURN durable.await_all(h);
+END $$;
+SELECT durable.configure_task_queue('limited', max_in_flight => 2);
+SELECT durable.start_workflow('fan_out', '{"n": 5, "queue": "limited"}', workflow_id => 'limited-1');
+CREATE TEMP TABLE got AS SELECT * FROM durable.poll_activity('limited', wait => '10 s', max_tasks => 5);
+SELECT count(*) AS claimed FROM got;
+SELECT count(*) AS claimed_beyond_limit FROM durable.poll_activity('limited', max_tasks => 5);
+SELECT task_queue, backlog, in_flight, retrying, max_in_flight, max_starts_per_second
+  FROM durable.task_queue_status WHERE task_queue = 'limited';
+SELECT count(*) FILTER (WHERE durable.complete_activity(task_token, input)) AS completed FROM got;
+SELECT count(*) AS claimed_after FROM durable.poll_activity('limited', max_tasks => 5);
+SELECT durable.configure_task_queue('rated', max_starts_per_second => 0.2);
+SELECT durable.start_workflow('fan_out', '{"n": 5, "queue": "rated"}', workflow_id => 'rated-1');
+SELECT count(*) AS first_second FROM durable.poll_activity('rated', wait => '10 s', max_tasks => 5);
+SELECT count(*) AS right_after FROM durable.poll_activity('rated', max_tasks => 5);
+SELECT max_starts_per_second FROM durable.task_queue_status WHERE task_queue = 'rated';
+-- lifting the limits
+SELECT durable.configure_task_queue('limited');
+SELECT count(*) FROM durable.task_queues WHERE task_queue = 'limited';
+SELECT durable.configure_task_queue('limited', max_in_flight => 0);
+SELECT durable.configure_task_queue('', max_in_flight => 1);

@@ -242,6 +242,9 @@ delete_task(int64 task_id)
 void
 activity_resolve(ClaimedAttempt *a)
 {
+	/* one fewer in flight: a poller held back by max_in_flight may go */
+	if (a->task_queue[0] != '\0')
+		durable_wake_queue_at_commit(a->task_queue);
 	drop_task_timers(a->task_id, true);
 	delete_task(a->task_id);
 	engine_request_workflow_task(&a->run);
@@ -303,6 +306,8 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 	}
 	drop_task_timers(a->task_id, false);
 	save_next_event_id(&a->run);
+	if (a->task_queue[0] != '\0')
+		durable_wake_queue_at_commit(a->task_queue);
 	/* the timer queue makes it ready again after its backoff */
 	timer_schedule(&a->run, "retry", 0, a->task_id, next_at);
 }
@@ -413,12 +418,79 @@ check_task_queue_name(text *queue)
 #define CLAIM_COLUMNS 8
 
 /*
+ * How many tasks this poll may claim under the queue's limits (locking the
+ * queue's row until the poll ends, so pollers of a limited queue take turns).
+ * When it is 0, *retry_ms says when the rate limit allows the next start
+ * (-1: when a task in flight ends).  A queue without limits: max_tasks.
+ */
+static int
+tasks_allowed(const char *queue, int max_tasks, TimestampTz now, long *retry_ms,
+			  double *tokens_left)
+{
+	static EnginePlan limits = {NULL,
+		"SELECT max_in_flight, max_starts_per_second, tokens, refilled_at"
+		" FROM durable.task_queues WHERE task_queue = $1 FOR UPDATE",
+	1, {TEXTOID}};
+	static EnginePlan in_flight = {NULL,
+		"SELECT count(*) FROM durable.activity_tasks WHERE task_queue = $1 AND status = 'started'",
+	1, {TEXTOID}};
+	Datum		values[1] = {CStringGetTextDatum(queue)};
+	bool		no_max,
+				no_rate,
+				isnull;
+	int32		max_in_flight;
+	double		rate;
+	int			allowed = max_tasks;
+
+	*retry_ms = -1;
+	*tokens_left = -1;
+	if (engine_exec(&limits, values, NULL, 1) == 0)
+		return max_tasks;
+	max_in_flight = DatumGetInt32(engine_get(0, 1, &no_max));
+	rate = DatumGetFloat8(engine_get(0, 2, &no_rate));
+	if (!no_rate)
+	{
+		double		tokens = DatumGetFloat8(engine_get(0, 3, &isnull));
+		TimestampTz refilled_at = DatumGetTimestampTz(engine_get(0, 4, &isnull));
+		double		elapsed = Max(now - refilled_at, 0) / (double) USECS_PER_SEC;
+
+		/* the bucket holds a second's worth of starts, and at least one */
+		tokens = Min(Max(rate, 1.0), tokens + rate * elapsed);
+		*tokens_left = tokens;
+		allowed = Min(allowed, (int) tokens);
+		if (allowed < 1)
+			*retry_ms = (long) ((1.0 - tokens) / rate * 1000.0) + 1;
+	}
+	if (!no_max)
+	{
+		int64		running;
+
+		engine_exec(&in_flight, values, NULL, 1);
+		running = DatumGetInt64(engine_get(0, 1, &isnull));
+		allowed = Min(allowed, (int) Max(max_in_flight - running, 0));
+	}
+	return Max(allowed, 0);
+}
+
+static void
+spend_tokens(const char *queue, double tokens, TimestampTz now)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.task_queues SET tokens = $2, refilled_at = $3 WHERE task_queue = $1",
+	3, {TEXTOID, FLOAT8OID, TIMESTAMPTZOID}};
+	Datum		values[3] = {CStringGetTextDatum(queue), Float8GetDatum(tokens),
+	TimestampTzGetDatum(now)};
+
+	engine_exec(&plan, values, NULL, 0);
+}
+
+/*
  * Claims up to max_tasks ready tasks of the queue (highest priority first,
  * then oldest) into the tuplestore.  Returns how many.
  */
 static int
 claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
-			int max_tasks)
+			int max_tasks, long *retry_ms)
 {
 	static EnginePlan claim = {NULL,
 		"WITH ready AS ("
@@ -435,9 +507,16 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 	Datum		values[4];
 	char		nulls[4] = "    ";
 	TimestampTz now = GetCurrentTimestamp();
+	double		tokens;
 	int			n;
 
 	engine_enter(&scope);
+	max_tasks = tasks_allowed(queue, max_tasks, now, retry_ms, &tokens);
+	if (max_tasks == 0)
+	{
+		engine_leave(&scope);
+		return 0;
+	}
 	values[0] = CStringGetTextDatum(queue);
 	values[1] = Int32GetDatum(max_tasks);
 	values[2] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
@@ -480,6 +559,8 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 			outnull[5] = rownull[5];
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
 		}
+		if (tokens >= 0)
+			spend_tokens(queue, tokens - n, now);
 	}
 	engine_leave(&scope);
 	return n;
@@ -491,6 +572,7 @@ typedef struct ClaimRequest
 	const char *queue;
 	const char *worker;
 	int			max_tasks;
+	long		retry_ms;		/* out: when a rate limit allows more (-1) */
 } ClaimRequest;
 
 static bool
@@ -498,7 +580,8 @@ claim_some(void *arg)
 {
 	ClaimRequest *req = arg;
 
-	return claim_tasks(req->rsinfo, req->queue, req->worker, req->max_tasks) > 0;
+	return claim_tasks(req->rsinfo, req->queue, req->worker, req->max_tasks,
+					   &req->retry_ms) > 0;
 }
 
 Datum
@@ -537,26 +620,42 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 	channel = durable_queue_channel(queue);
 
-	for (;;)
+	if (wait_ms == 0)
 	{
-		ClaimRequest req = {rsinfo, queue, worker, max_tasks};
-		uint64		seen = channel_broadcasts(channel);
-		TimestampTz now;
+		ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1};
 
-		if (wait_ms == 0)
-		{
-			(void) claim_some(&req);
-			break;
-		}
-		/* an empty look leaves no lock behind while we sleep */
-		if (engine_try_in_subxact(claim_some, &req))
-			break;
-		now = GetCurrentTimestamp();
-		if (now >= deadline)
-			break;
-		channel_sleep(channel, seen, TimestampDifferenceMilliseconds(now, deadline));
-		CHECK_FOR_INTERRUPTS();
+		(void) claim_some(&req);
+		return (Datum) 0;
 	}
+
+	durable_poller_waits(queue, 1);
+	PG_TRY();
+	{
+		for (;;)
+		{
+			ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1};
+			uint64		seen = channel_broadcasts(channel);
+			TimestampTz now;
+			long		sleep_ms;
+
+			/* an empty look leaves no lock behind while we sleep */
+			if (engine_try_in_subxact(claim_some, &req))
+				break;
+			now = GetCurrentTimestamp();
+			if (now >= deadline)
+				break;
+			sleep_ms = TimestampDifferenceMilliseconds(now, deadline);
+			if (req.retry_ms >= 0)
+				sleep_ms = Min(sleep_ms, req.retry_ms);
+			channel_sleep(channel, seen, sleep_ms);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_FINALLY();
+	{
+		durable_poller_waits(queue, -1);
+	}
+	PG_END_TRY();
 	return (Datum) 0;
 }
 

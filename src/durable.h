@@ -84,6 +84,16 @@ typedef struct WakeChannel
 	pg_atomic_uint64 broadcasts;
 } WakeChannel;
 
+/* Pollers waiting on a task queue, for durable.task_queue_status. */
+#define DURABLE_WAITING_QUEUES	128
+
+typedef struct WaitingPollers
+{
+	Oid			dboid;
+	int			pollers;		/* 0: entry free */
+	char		task_queue[NAMEDATALEN];
+} WaitingPollers;
+
 typedef struct DurableShared
 {
 	LWLock	   *lock;			/* protects everything but the CVs */
@@ -93,6 +103,7 @@ typedef struct DurableShared
 	Oid			created[DURABLE_NOTIFY_MAX];
 	WakeChannel queue_channels[DURABLE_CV_COUNT];	/* by hash of task queue */
 	WakeChannel close_channels[DURABLE_CV_COUNT];	/* by hash of workflow id */
+	WaitingPollers waiting[DURABLE_WAITING_QUEUES];
 	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];	/* durable_max_databases */
 } DurableShared;
 
@@ -104,6 +115,7 @@ extern void durable_require_preload(void);
 extern WakeChannel *durable_queue_channel(const char *task_queue);
 extern WakeChannel *durable_close_channel(const char *workflow_id);
 extern uint64 channel_broadcasts(WakeChannel *ch);
+extern void durable_poller_waits(const char *task_queue, int delta);
 extern void channel_sleep(WakeChannel *ch, uint64 seen_broadcasts, long timeout_ms);
 
 /* commit-time wakeups: register now, delivered only if the transaction commits */

@@ -19,7 +19,10 @@
 
 #include "access/xact.h"
 #include "common/hashfn.h"
+#include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
@@ -113,6 +116,73 @@ WakeChannel *
 durable_close_channel(const char *workflow_id)
 {
 	return &durable_shared->close_channels[cv_index(workflow_id)];
+}
+
+/*
+ * Counts this database's pollers waiting on task_queue (delta +1 when one
+ * starts waiting, -1 when it stops).  Names longer than NAMEDATALEN share
+ * their prefix's entry; when all entries are taken, a queue goes uncounted.
+ */
+void
+durable_poller_waits(const char *task_queue, int delta)
+{
+	WaitingPollers *free_entry = NULL;
+
+	LWLockAcquire(durable_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < DURABLE_WAITING_QUEUES; i++)
+	{
+		WaitingPollers *w = &durable_shared->waiting[i];
+
+		if (w->pollers == 0)
+		{
+			if (free_entry == NULL)
+				free_entry = w;
+			continue;
+		}
+		if (w->dboid == MyDatabaseId &&
+			strncmp(w->task_queue, task_queue, NAMEDATALEN - 1) == 0)
+		{
+			w->pollers = Max(w->pollers + delta, 0);
+			free_entry = NULL;
+			LWLockRelease(durable_shared->lock);
+			return;
+		}
+	}
+	if (free_entry != NULL && delta > 0)
+	{
+		free_entry->dboid = MyDatabaseId;
+		strlcpy(free_entry->task_queue, task_queue, NAMEDATALEN);
+		free_entry->pollers = delta;
+	}
+	LWLockRelease(durable_shared->lock);
+}
+
+PG_FUNCTION_INFO_V1(durable_pollers_waiting);
+
+/* durable._pollers_waiting(): this database's waiting pollers by queue. */
+Datum
+durable_pollers_waiting(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	WaitingPollers copy[DURABLE_WAITING_QUEUES];
+
+	durable_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+	LWLockAcquire(durable_shared->lock, LW_SHARED);
+	memcpy(copy, durable_shared->waiting, sizeof(copy));
+	LWLockRelease(durable_shared->lock);
+	for (int i = 0; i < DURABLE_WAITING_QUEUES; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		if (copy[i].pollers == 0 || copy[i].dboid != MyDatabaseId)
+			continue;
+		values[0] = CStringGetTextDatum(copy[i].task_queue);
+		values[1] = Int32GetDatum(copy[i].pollers);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
 
 /* Read before looking at the tables; pass to channel_sleep() after. */
