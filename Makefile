@@ -13,7 +13,7 @@ PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declar
 REGRESS = api errors replay security timers activities
 REGRESS_OPTS = --inputdir=. --load-extension=durable
 # pg_isolation_regress (test/isolation/specs, test/isolation/expected)
-ISOLATION = pollers completion_race signals
+ISOLATION = pollers completion_race signals activity_races
 ISOLATION_OPTS = --inputdir=test/isolation --load-extension=durable
 # TAP (test/t/*.pl), each with its own clusters
 TAP_TESTS = 1
