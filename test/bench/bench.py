@@ -1,0 +1,444 @@
+#!/usr/bin/python3
+"""durable's benchmarks: throughput, dispatch latency, timers and replay cost,
+each next to PostgreSQL's own commit ceiling on the same server.
+
+    bench.py [--scenario NAME ...] [--clients K] [--quick]
+
+Connects with the usual PG* environment variables to a server that preloads
+durable (test/bench/run.sh starts one).  Prints a table and writes JSON to
+test/bench/results/.  Activities are done by real SQL clients (one process and
+connection each, poll then complete: two commits per activity), never by the
+worker.  Scenarios:
+
+  ceiling      pgbench, a one-row INSERT per transaction, K clients
+  throughput   N workflows of 1 and of 10 sequential activities, K pollers
+  sql          SQL activities (run by the worker itself) per second
+  fanout       one workflow awaiting 1,000 parallel activities, K pollers
+  latency      start_workflow commit -> waiting poller has the task, and
+               complete_activity commit -> next task, idle and loaded
+  timers       10,000 timers due in the same second: fired/s and lateness;
+               the idle worker's CPU with 1,000,000 pending timers
+  replay       a workflow of 1,000 sequential activities: the workflow task
+               at step 1,000 versus step 10
+"""
+import argparse
+import threading
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import psycopg2
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def connect():
+    conn = psycopg2.connect(application_name="durable-bench")
+    conn.autocommit = True
+    return conn
+
+
+def q(conn, sql, args=None):
+    cur = conn.cursor()
+    cur.execute(sql, args)
+    return cur.fetchall() if cur.description else None
+
+
+def q1(conn, sql, args=None):
+    rows = q(conn, sql, args)
+    return rows[0][0] if rows else None
+
+
+def commits(conn):
+    return q1(conn, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+
+
+def percentile(values, p):
+    values = sorted(values)
+    if not values:
+        return None
+    k = (len(values) - 1) * p / 100.0
+    f = int(k)
+    c = min(f + 1, len(values) - 1)
+    return values[f] + (values[c] - values[f]) * (k - f)
+
+
+def setup(conn):
+    q(conn, """
+DROP TABLE IF EXISTS bench_ceiling, bench_effects;
+CREATE TABLE bench_ceiling (id bigserial PRIMARY KEY, v int);
+CREATE TABLE bench_effects (workflow text, step int);
+CREATE OR REPLACE FUNCTION bench_steps(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE total int := 0;
+BEGIN
+  FOR i IN 1..(input->>'steps')::int LOOP
+    total := total + (durable.activity('step', to_jsonb(i), input->>'queue'))::int;
+  END LOOP;
+  RETURN to_jsonb(total);
+END $$;
+CREATE OR REPLACE FUNCTION bench_fanout(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE h bigint[];
+BEGIN
+  SELECT array_agg(durable.activity_async('part', to_jsonb(i), input->>'queue'))
+    INTO h FROM generate_series(1, (input->>'n')::int) i;
+  RETURN jsonb_array_length(durable.await_all(h));
+END $$;
+CREATE OR REPLACE FUNCTION bench_add(input jsonb) RETURNS jsonb LANGUAGE sql AS $$
+  INSERT INTO public.bench_effects VALUES (input->>'workflow', (input->>'step')::int)
+  RETURNING to_jsonb(step)
+$$;
+CREATE OR REPLACE FUNCTION bench_sql_steps(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1..(input->>'steps')::int LOOP
+    PERFORM durable.sql_activity('public.bench_add',
+              jsonb_build_object('workflow', input->>'id', 'step', i));
+  END LOOP;
+  RETURN '{}';
+END $$;
+CREATE OR REPLACE FUNCTION bench_sleeper(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.sleep_until((input->>'at')::timestamptz);
+  RETURN '{}';
+END $$;
+""")
+
+
+def clean(conn):
+    """Forget earlier runs, so that no scenario pays for another's rows."""
+    q(conn, "TRUNCATE durable.runs, durable.history, durable.activity_tasks, durable.timers, bench_effects")
+    q(conn, "VACUUM ANALYZE durable.runs, durable.history, durable.activity_tasks, durable.timers")
+
+
+# ---- activity pollers: one process and one connection each ----
+
+def poller(queue, stop, counter):
+    conn = connect()
+    cur = conn.cursor()
+    done = 0
+    while not stop.is_set():
+        cur.execute("SELECT task_token, input FROM durable.poll_activity(%s, wait => '200 ms')", (queue,))
+        rows = cur.fetchall()
+        for token, inp in rows:
+            cur.execute("SELECT durable.complete_activity(%s, %s)", (token, json.dumps(inp)))
+            done += 1
+    with counter.get_lock():
+        counter.value += done
+    conn.close()
+
+
+class Pollers:
+    def __init__(self, queue, k):
+        self.stop = multiprocessing.Event()
+        self.counter = multiprocessing.Value("l", 0)
+        self.procs = [multiprocessing.Process(target=poller, args=(queue, self.stop, self.counter))
+                      for _ in range(k)]
+        for p in self.procs:
+            p.start()
+
+    def finish(self):
+        self.stop.set()
+        for p in self.procs:
+            p.join()
+        return self.counter.value
+
+
+def wait_closed(conn, prefix, n, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if q1(conn, "SELECT count(*) FROM durable.runs WHERE workflow_id LIKE %s AND status <> 'running'",
+              (prefix + "%",)) >= n:
+            return True
+        time.sleep(0.02)
+    raise RuntimeError("workflows %s did not finish" % prefix)
+
+
+# ---- scenarios ----
+
+def ceiling(conn, args):
+    script = os.path.join(ROOT, "insert.sql")
+    out = subprocess.run(["pgbench", "-n", "-c", str(args.clients), "-j", str(args.clients),
+                          "-T", str(args.seconds), "-f", script],
+                         capture_output=True, text=True, check=True).stdout
+    tps = float([l for l in out.splitlines() if l.startswith("tps")][0].split()[2])
+    return {"commits_per_s": round(tps, 1), "clients": args.clients}
+
+
+def throughput(conn, args, steps, n):
+    clean(conn)
+    prefix = "tp%d-" % steps
+    q(conn, "SELECT count(durable.start_workflow('bench_steps', jsonb_build_object('steps', %s, 'queue', 'bench'), %s || i))"
+            " FROM generate_series(1, %s) i", (steps, prefix, n))
+    c0 = commits(conn)
+    t0 = time.time()
+    pollers = Pollers("bench", args.clients)
+    wait_closed(conn, prefix, n)
+    elapsed = time.time() - t0
+    done = pollers.finish()
+    c1 = commits(conn)
+    activities = n * steps
+    return {"workflows": n, "steps": steps, "pollers": args.clients,
+            "seconds": round(elapsed, 2),
+            "workflows_per_s": round(n / elapsed, 1),
+            "activities_per_s": round(activities / elapsed, 1),
+            "commits_per_activity": round((c1 - c0) / activities, 2),
+            "completed_by_pollers": done}
+
+
+def sql_activities(conn, args):
+    clean(conn)
+    n, steps = (20, 10) if args.quick else (100, 10)
+    q(conn, "SELECT count(durable.start_workflow('bench_sql_steps', jsonb_build_object('steps', %s, 'id', 'sql' || i), 'sql-' || i))"
+            " FROM generate_series(1, %s) i", (steps, n))
+    t0 = time.time()
+    wait_closed(conn, "sql-", n)
+    elapsed = time.time() - t0
+    rows = q1(conn, "SELECT count(*) FROM bench_effects")
+    return {"sql_activities": n * steps, "seconds": round(elapsed, 2),
+            "sql_activities_per_s": round(n * steps / elapsed, 1), "rows": rows}
+
+
+def fanout(conn, args):
+    clean(conn)
+    n = 200 if args.quick else 1000
+    t0 = time.time()
+    q(conn, "SELECT durable.start_workflow('bench_fanout', jsonb_build_object('n', %s, 'queue', 'fan'), 'fan-1')", (n,))
+    pollers = Pollers("fan", args.clients)
+    wait_closed(conn, "fan-1", 1)
+    elapsed = time.time() - t0
+    pollers.finish()
+    return {"parallel_activities": n, "pollers": args.clients, "seconds": round(elapsed, 2),
+            "activities_per_s": round(n / elapsed, 1)}
+
+
+def dispatch_latencies(samples, loaded_pollers=0):
+    """start_workflow commit -> poller has the task; complete commit -> next task."""
+    starter = connect()
+    waiter = connect()
+    start_lat, next_lat = [], []
+    load = Pollers("bench", loaded_pollers) if loaded_pollers else None
+    if load:
+        q(starter, "SELECT count(durable.start_workflow('bench_steps', jsonb_build_object('steps', 1000000, 'queue', 'bench'), 'load-' || i))"
+                   " FROM generate_series(1, %s) i", (loaded_pollers * 2,))
+    for i in range(samples):
+        wf = "lat-%d-%d" % (loaded_pollers, i)
+        cur = waiter.cursor()
+        # the waiter is already waiting when the start commits
+        got = {}
+
+        def wait():
+            c = waiter.cursor()
+            c.execute("SELECT task_token FROM durable.poll_activity('lat', wait => '10 s')")
+            got["t"] = time.perf_counter()
+            got["token"] = c.fetchone()[0]
+        th = threading.Thread(target=wait)
+        th.start()
+        time.sleep(0.005)
+        q(starter, "SELECT durable.start_workflow('bench_steps', jsonb_build_object('steps', 2, 'queue', 'lat'), %s)", (wf,))
+        t0 = time.perf_counter()
+        th.join()
+        start_lat.append((got["t"] - t0) * 1000)
+        th = threading.Thread(target=wait)
+        th.start()
+        time.sleep(0.005)
+        q(starter, "SELECT durable.complete_activity(%s, '1')", (got.pop("token"),))
+        t0 = time.perf_counter()
+        th.join()
+        next_lat.append((got["t"] - t0) * 1000)
+        q(starter, "SELECT durable.complete_activity(%s, '1')", (got["token"],))
+    if load:
+        load.finish()
+    stats = {}
+    for name, values in (("start_to_first_task", start_lat), ("complete_to_next_task", next_lat)):
+        stats[name] = {"p50_ms": round(percentile(values, 50), 2), "p99_ms": round(percentile(values, 99), 2)}
+    return stats
+
+
+def latency(conn, args):
+    clean(conn)
+    samples = 50 if args.quick else 200
+    idle = dispatch_latencies(samples)
+    loaded = dispatch_latencies(samples // 2, loaded_pollers=args.clients)
+    return {"samples": samples, "idle": idle, "loaded": loaded}
+
+
+def worker_cpu(conn, seconds):
+    pid, wake0 = q(conn, "SELECT pid, wakeups FROM durable.worker_status() WHERE database = current_database()")[0]
+
+    def ticks():
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().split()
+        return int(fields[13]) + int(fields[14])
+    t0 = ticks()
+    time.sleep(seconds)
+    t1 = ticks()
+    wake1 = q1(conn, "SELECT wakeups FROM durable.worker_status() WHERE database = current_database()")
+    return {"cpu_ms": (t1 - t0) * 1000 // os.sysconf("SC_CLK_TCK"), "wakeups": wake1 - wake0,
+            "seconds": seconds}
+
+
+def timers(conn, args):
+    clean(conn)
+    n = 2000 if args.quick else 10000
+    lead = 10 if args.quick else 20
+    at = q1(conn, "SELECT date_trunc('second', clock_timestamp()) + make_interval(secs => %s)", (lead,))
+    q(conn, "SELECT count(durable.start_workflow('bench_sleeper', jsonb_build_object('at', %s::timestamptz), 'tm-' || i))"
+            " FROM generate_series(1, %s) i", (at, n))
+    wait_closed(conn, "tm-", n, timeout=lead + 300)
+    rows = q(conn, """
+SELECT extract(epoch FROM f.event_time - (s.details->>'fire_at')::timestamptz) * 1000, f.event_time
+  FROM durable.history s JOIN durable.history f USING (run_id)
+ WHERE s.event_type = 'TimerStarted' AND f.event_type = 'TimerFired'""")
+    late = [float(r[0]) for r in rows]
+    span = (max(r[1] for r in rows) - min(r[1] for r in rows)).total_seconds()
+    result = {"timers": n, "fired_per_s": round(n / span, 1) if span > 0 else None,
+              "lateness_p50_ms": round(percentile(late, 50), 2),
+              "lateness_p99_ms": round(percentile(late, 99), 2),
+              "lateness_max_ms": round(max(late), 2)}
+    # a million pending timers, far in the future, cost an idle worker nothing
+    clean(conn)
+    pending = 100000 if args.quick else 1000000
+    q(conn, "SELECT durable.start_workflow('bench_sleeper', jsonb_build_object('at', now() + interval '1 year'), 'far-1')")
+    wait_closed_timer = time.time() + 30
+    while q1(conn, "SELECT count(*) FROM durable.timers") < 1 and time.time() < wait_closed_timer:
+        time.sleep(0.05)
+    q(conn, """INSERT INTO durable.timers (run_id, kind, handle, fire_at)
+               SELECT run_id, 'timer', 1000 + i, now() + interval '1 day' + i * interval '1 ms'
+                 FROM durable.runs, generate_series(1, %s) i WHERE workflow_id = 'far-1'""", (pending,))
+    q(conn, "ANALYZE durable.timers")
+    # wake it once, so that it computes its next deadline with all of them
+    q(conn, "SELECT durable.signal('far-1', 'nudge')")
+    time.sleep(1)
+    result["pending_timers"] = pending
+    result["idle_worker"] = worker_cpu(conn, 5 if args.quick else 10)
+    clean(conn)
+    return result
+
+
+def replay(conn, args):
+    clean(conn)
+    steps = 200 if args.quick else 1000
+    q(conn, "SELECT durable.start_workflow('bench_steps', jsonb_build_object('steps', %s, 'queue', 'rp'), 'replay-1')", (steps,))
+    cur = conn.cursor()
+    per_step = []
+    cur.execute("SELECT task_token FROM durable.poll_activity('rp', wait => '10 s')")
+    token = cur.fetchone()[0]
+    for step in range(1, steps + 1):
+        cur.execute("SELECT durable.complete_activity(%s, '1')", (token,))
+        t0 = time.perf_counter()
+        if step == steps:
+            break
+        cur.execute("SELECT task_token FROM durable.poll_activity('rp', wait => '10 s')")
+        token = cur.fetchone()[0]
+        per_step.append((time.perf_counter() - t0) * 1000)
+    early = statistics.median(per_step[5:15])
+    late = statistics.median(per_step[-10:])
+    return {"steps": steps, "task_ms_at_step_10": round(early, 2),
+            "task_ms_at_last_step": round(late, 2), "ratio": round(late / early, 2)}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scenario", action="append",
+                        choices=["ceiling", "throughput", "sql", "fanout", "latency", "timers", "replay"])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    scenarios = args.scenario or ["ceiling", "throughput", "sql", "fanout", "latency", "timers", "replay"]
+
+    conn = connect()
+    setup(conn)
+    results = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "server": q1(conn, "SELECT version()"),
+               "settings": dict(q(conn, "SELECT name, setting FROM pg_settings WHERE name IN "
+                                        "('fsync', 'synchronous_commit', 'shared_buffers', 'max_wal_size', 'wal_level')")),
+               "cpus": os.cpu_count(), "scenarios": {}}
+    ceiling_tps = None
+    for s in scenarios:
+        t0 = time.time()
+        if s == "ceiling":
+            r = ceiling(conn, args)
+            ceiling_tps = r["commits_per_s"]
+        elif s == "throughput":
+            n1, n10 = (200, 50) if args.quick else (2000, 300)
+            r = {"1_step": throughput(conn, args, 1, n1), "10_steps": throughput(conn, args, 10, n10)}
+        elif s == "sql":
+            r = sql_activities(conn, args)
+        elif s == "fanout":
+            r = fanout(conn, args)
+        elif s == "latency":
+            r = latency(conn, args)
+        elif s == "timers":
+            r = timers(conn, args)
+        else:
+            r = replay(conn, args)
+        r["bench_seconds"] = round(time.time() - t0, 1)
+        results["scenarios"][s] = r
+        print("%-10s %s" % (s, json.dumps(r)), flush=True)
+
+    if ceiling_tps:
+        for key in ("1_step", "10_steps"):
+            t = results["scenarios"].get("throughput", {}).get(key)
+            if t:
+                t["activities_per_s_vs_ceiling"] = round(t["activities_per_s"] / ceiling_tps, 3)
+        for s in ("sql", "fanout"):
+            t = results["scenarios"].get(s)
+            if t:
+                rate = t.get("sql_activities_per_s") or t.get("activities_per_s")
+                t["vs_ceiling"] = round(rate / ceiling_tps, 3)
+
+    print_table(results)
+    out = args.out or os.path.join(ROOT, "results", time.strftime("%Y%m%d-%H%M%S") + ".json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    print("results written to %s" % out)
+
+
+def print_table(results):
+    s = results["scenarios"]
+    rows = []
+    if "ceiling" in s:
+        rows.append(("ceiling: one-row INSERT commits/s", s["ceiling"]["commits_per_s"], ""))
+    for key, label in (("1_step", "1-activity workflows"), ("10_steps", "10-activity workflows")):
+        t = s.get("throughput", {}).get(key)
+        if t:
+            rows.append(("%s: workflows/s" % label, t["workflows_per_s"], ""))
+            rows.append(("%s: activities/s" % label, t["activities_per_s"],
+                         "x%.2f of ceiling" % t["activities_per_s_vs_ceiling"] if "activities_per_s_vs_ceiling" in t else ""))
+            rows.append(("%s: commits per activity" % label, t["commits_per_activity"], ""))
+    if "sql" in s:
+        rows.append(("SQL activities/s (worker-run)", s["sql"]["sql_activities_per_s"],
+                     "x%.2f of ceiling" % s["sql"]["vs_ceiling"] if "vs_ceiling" in s["sql"] else ""))
+    if "fanout" in s:
+        rows.append(("fan-out of %d: seconds" % s["fanout"]["parallel_activities"], s["fanout"]["seconds"],
+                     "%s activities/s" % s["fanout"]["activities_per_s"]))
+    if "latency" in s:
+        for mode in ("idle", "loaded"):
+            for k, v in s["latency"][mode].items():
+                rows.append(("latency %s %s p50/p99 ms" % (mode, k), "%s / %s" % (v["p50_ms"], v["p99_ms"]), ""))
+    if "timers" in s:
+        t = s["timers"]
+        rows.append(("timers: %d due at once, fired/s" % t["timers"], t["fired_per_s"], ""))
+        rows.append(("timers: lateness p50/p99/max ms", "%s / %s / %s" % (
+            t["lateness_p50_ms"], t["lateness_p99_ms"], t["lateness_max_ms"]), ""))
+        rows.append(("idle worker with %d timers: CPU ms, wakeups in %ds" % (
+            t["pending_timers"], t["idle_worker"]["seconds"]),
+            "%s, %s" % (t["idle_worker"]["cpu_ms"], t["idle_worker"]["wakeups"]), ""))
+    if "replay" in s:
+        r = s["replay"]
+        rows.append(("replay: task ms at step 10 / step %d" % r["steps"],
+                     "%s / %s" % (r["task_ms_at_step_10"], r["task_ms_at_last_step"]), "x%.2f" % r["ratio"]))
+    width = max(len(r[0]) for r in rows) if rows else 10
+    print()
+    for name, value, note in rows:
+        print("%-*s  %14s  %s" % (width, name, value, note))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+INSERT INTO bench_ceiling (v) VALUES (1);
