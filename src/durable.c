@@ -27,6 +27,7 @@ PG_MODULE_MAGIC;
 int			durable_max_databases = 16;
 int			durable_workflow_task_timeout_ms = 10000;
 int			durable_max_poll_wait_ms = 60000;
+int			durable_task_batch_size = 32;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -196,6 +197,13 @@ _PG_init(void)
 							&durable_max_poll_wait_ms,
 							60000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("durable.task_batch_size",
+							"Workflow tasks the worker runs per transaction.",
+							"More share one commit; an error in one undoes only its own task.",
+							&durable_task_batch_size,
+							32, 1, 1000,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	durable_register_xact_callback();
 

@@ -45,6 +45,7 @@
 extern int	durable_max_databases;
 extern int	durable_workflow_task_timeout_ms;
 extern int	durable_max_poll_wait_ms;
+extern int	durable_task_batch_size;
 
 /* ---- shared state (shmem.c) ---- */
 
@@ -236,7 +237,7 @@ extern int	timers_fire_due(bool *retry_soon);
 extern long timers_ms_until_next(TimestampTz *next);
 
 /* ---- replay.c ---- */
-extern bool replay_run_one_task(void);
+extern int	replay_run_tasks(int max_tasks);
 extern Jsonb *replay_query(LockedRun *run, const char *query, Jsonb *args);
 
 /* ---- activity.c ---- */

@@ -42,6 +42,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
@@ -547,95 +548,102 @@ execute_task(LockedRun *run)
 
 /* ---- the worker's entry point ---- */
 
-static pg_uuid_t parked_run;
-
 /*
  * An error of the engine itself (not of workflow code) while running a
  * run's task: park that run with the error, so the worker goes on with the
  * others and a person can look.
  */
 static void
-park_run_after_engine_error(ErrorData *edata)
+park_run(Datum run_id, ErrorData *edata)
 {
 	static EnginePlan plan = {NULL,
 		"UPDATE durable.runs SET task_failure = $2 WHERE run_id = $1 AND status = 'running'",
 	2, {UUIDOID, JSONBOID}};
-	EngineScope scope;
 	JsonBuf		jb;
 	Datum		values[2];
 
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	engine_enter(&scope);
 	json_begin(&jb);
 	json_add_str(&jb, "cause", "engine_error");
 	json_add_jsonb(&jb, "failure", error_to_jsonb(edata));
-	values[0] = UUIDPGetDatum(&parked_run);
+	values[0] = run_id;
 	values[1] = JsonbPGetDatum(json_end(&jb));
 	engine_exec(&plan, values, NULL, 0);
-	engine_leave(&scope);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 }
 
 /*
- * Runs one due workflow task in its own transaction.  Returns false when
- * no task is due.
+ * Runs one run's workflow task in a subtransaction of the batch: an engine
+ * error undoes only this run's work, and parks the run.
  */
-bool
-replay_run_one_task(void)
+static void
+run_task_isolated(Datum run_id)
 {
-	static EnginePlan due = {NULL,
-		"SELECT run_id FROM durable.runs"
-		" WHERE task_pending AND task_failure IS NULL AND status = 'running'"
-		" LIMIT 1 FOR UPDATE SKIP LOCKED",
-	0, {0}};
-	MemoryContext worker_cxt = CurrentMemoryContext;
-	EngineScope scope;
-	volatile bool found = false;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "durable: running a workflow task");
-
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		engine_enter(&scope);
-		if (engine_exec(&due, NULL, NULL, 1) == 1)
-		{
-			bool		isnull;
-			Datum		run_id = engine_get(0, 1, &isnull);
-			LockedRun  *run = palloc0(sizeof(LockedRun));
+		LockedRun  *run = palloc0(sizeof(LockedRun));
 
-			memcpy(&parked_run, DatumGetUUIDP(run_id), UUID_LEN);
-			if (engine_lock_run(run_id, run, false))
-			{
-				found = true;
-				execute_task(run);
-			}
-		}
-		engine_leave(&scope);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		if (engine_lock_run(run_id, run, false))
+			execute_task(run);
+		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(worker_cxt);
+		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		EmitErrorReport();
 		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(worker_cxt);
-		if (!found)
-			ReThrowError(edata);
-		park_run_after_engine_error(edata);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		park_run(run_id, edata);
 	}
 	PG_END_TRY();
-	MemoryContextSwitchTo(worker_cxt);
-	return found;
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+/*
+ * Runs up to max_tasks due workflow tasks in one transaction (one commit for
+ * all of them), each in its own subtransaction.  Returns how many ran.
+ */
+int
+replay_run_tasks(int max_tasks)
+{
+	static EnginePlan due = {NULL,
+		"SELECT run_id FROM durable.runs"
+		" WHERE task_pending AND task_failure IS NULL AND status = 'running'"
+		" LIMIT $1 FOR UPDATE SKIP LOCKED",
+	1, {INT4OID}};
+	EngineScope scope;
+	Datum		values[1] = {Int32GetDatum(max_tasks)};
+	Datum	   *run_ids;
+	int			n;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "durable: running workflow tasks");
+	engine_enter(&scope);
+	n = engine_exec(&due, values, NULL, 0);
+	run_ids = palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		run_ids[i] = engine_get(i, 1, &isnull);
+	}
+	for (int i = 0; i < n; i++)
+		run_task_isolated(run_ids[i]);
+	engine_leave(&scope);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return n;
 }
 
 /* ---- queries ---- */

@@ -99,9 +99,18 @@ run_due_work(void)
 {
 	bool		retry_soon = false;
 
+	/* once per wakeup: a DROP EXTENSION wakes us up */
+	if (!extension_exists())
+	{
+		ereport(LOG,
+				(errmsg("durable worker exiting: the extension was dropped from database \"%s\"",
+						my_database)));
+		set_slot_state(SLOT_ABSENT);
+		proc_exit(0);
+	}
 	for (;;)
 	{
-		bool		ran;
+		int			ran;
 		bool		ran_sql;
 		int			fired;
 
@@ -111,19 +120,11 @@ run_due_work(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (!extension_exists())
-		{
-			ereport(LOG,
-					(errmsg("durable worker exiting: the extension was dropped from database \"%s\"",
-							my_database)));
-			set_slot_state(SLOT_ABSENT);
-			proc_exit(0);
-		}
 		fired = timers_fire_due(&retry_soon);
-		ran = replay_run_one_task();
+		ran = replay_run_tasks(durable_task_batch_size);
 		ran_sql = sql_activity_run_one();
 		pgstat_report_stat(false);
-		if (!ran && !ran_sql && fired == 0)
+		if (ran == 0 && !ran_sql && fired == 0)
 			return retry_soon;
 	}
 }
