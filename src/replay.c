@@ -134,117 +134,33 @@ replay_now(Replay *r)
 
 /* ---- loading the history ---- */
 
-static CommandSlot *
-slot_for_event(Replay *r, Jsonb *details)
-{
-	int64		handle;
-
-	if (!jsonb_field_int(details, "handle", &handle) || handle < 1 || handle > INT32_MAX)
-		elog(ERROR, "history event of run %s has no valid handle",
-			 r->run->workflow_id);
-	if (handle >= r->slots_allocated)
-	{
-		int32		newsize = Max(16, (int32) handle * 2);
-
-		r->slots = repalloc(r->slots, sizeof(CommandSlot) * newsize);
-		memset(&r->slots[r->slots_allocated], 0,
-			   sizeof(CommandSlot) * (newsize - r->slots_allocated));
-		r->slots_allocated = newsize;
-	}
-	r->max_recorded = Max(r->max_recorded, (int32) handle);
-	return &r->slots[handle];
-}
-
+/*
+ * The history as this replay sees it: the commands (shared with the cache:
+ * replay only reads them), the task boundaries followed by the task being
+ * run now, and the signals, none received yet.
+ */
 static void
 load_history(Replay *r)
 {
-	static EnginePlan plan = {NULL,
-		"SELECT event_id, event_time, event_type, details FROM durable.history"
-		" WHERE run_id = $1 ORDER BY event_id",
-	1, {UUIDOID}};
-	Datum		values[1] = {r->run->run_id};
-	int			n = engine_exec(&plan, values, NULL, 0);
+	RunHistory *h = history_load(r->run, !r->query_mode);
 	MemoryContext old = MemoryContextSwitchTo(r->cxt);
 
-	r->slots_allocated = 16;
-	r->slots = palloc0(sizeof(CommandSlot) * r->slots_allocated);
-	r->tasks = palloc(sizeof(TaskBoundary) * (n + 1));
-	r->ntasks = 0;
-	r->signals = palloc(sizeof(SignalEvent) * (n + 1));
-	r->nsignals = 0;
-
-	for (int i = 0; i < n; i++)
-	{
-		bool		isnull;
-		int64		event_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		TimestampTz time = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-		char	   *type = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
-		Jsonb	   *details = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull));
-
-		if (strcmp(type, "WorkflowTaskCompleted") == 0)
-		{
-			r->tasks[r->ntasks].event_id = event_id;
-			r->tasks[r->ntasks].time = time;
-			r->ntasks++;
-		}
-		else if (strcmp(type, "ActivityTaskScheduled") == 0)
-		{
-			CommandSlot *slot = slot_for_event(r, details);
-
-			slot->kind = COMMAND_ACTIVITY;
-			slot->activity = jsonb_field_text(details, "activity");
-			slot->task_queue = jsonb_field_text(details, "task_queue");
-		}
-		else if (strcmp(type, "ActivityTaskCompleted") == 0)
-		{
-			CommandSlot *slot = slot_for_event(r, details);
-
-			slot->resolved_by = event_id;
-			slot->result = jsonb_field(details, "result");
-		}
-		else if (strcmp(type, "TimerStarted") == 0)
-			slot_for_event(r, details)->kind = COMMAND_TIMER;
-		else if (strcmp(type, "TimerFired") == 0)
-			slot_for_event(r, details)->resolved_by = event_id;
-		else if (strcmp(type, "TimerCanceled") == 0 ||
-				 strcmp(type, "ActivityTaskCanceled") == 0)
-		{
-			CommandSlot *slot = slot_for_event(r, details);
-
-			slot->canceled = true;
-			slot->resolved_by = event_id;
-		}
-		else if (strcmp(type, "ActivityTaskCancelRequested") == 0)
-			slot_for_event(r, details)->cancel_requested = true;
-		else if (strcmp(type, "WorkflowExecutionSignaled") == 0)
-		{
-			SignalEvent *sig = &r->signals[r->nsignals++];
-
-			sig->event_id = event_id;
-			sig->name = jsonb_field_text(details, "signal");
-			sig->payload = jsonb_field(details, "payload");
-			sig->received = false;
-		}
-		else if (strcmp(type, "ActivityTaskFailed") == 0 ||
-				 strcmp(type, "ActivityTaskTimedOut") == 0)
-		{
-			Jsonb	   *final = jsonb_field(details, "final");
-
-			if (final != NULL)
-			{
-				CommandSlot *slot = slot_for_event(r, details);
-
-				slot->resolved_by = event_id;
-				slot->failed = true;
-				slot->failure = details;
-			}
-		}
-	}
+	r->slots = h->slots;
+	r->max_recorded = h->max_recorded;
+	r->slots_allocated = h->slots_allocated;
+	r->tasks = palloc(sizeof(TaskBoundary) * (h->ntasks + 1));
+	memcpy(r->tasks, h->tasks, sizeof(TaskBoundary) * h->ntasks);
+	r->ntasks = h->ntasks;
 	/* the task being run now: its boundary is not written yet */
 	r->tasks[r->ntasks].event_id = PG_INT64_MAX;
 	r->tasks[r->ntasks].time = r->task_time;
 	r->ntasks++;
 	r->cursor = 0;
+	r->signals = palloc(sizeof(SignalEvent) * Max(h->nsignals, 1));
+	memcpy(r->signals, h->signals, sizeof(SignalEvent) * h->nsignals);
+	r->nsignals = h->nsignals;
+	for (int i = 0; i < r->nsignals; i++)
+		r->signals[i].received = false;
 	MemoryContextSwitchTo(old);
 }
 
@@ -463,6 +379,7 @@ record_commands(Replay *r)
 static void
 close_run(Replay *r)
 {
+	history_forget(r->run->run_id);
 	activity_cancel_all(r->run);
 	timers_cancel_all(r->run);
 	durable_wake_closed_at_commit(r->run->workflow_id);

@@ -13,6 +13,7 @@
 #include "durable.h"
 
 #include "nodes/pg_list.h"
+#include "utils/uuid.h"
 
 typedef enum CommandKind
 {
@@ -49,6 +50,26 @@ typedef struct SignalEvent
 	Jsonb	   *payload;
 	bool		received;		/* consumed by a wait_signal() of this replay */
 } SignalEvent;
+
+/* The facts of a run's history, as replay needs them (history.c). */
+typedef struct RunHistory
+{
+	pg_uuid_t	run_id;			/* hash key when cached */
+	MemoryContext cxt;
+	int64		last_event_id;	/* events up to this one are applied */
+	CommandSlot *slots;			/* indexed by handle, 1..max_recorded */
+	int32		max_recorded;
+	int32		slots_allocated;
+	TaskBoundary *tasks;
+	int			ntasks;
+	int			tasks_allocated;
+	SignalEvent *signals;		/* in arrival order */
+	int			nsignals;
+	int			signals_allocated;
+} RunHistory;
+
+extern RunHistory *history_load(LockedRun *run, bool cached);
+extern void history_forget(Datum run_id);
 
 /* A command the code issued that the history does not have yet. */
 typedef struct NewCommand

@@ -118,7 +118,9 @@ issue_command(Replay *r, char *activity, Jsonb *input, char *task_queue,
 	MemoryContext old;
 	NewCommand *cmd;
 
-	activity_parse_options(options, &parsed);
+	/* options are validated once, when the command is new */
+	if (r->issued >= r->max_recorded)
+		activity_parse_options(options, &parsed);
 	slot = next_command(r, COMMAND_ACTIVITY, &handle);
 	if (slot != NULL)
 	{
