@@ -140,7 +140,10 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 
 	start_timeout(run->run_id, task_id, 1, options->timeouts, "schedule_to_start", now);
 	start_timeout(run->run_id, task_id, 0, options->timeouts, "schedule_to_close", now);
-	durable_wake_queue_at_commit(task_queue);
+	if (task_queue[0] == '\0')
+		sql_activity_maybe_due();	/* scheduled by the worker, which runs it */
+	else
+		durable_wake_queue_at_commit(task_queue);
 }
 
 /* A run closed: its activities are abandoned, their tokens stop working. */

@@ -177,6 +177,7 @@ typedef struct LockedRun
 	char	   *status;
 	int64		next_event_id;
 	bool		task_failed;
+	bool		task_pending;
 } LockedRun;
 
 extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);
@@ -227,6 +228,7 @@ extern void token_parse(const char *token, int64 *task_id, int32 *attempt);
 
 /* ---- sql_activity.c ---- */
 extern bool sql_activity_run_one(void);
+extern void sql_activity_maybe_due(void);
 
 /* ---- timers.c ---- */
 extern void timer_schedule(LockedRun *run, const char *kind, int32 handle,
@@ -237,7 +239,7 @@ extern int	timers_fire_due(bool *retry_soon);
 extern long timers_ms_until_next(TimestampTz *next);
 
 /* ---- replay.c ---- */
-extern int	replay_run_tasks(int max_tasks);
+extern int	replay_run_tasks(int max_tasks, bool *busy);
 extern Jsonb *replay_query(LockedRun *run, const char *query, Jsonb *args);
 
 /* ---- activity.c ---- */

@@ -211,16 +211,16 @@ engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode)
 {
 	static EnginePlan wait_plan = {NULL,
 		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
-		" task_failure IS NOT NULL FROM durable.runs WHERE run_id = $1 FOR UPDATE",
+		" task_failure IS NOT NULL, task_pending FROM durable.runs WHERE run_id = $1 FOR UPDATE",
 	1, {UUIDOID}};
 	static EnginePlan skip_plan = {NULL,
 		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
-		" task_failure IS NOT NULL FROM durable.runs WHERE run_id = $1"
+		" task_failure IS NOT NULL, task_pending FROM durable.runs WHERE run_id = $1"
 		" FOR UPDATE SKIP LOCKED",
 	1, {UUIDOID}};
 	static EnginePlan read_plan = {NULL,
 		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
-		" task_failure IS NOT NULL FROM durable.runs WHERE run_id = $1",
+		" task_failure IS NOT NULL, task_pending FROM durable.runs WHERE run_id = $1",
 	1, {UUIDOID}};
 	EnginePlan *plan = mode == RUN_READ ? &read_plan :
 		mode == RUN_LOCK_OR_SKIP ? &skip_plan : &wait_plan;
@@ -241,6 +241,7 @@ engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode)
 	run->status = engine_get_text(0, 5);
 	run->next_event_id = DatumGetInt64(engine_get(0, 6, &isnull));
 	run->task_failed = DatumGetBool(engine_get(0, 7, &isnull));
+	run->task_pending = DatumGetBool(engine_get(0, 8, &isnull));
 	return true;
 }
 

@@ -491,11 +491,12 @@ park_run(Datum run_id, ErrorData *edata)
  * Runs one run's workflow task in a subtransaction of the batch: an engine
  * error undoes only this run's work, and parks the run.
  */
-static void
+static bool
 run_task_isolated(Datum run_id)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ran = false;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
@@ -503,8 +504,19 @@ run_task_isolated(Datum run_id)
 	{
 		LockedRun  *run = palloc0(sizeof(LockedRun));
 
-		if (engine_lock_run(run_id, run, false))
-			execute_task(run);
+		/*
+		 * Locked here, in the subtransaction that updates it: a lock of the
+		 * batch's transaction would make the update create a MultiXact.  A run
+		 * someone else holds is left for the next batch; one whose task was
+		 * taken care of meanwhile is skipped.
+		 */
+		if (engine_lock_run(run_id, run, true))
+		{
+			ran = true;
+			if (run->task_pending && !run->task_failed &&
+				strcmp(run->status, "running") == 0)
+				execute_task(run);
+		}
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -519,29 +531,34 @@ run_task_isolated(Datum run_id)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 		park_run(run_id, edata);
+		ran = true;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+	return ran;
 }
 
 /*
  * Runs up to max_tasks due workflow tasks in one transaction (one commit for
- * all of them), each in its own subtransaction.  Returns how many ran.
+ * all of them), each in its own subtransaction.  Returns how many ran; *busy
+ * is set when a due run was skipped because someone else held it.
  */
 int
-replay_run_tasks(int max_tasks)
+replay_run_tasks(int max_tasks, bool *busy)
 {
 	static EnginePlan due = {NULL,
 		"SELECT run_id FROM durable.runs"
 		" WHERE task_pending AND task_failure IS NULL AND status = 'running'"
-		" LIMIT $1 FOR UPDATE SKIP LOCKED",
+		" LIMIT $1",
 	1, {INT4OID}};
 	EngineScope scope;
 	Datum		values[1] = {Int32GetDatum(max_tasks)};
 	Datum	   *run_ids;
 	int			n;
+	int			ran = 0;
 
+	*busy = false;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -556,11 +573,16 @@ replay_run_tasks(int max_tasks)
 		run_ids[i] = engine_get(i, 1, &isnull);
 	}
 	for (int i = 0; i < n; i++)
-		run_task_isolated(run_ids[i]);
+	{
+		if (run_task_isolated(run_ids[i]))
+			ran++;
+		else
+			*busy = true;
+	}
 	engine_leave(&scope);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	return n;
+	return ran;
 }
 
 /* ---- queries ---- */

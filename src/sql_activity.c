@@ -30,6 +30,19 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+/*
+ * Whether a SQL activity may be due: set at each wakeup of the worker and
+ * whenever it schedules one or a retry of one falls due; cleared when a look
+ * finds none.  Spares the worker a query per loop when there are none.
+ */
+static bool maybe_due = true;
+
+void
+sql_activity_maybe_due(void)
+{
+	maybe_due = true;
+}
+
 /* How long a SQL activity may run when its options set no start_to_close. */
 #define DEFAULT_SQL_ACTIVITY_TIMEOUT_MS	60000
 
@@ -143,6 +156,8 @@ sql_activity_run_one(void)
 	Datum		values[1];
 	bool		ran = false;
 
+	if (!maybe_due)
+		return false;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -172,6 +187,8 @@ sql_activity_run_one(void)
 			ran = true;
 		}
 	}
+	else
+		maybe_due = false;
 	engine_leave(&scope);
 	PopActiveSnapshot();
 	CommitTransactionCommand();

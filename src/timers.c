@@ -89,7 +89,18 @@ fire_retry(int64 task_id, TimestampTz now)
 	Datum		values[2] = {Int64GetDatum(task_id), TimestampTzGetDatum(now)};
 
 	if (engine_exec(&plan, values, NULL, 1) == 1)
-		durable_wake_queue_at_commit(engine_get_text(0, 1));
+	{
+		char	   *queue = engine_get_text(0, 1);
+
+		if (queue[0] == '\0')
+		{
+			/* a SQL activity: the worker runs it */
+			sql_activity_maybe_due();
+			durable_wake_worker_at_commit();
+		}
+		else
+			durable_wake_queue_at_commit(queue);
+	}
 }
 
 static void

@@ -99,6 +99,7 @@ run_due_work(void)
 {
 	bool		retry_soon = false;
 
+	sql_activity_maybe_due();
 	/* once per wakeup: a DROP EXTENSION wakes us up */
 	if (!extension_exists())
 	{
@@ -112,6 +113,7 @@ run_due_work(void)
 	{
 		int			ran;
 		bool		ran_sql;
+		bool		busy;
 		int			fired;
 
 		CHECK_FOR_INTERRUPTS();
@@ -121,7 +123,8 @@ run_due_work(void)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		fired = timers_fire_due(&retry_soon);
-		ran = replay_run_tasks(durable_task_batch_size);
+		ran = replay_run_tasks(durable_task_batch_size, &busy);
+		retry_soon |= busy;
 		ran_sql = sql_activity_run_one();
 		pgstat_report_stat(false);
 		if (ran == 0 && !ran_sql && fired == 0)

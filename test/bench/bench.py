@@ -347,6 +347,7 @@ def main():
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument("--scale", type=int, default=1, help="multiply the throughput counts")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     scenarios = args.scenario or ["ceiling", "throughput", "sql", "fanout", "latency", "timers", "replay"]
@@ -365,7 +366,7 @@ def main():
             r = ceiling(conn, args)
             ceiling_tps = r["commits_per_s"]
         elif s == "throughput":
-            n1, n10 = (200, 50) if args.quick else (2000, 300)
+            n1, n10 = (200, 50) if args.quick else (2000 * args.scale, 300 * args.scale)
             r = {"1_step": throughput(conn, args, 1, n1), "10_steps": throughput(conn, args, 10, n10)}
         elif s == "sql":
             r = sql_activities(conn, args)

@@ -16,7 +16,7 @@ make -C "$ROOT" -s
 make -C "$ROOT" -s install
 
 rm -rf "$DATA"; mkdir -p "$DATA/results"
-cp "$ROOT/test/cluster.sh" "$ROOT/test/bench/bench.py" "$ROOT/test/bench/insert.sql" "$DATA/"
+cp "$ROOT/test/cluster.sh" "$ROOT/test/bench/bench.py" "$ROOT"/test/bench/*.sql "$DATA/"
 chown -R postgres "$DATA"
 as_postgres() { su postgres -s /bin/bash -c "cd $DATA && export PATH='$PATH' PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGDATABASE=bench && $*"; }
 as_postgres "bash cluster.sh start $DATA/pg $PORT"
