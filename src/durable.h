@@ -235,7 +235,8 @@ extern void timer_schedule(LockedRun *run, const char *kind, int32 handle,
 						   int64 task_id, TimestampTz fire_at);
 extern bool timer_cancel(LockedRun *run, int32 handle);
 extern void timers_cancel_all(LockedRun *run);
-extern int	timers_fire_due(bool *retry_soon);
+#define TIMERS_FIRE_BATCH	500
+extern int	timers_fire_due(bool *retry_soon, bool *full);
 extern long timers_ms_until_next(TimestampTz *next);
 
 /* ---- replay.c ---- */

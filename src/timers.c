@@ -26,7 +26,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#define FIRE_BATCH			100
+#define FIRE_BATCH			TIMERS_FIRE_BATCH
 #define LOCKED_RUN_RETRY_MS	50
 
 PG_FUNCTION_INFO_V1(durable_fire_timers);
@@ -233,11 +233,11 @@ read_timers(bool of_one_run, Datum *values, DueTimer **out)
 
 /*
  * Fires up to a batch of due timers in one transaction.  Returns how many
- * fired; *retry_soon is set when a due timer's run was locked by someone
- * else (it is left for a moment later).
+ * fired; *full says the batch was full (more may be due); *retry_soon is set
+ * when a due timer's run was locked by someone else (it is left for later).
  */
 int
-timers_fire_due(bool *retry_soon)
+timers_fire_due(bool *retry_soon, bool *full)
 {
 	EngineScope scope;
 	TimestampTz now;
@@ -270,6 +270,7 @@ timers_fire_due(bool *retry_soon)
 	engine_leave(&scope);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	*full = (n == FIRE_BATCH);
 	return fired;
 }
 

@@ -116,13 +116,25 @@ run_due_work(void)
 		bool		busy;
 		int			fired;
 
+		retry_soon = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		fired = timers_fire_due(&retry_soon);
+		/* due timers first, all of them: their lateness is what users see */
+		fired = 0;
+		for (;;)
+		{
+			bool		full;
+			int			batch = timers_fire_due(&busy, &full);
+
+			retry_soon |= busy;
+			fired += batch;
+			if (!full || batch == 0)
+				break;
+		}
 		ran = replay_run_tasks(durable_task_batch_size, &busy);
 		retry_soon |= busy;
 		ran_sql = sql_activity_run_one();
