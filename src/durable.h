@@ -138,6 +138,18 @@ extern void durable_resume_database_worker(Oid dboid);
 
 /* ---- engine.c ---- */
 
+/*
+ * How long the worker's internal queries wait for a row lock before giving
+ * up; an error with this SQLSTATE means "busy, try again later", never a
+ * failure of the run.
+ */
+#define ENGINE_LOCK_TIMEOUT		"100ms"
+#define ENGINE_LOCK_BUSY(edata)	((edata)->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+
+extern void engine_note_busy(int64 key);
+extern bool engine_is_busy(int64 key);
+extern int64 engine_run_key(Datum run_id);
+
 /* Identity switch around internal queries. */
 typedef struct EngineScope
 {

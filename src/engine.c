@@ -86,6 +86,15 @@ engine_enter(EngineScope *scope)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	/*
+	 * The worker never waits long for a row an application holds (a
+	 * heartbeat, a claim in an open transaction): it gives up and comes back
+	 * (see ENGINE_LOCK_BUSY).  Users' code gets its own settings back.
+	 */
+	if (IsBackgroundWorker)
+		(void) set_config_option("lock_timeout", ENGINE_LOCK_TIMEOUT,
+								 PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	outer_cxt = caller_cxt;
@@ -519,7 +528,69 @@ engine_become_role(Oid owner, bool read_only)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	if (IsBackgroundWorker)
+		(void) set_config_option("lock_timeout",
+								 GetConfigOptionResetString("lock_timeout"),
+								 PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	if (read_only)
 		XactReadOnly = true;
 }
 
+
+/* ---- rows an application holds: left alone for a while ---- */
+
+#define BUSY_ENTRIES	64
+#define BUSY_BACKOFF_MS	1000
+
+typedef struct BusyEntry
+{
+	int64		key;			/* a timer id, or a hash of a run id */
+	TimestampTz until;
+} BusyEntry;
+
+static BusyEntry busy_entries[BUSY_ENTRIES];
+
+/*
+ * The worker met a row lock it gave up on (ENGINE_LOCK_BUSY): leave what
+ * needs it alone for a second rather than wait again at every loop.
+ */
+void
+engine_note_busy(int64 key)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			slot = 0;
+
+	for (int i = 0; i < BUSY_ENTRIES; i++)
+	{
+		if (busy_entries[i].key == key || busy_entries[i].until < now)
+		{
+			slot = i;
+			break;
+		}
+		if (busy_entries[i].until < busy_entries[slot].until)
+			slot = i;
+	}
+	busy_entries[slot].key = key;
+	busy_entries[slot].until = TimestampTzPlusMilliseconds(now, BUSY_BACKOFF_MS);
+}
+
+bool
+engine_is_busy(int64 key)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < BUSY_ENTRIES; i++)
+		if (busy_entries[i].key == key && busy_entries[i].until > now)
+			return true;
+	return false;
+}
+
+int64
+engine_run_key(Datum run_id)
+{
+	int64		key;
+
+	memcpy(&key, DatumGetUUIDP(run_id)->data, sizeof(key));
+	return key;
+}

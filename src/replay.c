@@ -498,6 +498,8 @@ run_task_isolated(Datum run_id)
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool ran = false;
 
+	if (engine_is_busy(engine_run_key(run_id)))
+		return false;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
@@ -525,13 +527,20 @@ run_task_isolated(Datum run_id)
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		EmitErrorReport();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		park_run(run_id, edata);
-		ran = true;
+		if (ENGINE_LOCK_BUSY(edata))
+			engine_note_busy(engine_run_key(run_id));	/* an application holds a row */
+		else
+		{
+			ereport(LOG,
+					(errmsg("durable: engine error running a workflow task, run parked: %s",
+							edata->message)));
+			park_run(run_id, edata);
+			ran = true;
+		}
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);

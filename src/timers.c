@@ -22,6 +22,8 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -232,6 +234,55 @@ read_timers(bool of_one_run, Datum *values, DueTimer **out)
 }
 
 /*
+ * Fires one timer in a subtransaction of the batch: a row that an
+ * application holds makes it give up (it is left for later) without undoing
+ * the batch.  Returns false when it did not fire.
+ */
+static bool
+fire_isolated(DueTimer *t, TimestampTz now, bool *busy)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool fired = false;
+
+	if (engine_is_busy(t->timer_id))
+	{
+		*busy = true;
+		return false;
+	}
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		LockedRun	run;
+
+		/* never wait for an application's transaction: come back later */
+		if (!engine_lock_run(t->run_id, &run, true))
+			*busy = true;
+		else
+			fired = fire_one(t, now, false);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (!ENGINE_LOCK_BUSY(edata))
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		engine_note_busy(t->timer_id);
+		*busy = true;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return fired;
+}
+
+/*
  * Fires up to a batch of due timers in one transaction.  Returns how many
  * fired; *full says the batch was full (more may be due); *retry_soon is set
  * when a due timer's run was locked by someone else (it is left for later).
@@ -255,18 +306,8 @@ timers_fire_due(bool *retry_soon, bool *full)
 	values[0] = TimestampTzGetDatum(now);
 	n = read_timers(false, values, &timers);
 	for (int i = 0; i < n; i++)
-	{
-		LockedRun	run;
-
-		/* never wait for an application's transaction: come back later */
-		if (!engine_lock_run(timers[i].run_id, &run, true))
-		{
-			*retry_soon = true;
-			continue;
-		}
-		if (fire_one(&timers[i], now, false))
+		if (fire_isolated(&timers[i], now, retry_soon))
 			fired++;
-	}
 	engine_leave(&scope);
 	PopActiveSnapshot();
 	CommitTransactionCommand();

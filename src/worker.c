@@ -156,8 +156,15 @@ sleep_until_next_timer(bool retry_soon)
 
 	set_sleeping_until(0, false);
 	timeout_ms = timers_ms_until_next(&next);
-	if (retry_soon && (timeout_ms < 0 || timeout_ms > BUSY_RUN_RETRY_MS))
+	/*
+	 * Something was left because an application holds it: look again soon,
+	 * but do sleep (the due timer may be that very one).
+	 */
+	if (retry_soon && (timeout_ms <= 0 || timeout_ms > BUSY_RUN_RETRY_MS))
+	{
 		timeout_ms = BUSY_RUN_RETRY_MS;
+		next = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	}
 	if (timeout_ms == 0)
 		return;
 	set_sleeping_until(timeout_ms < 0 ? DT_NOEND : next, false);

@@ -10,6 +10,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use Time::HiRes qw(usleep);
 use DurableTest;
 
 my $node = durable_node('processes');
@@ -95,6 +96,42 @@ is($stderr, '', 'without complaint');
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'ALTER DATABASE app2 RENAME TO app3');
 is($ret, 0, 'ALTER DATABASE RENAME of a database with a worker succeeds');
 ok(wait_for_worker($node, 'app3'), 'its worker is back after the rename');
+# --- an application holding a task row in an open transaction does not stop
+# the worker: it leaves that run for later and goes on with the others ---
+$node->safe_psql('app3', q{
+CREATE FUNCTION waits_long(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.activity('slow', NULL, 'held');
+END $$;
+});
+my $holder = $node->background_psql('app3');
+$node->safe_psql('app3', q{
+SELECT durable.start_workflow('waits_long', '{}', workflow_id => 'held-1', execution_timeout => '3 s')});
+$holder->query_safe('BEGIN');
+is($holder->query_safe(q{SELECT count(*) FROM durable.poll_activity('held', wait => '10 s')}),
+	'1', 'an application claims a task and keeps its transaction open');
+# the execution timeout falls due; closing the run needs the held task row:
+# the worker does not sit waiting for that lock
+sleep 4;
+my $lock_waits = 0;
+for (1 .. 10)
+{
+	$lock_waits++ if $node->safe_psql('app3',
+		"SELECT wait_event_type FROM pg_stat_activity WHERE backend_type = 'durable worker'") eq 'Lock';
+	usleep(100_000);
+}
+ok($lock_waits <= 2, "the worker does not wait on the held row ($lock_waits of 10 samples)");
+start_greets($node, 'meanwhile', 3, 'app3');
+work_activities($node, 10, 'app3') for 1 .. 3;
+is($node->safe_psql('app3', q{SELECT count(*) FROM durable.runs WHERE workflow_id LIKE 'meanwhile-%' AND status = 'completed'}),
+	'3', 'other runs go on while an application holds a row the worker needs');
+is($node->safe_psql('app3', q{SELECT status FROM durable.runs WHERE workflow_id = 'held-1'}),
+	'running', 'the held run waits');
+$holder->query_safe('COMMIT');
+$holder->quit;
+ok($node->poll_query_until('app3', q{SELECT status = 'timed_out' FROM durable.runs WHERE workflow_id = 'held-1'}),
+	'and times out once the application lets go');
+
 # CREATE DATABASE from a template that has durable: the template's worker
 # steps aside for the copy, and the copy gets a worker of its own
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'CREATE DATABASE app4 TEMPLATE app3');
