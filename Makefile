@@ -27,3 +27,6 @@ include $(PGXS)
 
 # PGXS runs prove on t/ by default; ours live in test/t
 PROVE_TESTS = test/t/*.pl
+
+# every object depends on the headers (PGXS tracks no header dependencies)
+$(OBJS): src/durable.h src/replay.h src/activity.h
