@@ -354,6 +354,23 @@ CREATE FUNCTION durable.fail_activity(task_token pg_catalog.text,
     RETURNS pg_catalog.bool
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_fail_activity';
 
+-- Completes an attempt and claims the next ready tasks (without waiting) in
+-- one round trip and one commit: a busy worker's loop.
+CREATE FUNCTION durable.complete_and_poll(task_token pg_catalog.text,
+                                          result pg_catalog.jsonb,
+                                          task_queue pg_catalog.text,
+                                          worker pg_catalog.text DEFAULT NULL,
+                                          max_tasks pg_catalog.int4 DEFAULT 1)
+    RETURNS TABLE (task_token pg_catalog.text, workflow_id pg_catalog.text,
+                   activity pg_catalog.text, input pg_catalog.jsonb,
+                   attempt pg_catalog.int4, heartbeat_details pg_catalog.jsonb)
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT durable.complete_activity($1, $2);
+    SELECT * FROM durable.poll_activity($3, $4, '0', $5);
+$$;
+
 -- Progress of a long activity; true means: stop (cancellation requested, or
 -- this attempt is no longer current).
 CREATE FUNCTION durable.heartbeat_activity(task_token pg_catalog.text,
@@ -372,7 +389,9 @@ REVOKE ALL ON FUNCTION durable.poll_activity(pg_catalog.text, pg_catalog.text, p
     durable.complete_activity(pg_catalog.text, pg_catalog.jsonb),
     durable.fail_activity(pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text),
     durable.heartbeat_activity(pg_catalog.text, pg_catalog.jsonb),
-    durable.cancel_activity(pg_catalog.text, pg_catalog.jsonb) FROM PUBLIC;
+    durable.cancel_activity(pg_catalog.text, pg_catalog.jsonb),
+    durable.complete_and_poll(pg_catalog.text, pg_catalog.jsonb, pg_catalog.text,
+                              pg_catalog.text, pg_catalog.int4) FROM PUBLIC;
 
 -- Per-queue controls; NULL lifts a limit.
 CREATE FUNCTION durable.configure_task_queue(task_queue pg_catalog.text,

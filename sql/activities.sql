@@ -276,3 +276,13 @@ SELECT durable.configure_task_queue('limited');
 SELECT count(*) FROM durable.task_queues WHERE task_queue = 'limited';
 SELECT durable.configure_task_queue('limited', max_in_flight => 0);
 SELECT durable.configure_task_queue('', max_in_flight => 1);
+
+-- complete_and_poll: complete one task and claim the next in one round trip
+SELECT durable.start_workflow('fan_out', '{"n": 2, "queue": "cp"}', workflow_id => 'cp-1');
+SELECT task_token AS token, input FROM durable.poll_activity('cp', wait => '10 s') \gset
+\echo :input
+SELECT task_token AS token, input FROM durable.complete_and_poll(:'token', :'input', 'cp') \gset
+\echo :input
+SELECT count(*) AS next_tasks FROM durable.complete_and_poll(:'token', :'input', 'cp');
+SELECT durable.result('cp-1', wait => '10 s');
+SELECT count(*) FROM durable.complete_and_poll('1.1.00000000000000000000000000000000', NULL, 'cp');

@@ -115,26 +115,37 @@ def clean(conn):
 
 # ---- activity pollers: one process and one connection each ----
 
-def poller(queue, stop, counter):
+def poller(queue, stop, counter, combined=False):
+    """Polls, completes.  combined: complete_and_poll, one round trip and one
+    commit per activity while tasks keep coming."""
     conn = connect()
     cur = conn.cursor()
     done = 0
+    rows = []
     while not stop.is_set():
-        cur.execute("SELECT task_token, input FROM durable.poll_activity(%s, wait => '200 ms')", (queue,))
-        rows = cur.fetchall()
+        if not rows:
+            cur.execute("SELECT task_token, input FROM durable.poll_activity(%s, wait => '200 ms')", (queue,))
+            rows = cur.fetchall()
+        next_rows = []
         for token, inp in rows:
-            cur.execute("SELECT durable.complete_activity(%s, %s)", (token, json.dumps(inp)))
+            if combined:
+                cur.execute("SELECT task_token, input FROM durable.complete_and_poll(%s, %s, %s)",
+                            (token, json.dumps(inp), queue))
+                next_rows = cur.fetchall()
+            else:
+                cur.execute("SELECT durable.complete_activity(%s, %s)", (token, json.dumps(inp)))
             done += 1
+        rows = next_rows
     with counter.get_lock():
         counter.value += done
     conn.close()
 
 
 class Pollers:
-    def __init__(self, queue, k):
+    def __init__(self, queue, k, combined=False):
         self.stop = multiprocessing.Event()
         self.counter = multiprocessing.Value("l", 0)
-        self.procs = [multiprocessing.Process(target=poller, args=(queue, self.stop, self.counter))
+        self.procs = [multiprocessing.Process(target=poller, args=(queue, self.stop, self.counter, combined))
                       for _ in range(k)]
         for p in self.procs:
             p.start()
@@ -167,14 +178,14 @@ def ceiling(conn, args):
     return {"commits_per_s": round(tps, 1), "clients": args.clients}
 
 
-def throughput(conn, args, steps, n):
+def throughput(conn, args, steps, n, combined=False):
     clean(conn)
     prefix = "tp%d-" % steps
     q(conn, "SELECT count(durable.start_workflow('bench_steps', jsonb_build_object('steps', %s, 'queue', 'bench'), %s || i))"
             " FROM generate_series(1, %s) i", (steps, prefix, n))
     c0 = commits(conn)
     t0 = time.time()
-    pollers = Pollers("bench", args.clients)
+    pollers = Pollers("bench", args.clients, combined)
     wait_closed(conn, prefix, n)
     elapsed = time.time() - t0
     done = pollers.finish()
@@ -367,7 +378,8 @@ def main():
             ceiling_tps = r["commits_per_s"]
         elif s == "throughput":
             n1, n10 = (200, 50) if args.quick else (2000 * args.scale, 300 * args.scale)
-            r = {"1_step": throughput(conn, args, 1, n1), "10_steps": throughput(conn, args, 10, n10)}
+            r = {"1_step": throughput(conn, args, 1, n1), "10_steps": throughput(conn, args, 10, n10),
+                 "10_steps_complete_and_poll": throughput(conn, args, 10, n10, combined=True)}
         elif s == "sql":
             r = sql_activities(conn, args)
         elif s == "fanout":
@@ -383,7 +395,7 @@ def main():
         print("%-10s %s" % (s, json.dumps(r)), flush=True)
 
     if ceiling_tps:
-        for key in ("1_step", "10_steps"):
+        for key in ("1_step", "10_steps", "10_steps_complete_and_poll"):
             t = results["scenarios"].get("throughput", {}).get(key)
             if t:
                 t["activities_per_s_vs_ceiling"] = round(t["activities_per_s"] / ceiling_tps, 3)
@@ -406,7 +418,8 @@ def print_table(results):
     rows = []
     if "ceiling" in s:
         rows.append(("ceiling: one-row INSERT commits/s", s["ceiling"]["commits_per_s"], ""))
-    for key, label in (("1_step", "1-activity workflows"), ("10_steps", "10-activity workflows")):
+    for key, label in (("1_step", "1-activity workflows"), ("10_steps", "10-activity workflows"),
+                       ("10_steps_complete_and_poll", "10-activity workflows, complete_and_poll")):
         t = s.get("throughput", {}).get(key)
         if t:
             rows.append(("%s: workflows/s" % label, t["workflows_per_s"], ""))
