@@ -3,7 +3,9 @@
 //   node worker.js [--queue default] [--concurrency 4] [--name node-1]
 //
 // Each of `concurrency` loops long-polls the task queue on its own
-// connection, runs the activity, and completes or fails it with its token.
+// connection, runs the activity, and completes or fails it with its token;
+// a completion fetches the next task in the same round trip while there are
+// some (durable.complete_and_poll).
 // Long activities heartbeat their progress, resume from the last heartbeat of
 // a previous attempt, and stop when cancellation is requested.  SIGTERM or
 // SIGINT stops polling; tasks in hand are finished, then the process exits.
@@ -43,6 +45,8 @@ const activities = {
   },
 };
 
+// Runs the task and reports its outcome; returns the next tasks when the
+// report could fetch them in the same round trip (complete_and_poll).
 async function runTask(client, task) {
   const ctx = {
     heartbeatDetails: task.heartbeat_details,
@@ -55,9 +59,15 @@ async function runTask(client, task) {
   const fn = activities[task.activity];
   try {
     if (!fn) throw Object.assign(new Error(`unknown activity ${task.activity}`), { fatal: true });
-    const result = await fn(task.input, ctx);
-    await client.query('SELECT durable.complete_activity($1, $2)',
-      [task.task_token, JSON.stringify(result === undefined ? null : result)]);
+    const result = JSON.stringify(await fn(task.input, ctx) ?? null);
+    if (stopping) {   // take no new task on the way out
+      await client.query('SELECT durable.complete_activity($1, $2)', [task.task_token, result]);
+      return [];
+    }
+    const next = await client.query(
+      `SELECT task_token, activity, input, attempt, heartbeat_details
+         FROM durable.complete_and_poll($1, $2, $3, $4)`, [task.task_token, result, queue, name]);
+    return next.rows;
   } catch (err) {
     if (err.canceled) {
       await client.query('SELECT durable.cancel_activity($1, $2)',
@@ -67,6 +77,7 @@ async function runTask(client, task) {
         [task.task_token, String(err.message), !err.fatal]);
     }
   }
+  return [];
 }
 
 async function pollLoop(slot) {
@@ -77,7 +88,13 @@ async function pollLoop(slot) {
       const res = await client.query(
         `SELECT task_token, activity, input, attempt, heartbeat_details
            FROM durable.poll_activity($1, worker => $2, wait => '5 s')`, [queue, name]);
-      for (const task of res.rows) await runTask(client, task);
+      let tasks = res.rows;
+      // while tasks keep coming, completing one fetches the next
+      while (tasks.length > 0) {
+        const next = [];
+        for (const task of tasks) next.push(...await runTask(client, task));
+        tasks = next;
+      }
     }
   } finally {
     await client.end();
