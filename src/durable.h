@@ -6,10 +6,13 @@
  * Each .c file owns one concept: durable.c (module load, settings, hooks),
  * shmem.c (shared state and commit-time wakeups), launcher.c (one worker per
  * database), worker.c (the per-database worker loop), replay.c (running a
- * workflow task and the deterministic API), client.c (starting and watching
- * runs), activity.c (polling, completing and failing activity tasks),
- * token.c (task tokens), engine.c (running internal queries as the
- * extension owner, history appends, JSON building).
+ * workflow task, answering a query), workflow_api.c (the deterministic API),
+ * history.c (a run's parsed history, cached by the worker), client.c
+ * (starting, signaling and watching runs), activity.c (activity tasks and
+ * the workers' API), activity_options.c (retry policies, timeouts,
+ * priority), sql_activity.c (SQL activities run by the worker), timers.c
+ * (the timer queue), token.c (task tokens), engine.c (running internal
+ * queries as the extension owner, history appends, JSON building).
  *
  *-------------------------------------------------------------------------
  */

@@ -1,14 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The per-database worker: runs due workflow tasks, then sleeps on its
- *	  latch until a commit sets it.
+ *	  The per-database worker: fires due timers, runs due workflow tasks (in
+ *	  batches) and SQL activities, then sleeps on its latch until a commit
+ *	  sets it or the next timer falls due.
  *
- * The worker holds no state of its own between transactions: everything it
- * needs is in the tables, so a crash or a kill loses nothing and its
- * successor simply finds the same tasks due.  Errors in workflow code are
+ * The worker keeps nothing between transactions that the tables do not have
+ * (its history cache is only a copy): a crash or a kill loses nothing, and
+ * its successor finds the same work due.  Errors in workflow code are
  * handled by replay.c; an error in the engine itself parks the run it was
- * working on (see replay.c), so one bad run cannot block the others.
+ * working on, so one bad run cannot block the others; a row an application
+ * holds is left for a moment rather than waited for.
  *
  *-------------------------------------------------------------------------
  */
