@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * client.c
- *	  The client API: start_workflow(), result(), retry_workflow_task(),
- *	  and the extension's creation notice.
+ *	  The client API: start_workflow(), signal(), signal_with_start(),
+ *	  result(), retry_workflow_task(), and the extension's creation notice.
  *
  * A run is created in the caller's transaction, with the caller as its
  * owner; the worker learns of it only when that transaction commits.

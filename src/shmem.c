@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  Shared state (worker slots, condition variables) and the wakeups that
- *	  are delivered when, and only if, a transaction commits.
+ *	  Shared state (worker slots, wake channels, the count of waiting
+ *	  pollers per queue) and the wakeups that are delivered when, and only
+ *	  if, a transaction commits.
  *
  * SQL functions never wake anyone directly: they register what their
  * transaction changed (a task queue got a task, a run needs a workflow task,
