@@ -4,7 +4,8 @@
     /usr/bin/python3 worker.py [queue] [worker-name]
 
 Long-polls the task queue, runs the activity, completes or fails it with its
-token; long activities heartbeat and resume from the last heartbeat of a
+token (a completion fetches the next task in the same round trip while there
+are some); long activities heartbeat and resume from the last heartbeat of a
 previous attempt.  SIGTERM stops polling after the task in hand.  Connection
 settings come from the usual PG* environment variables.
 """
@@ -58,21 +59,33 @@ def main():
             return cur.fetchone()[0]
         return beat
 
+    tasks = []
     while not stopping:
-        cur.execute("SELECT task_token, activity, input, heartbeat_details"
-                    " FROM durable.poll_activity(%s, worker => %s, wait => '2 s')", (QUEUE, NAME))
-        for token, activity, inp, resumed in cur.fetchall():
+        if not tasks:
+            cur.execute("SELECT task_token, activity, input, heartbeat_details"
+                        " FROM durable.poll_activity(%s, worker => %s, wait => '2 s')", (QUEUE, NAME))
+            tasks = cur.fetchall()
+        next_tasks = []
+        for token, activity, inp, resumed in tasks:
             if activity not in ACTIVITIES:
                 cur.execute("SELECT durable.fail_activity(%s, %s, false)",
                             (token, "unknown activity %s" % activity))
                 continue
             try:
-                result = ACTIVITIES[activity](inp, heartbeat(token), resumed)
-                cur.execute("SELECT durable.complete_activity(%s, %s)", (token, json.dumps(result)))
+                result = json.dumps(ACTIVITIES[activity](inp, heartbeat(token), resumed))
+                if stopping:
+                    cur.execute("SELECT durable.complete_activity(%s, %s)", (token, result))
+                else:
+                    # completing fetches the next task in the same round trip
+                    cur.execute("SELECT task_token, activity, input, heartbeat_details"
+                                " FROM durable.complete_and_poll(%s, %s, %s, %s)",
+                                (token, result, QUEUE, NAME))
+                    next_tasks.extend(cur.fetchall())
             except Canceled:
                 cur.execute("SELECT durable.cancel_activity(%s)", (token,))
             except Exception as err:  # the activity failed: retried by its policy
                 cur.execute("SELECT durable.fail_activity(%s, %s)", (token, str(err)))
+        tasks = next_tasks
     conn.close()
     print("%s: stopped" % NAME, flush=True)
 
