@@ -162,37 +162,25 @@ claim_timer(int64 timer_id)
 	return engine_exec(&plan, values, NULL, 0) == 1;
 }
 
-/* Fires a timer whose run the caller holds; false if it did not fire. */
+/*
+ * Fires a timer of an open run the caller holds locked (run: as read then;
+ * kept current here).  Returns false if it did not fire.
+ */
 static bool
-fire_one(DueTimer *t, TimestampTz now, bool early)
+fire_one(DueTimer *t, LockedRun *run, TimestampTz now, bool early)
 {
+	/* an activity timeout claims its timer itself, after locking the task */
 	if (strcmp(t->kind, "activity_timeout") == 0)
-	{
-		LockedRun	run;
-
-		/* claims its timer itself: the task row must be locked first */
-		return engine_lock_run(t->run_id, &run, false) &&
-			strcmp(run.status, "running") == 0 &&
-			activity_fire_timeout(&run, t->timer_id, t->task_id, t->attempt,
-								  t->timeout, now);
-	}
+		return activity_fire_timeout(run, t->timer_id, t->task_id, t->attempt,
+									 t->timeout, now);
 	if (!claim_timer(t->timer_id))
 		return false;
 	if (strcmp(t->kind, "retry") == 0)
 		fire_retry(t->task_id, now);
+	else if (strcmp(t->kind, "timer") == 0)
+		fire_workflow_timer(run, t->handle, now, early);
 	else
-	{
-		LockedRun	run;
-
-		/* the caller holds the run locked; read its current state */
-		if (!engine_lock_run(t->run_id, &run, false) ||
-			strcmp(run.status, "running") != 0)
-			return true;
-		if (strcmp(t->kind, "timer") == 0)
-			fire_workflow_timer(&run, t->handle, now, early);
-		else
-			fire_execution_timeout(&run, now);
-	}
+		fire_execution_timeout(run, now);
 	return true;
 }
 
@@ -259,8 +247,10 @@ fire_isolated(DueTimer *t, TimestampTz now, bool *busy)
 		/* never wait for an application's transaction: come back later */
 		if (!engine_lock_run(t->run_id, &run, true))
 			*busy = true;
+		else if (strcmp(run.status, "running") != 0)
+			fired = claim_timer(t->timer_id);	/* a closed run's leftover */
 		else
-			fired = fire_one(t, now, false);
+			fired = fire_one(t, &run, now, false);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -390,7 +380,7 @@ durable_fire_timers(PG_FUNCTION_ARGS)
 			TimestampTz now = GetCurrentTimestamp();
 
 			for (int i = 0; i < n; i++)
-				if (fire_one(&timers[i], now, true))
+				if (fire_one(&timers[i], &run, now, true))
 					fired++;
 		}
 	}
