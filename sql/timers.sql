@@ -210,3 +210,14 @@ SELECT jsonb_array_elements_text(durable.result('bad-timers', wait => '10 s'));
 -- The worker of this database, as seen by operators.
 SELECT database = current_database() AS this_database, pid > 0 AS has_pid, wakeups > 0 AS woke
   FROM durable.worker_status() WHERE database = current_database();
+
+-- Workflow code may query another run (a read); its own replay goes on.
+CREATE FUNCTION asks_cart(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE n jsonb;
+BEGIN
+  n := durable.query('cart-1', 'count');
+  PERFORM durable.sleep('0.1 s');
+  RETURN jsonb_build_object('cart_count', n, 'now_works', durable.now() IS NOT NULL);
+END $$;
+SELECT durable.start_workflow('asks_cart', '{}', workflow_id => 'asks-1');
+SELECT durable.result('asks-1', wait => '10 s');

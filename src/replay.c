@@ -195,6 +195,9 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 	volatile bool setting_up = true;
 	volatile Outcome outcome = OUTCOME_RETURNED;
 
+	/* a query from workflow code replays another run inside this one */
+	Replay	   *outer = current_replay;
+
 	*result = NULL;
 	*edata = NULL;
 	BeginInternalSubTransaction(NULL);
@@ -224,7 +227,7 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 		d = FunctionCallInvoke(fcinfo);
 		if (!r->query_mode)
 			disable_timeout(STATEMENT_TIMEOUT, false);
-		current_replay = NULL;
+		current_replay = outer;
 
 		MemoryContextSwitchTo(r->cxt);
 		if (!fcinfo->isnull)
@@ -239,7 +242,7 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 	{
 		if (!r->query_mode)
 			disable_timeout(STATEMENT_TIMEOUT, false);
-		current_replay = NULL;
+		current_replay = outer;
 		MemoryContextSwitchTo(r->cxt);
 		*edata = CopyErrorData();
 		FlushErrorState();
