@@ -119,13 +119,12 @@ durable_close_channel(const char *workflow_id)
 	return &durable_shared->close_channels[cv_index(workflow_id)];
 }
 
-/*
- * Counts this database's pollers waiting on task_queue (delta +1 when one
- * starts waiting, -1 when it stops).  Names longer than NAMEDATALEN share
- * their prefix's entry; when all entries are taken, a queue goes uncounted.
- */
-void
-durable_poller_waits(const char *task_queue, int delta)
+/* The queue this backend is counted as waiting on, if any. */
+static bool counted_waiting = false;
+static char counted_queue[NAMEDATALEN];
+
+static void
+count_waiting(const char *task_queue, int delta)
 {
 	WaitingPollers *free_entry = NULL;
 
@@ -144,7 +143,6 @@ durable_poller_waits(const char *task_queue, int delta)
 			strncmp(w->task_queue, task_queue, NAMEDATALEN - 1) == 0)
 		{
 			w->pollers = Max(w->pollers + delta, 0);
-			free_entry = NULL;
 			LWLockRelease(durable_shared->lock);
 			return;
 		}
@@ -156,6 +154,43 @@ durable_poller_waits(const char *task_queue, int delta)
 		free_entry->pollers = delta;
 	}
 	LWLockRelease(durable_shared->lock);
+}
+
+/* A backend that exits while it waits (FATAL skips PG_FINALLY) uncounts itself. */
+static void
+uncount_at_exit(int code, Datum arg)
+{
+	if (counted_waiting)
+		count_waiting(counted_queue, -1);
+	counted_waiting = false;
+}
+
+/*
+ * Counts this database's pollers waiting on task_queue: durable_poller_waits
+ * (queue, 1) when this backend starts waiting, (queue, -1) when it stops.
+ * Names longer than NAMEDATALEN share their prefix's entry; when all entries
+ * are taken, a queue goes uncounted.
+ */
+void
+durable_poller_waits(const char *task_queue, int delta)
+{
+	static bool exit_callback_registered = false;
+
+	if (delta > 0)
+	{
+		if (!exit_callback_registered)
+		{
+			before_shmem_exit(uncount_at_exit, (Datum) 0);
+			exit_callback_registered = true;
+		}
+		strlcpy(counted_queue, task_queue, NAMEDATALEN);
+		counted_waiting = true;
+	}
+	else if (!counted_waiting)
+		return;
+	else
+		counted_waiting = false;
+	count_waiting(task_queue, delta);
 }
 
 PG_FUNCTION_INFO_V1(durable_pollers_waiting);
