@@ -256,23 +256,6 @@ durable_start_workflow(PG_FUNCTION_ARGS)
 
 /* ---- signals ---- */
 
-static char *
-signal_name_arg(FunctionCallInfo fcinfo, int argno)
-{
-	char	   *name;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("signal name must not be null")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (name[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("signal name must not be empty")));
-	return name;
-}
-
 /* Appends the signal to a locked open run and makes a workflow task due. */
 static void
 append_signal(LockedRun *run, const char *signal, Jsonb *payload)
@@ -328,7 +311,7 @@ durable_signal(PG_FUNCTION_ARGS)
 
 	durable_require_preload();
 	workflow_id = workflow_id_arg(fcinfo, 0);
-	signal = signal_name_arg(fcinfo, 1);
+	signal = required_text_arg(fcinfo, 1, "signal name");
 	payload = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 
 	engine_enter(&scope);
@@ -368,7 +351,7 @@ durable_signal_with_start(PG_FUNCTION_ARGS)
 	durable_require_preload();
 	nr.workflow = workflow_name_arg(fcinfo, 0);
 	nr.workflow_id = workflow_id_arg(fcinfo, 1);
-	signal = signal_name_arg(fcinfo, 2);
+	signal = required_text_arg(fcinfo, 2, "signal name");
 	payload = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	nr.input = workflow_input_arg(fcinfo, 4);
 	nr.execution_timeout = NULL;

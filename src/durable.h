@@ -22,6 +22,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
@@ -226,6 +227,7 @@ extern bool is_workflow_function(Oid funcoid, Oid *nspid);
 extern void engine_check_role_may_run(Oid funcoid, Oid role);
 extern void engine_become_role(Oid role, bool read_only);
 extern long interval_arg_ms(Interval *iv, const char *what);
+extern char *required_text_arg(FunctionCallInfo fcinfo, int argno, const char *what);
 extern char *interval_text(Interval *iv);
 
 /* ACL checks under their PostgreSQL 15 names (object_aclcheck from 16 on) */

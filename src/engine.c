@@ -594,3 +594,21 @@ engine_run_key(Datum run_id)
 	memcpy(&key, DatumGetUUIDP(run_id)->data, sizeof(key));
 	return key;
 }
+
+/* A text argument that must be neither NULL nor empty, as a C string. */
+char *
+required_text_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	char	   *s;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (s[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	return s;
+}

@@ -45,23 +45,6 @@ PG_FUNCTION_INFO_V1(durable_sql_activity_async);
 
 static void add_cancel(Replay *r, int32 handle, CommandKind kind, bool by_code);
 
-static char *
-required_name(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	char	   *s;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (s[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", what)));
-	return s;
-}
-
 static const char *
 kind_name(CommandKind kind)
 {
@@ -146,9 +129,9 @@ issue_command(Replay *r, char *activity, Jsonb *input, char *task_queue,
 static int32
 issue_activity(FunctionCallInfo fcinfo, Replay *r)
 {
-	char	   *activity = required_name(fcinfo, 0, "activity name");
+	char	   *activity = required_text_arg(fcinfo, 0, "activity name");
 	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	char	   *task_queue = required_name(fcinfo, 2, "task queue");
+	char	   *task_queue = required_text_arg(fcinfo, 2, "task queue");
 	Jsonb	   *options = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 
 	return issue_command(r, activity, input, task_queue, options);
@@ -158,7 +141,7 @@ issue_activity(FunctionCallInfo fcinfo, Replay *r)
 static int32
 issue_sql_activity(FunctionCallInfo fcinfo, Replay *r)
 {
-	char	   *name = required_name(fcinfo, 0, "SQL activity function");
+	char	   *name = required_text_arg(fcinfo, 0, "SQL activity function");
 	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 	Jsonb	   *options = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	Oid			funcoid;
@@ -597,7 +580,7 @@ Datum
 durable_wait_signal(PG_FUNCTION_ARGS)
 {
 	Replay	   *r = replay_required("durable.wait_signal()");
-	char	   *name = required_name(fcinfo, 0, "signal name");
+	char	   *name = required_text_arg(fcinfo, 0, "signal name");
 	Interval   *timeout = PG_ARGISNULL(1) ? NULL : duration_arg(fcinfo, 1, "timeout");
 	SignalEvent *signal = oldest_unreceived(r, name);
 	CommandSlot *timer = NULL;
@@ -637,9 +620,9 @@ Datum
 durable_on_query(PG_FUNCTION_ARGS)
 {
 	Replay	   *r = replay_required("durable.on_query()");
-	char	   *name = required_name(fcinfo, 0, "query name");
+	char	   *name = required_text_arg(fcinfo, 0, "query name");
 	Jsonb	   *answer = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	char	   *handler = PG_ARGISNULL(2) ? NULL : required_name(fcinfo, 2, "query handler");
+	char	   *handler = PG_ARGISNULL(2) ? NULL : required_text_arg(fcinfo, 2, "query handler");
 	MemoryContext old;
 	QueryAnswer *qa;
 	ListCell   *lc;
