@@ -177,8 +177,9 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 
 	memset(run, 0, sizeof(LockedRun));
 	run->run_id = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
+	/* the caller returns it after engine_leave() */
 	run->workflow_id = nr->workflow_id ? nr->workflow_id :
-		DatumGetCString(DirectFunctionCall1(uuid_out, run->run_id));
+		engine_pstrdup(DatumGetCString(DirectFunctionCall1(uuid_out, run->run_id)));
 	run->workflow = nr->workflow;
 	run->owner = owner;
 	run->input = nr->input;

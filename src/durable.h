@@ -181,6 +181,7 @@ extern int	engine_exec(EnginePlan *plan, Datum *values, const char *nulls,
 						long count);
 extern Datum engine_get(int row, int col, bool *isnull);
 extern char *engine_get_text(int row, int col);
+extern char *engine_pstrdup(const char *s);
 
 /* The run row, locked FOR UPDATE: the per-run mutex of every event append. */
 typedef struct LockedRun

@@ -46,7 +46,6 @@ typedef enum RunLockMode
 	RUN_LOCK_OR_SKIP
 } RunLockMode;
 
-static MemoryContext outer_cxt = NULL;
 
 static bool engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode);
 
@@ -69,15 +68,14 @@ engine_owner(void)
  * Become the extension owner, with search_path pinned, and connect to SPI.
  * Inside, GetUserId() is the owner: check the caller's rights with
  * scope->caller.
- * Results meant to outlive engine_leave() must be copied with the
- * engine_get_* helpers, which copy into the caller's memory context.
+ * Results meant to outlive engine_leave() must be made with engine_get(),
+ * engine_get_text() or engine_pstrdup(), which allocate in the caller's
+ * memory context; anything else allocated inside is freed by engine_leave().
  * An error unwinds all of it with the (sub)transaction.
  */
 void
 engine_enter(EngineScope *scope)
 {
-	MemoryContext caller_cxt = CurrentMemoryContext;
-
 	GetUserIdAndSecContext(&scope->save_userid, &scope->save_sec_context);
 	scope->caller = scope->save_userid;
 	SetUserIdAndSecContext(engine_owner(),
@@ -97,7 +95,6 @@ engine_enter(EngineScope *scope)
 								 GUC_ACTION_SAVE, true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	outer_cxt = caller_cxt;
 }
 
 void
@@ -106,7 +103,6 @@ engine_leave(EngineScope *scope)
 	SPI_finish();
 	AtEOXact_GUC(true, scope->save_nestlevel);
 	SetUserIdAndSecContext(scope->save_userid, scope->save_sec_context);
-	outer_cxt = NULL;
 }
 
 /*
@@ -170,32 +166,44 @@ engine_exec(EnginePlan *plan, Datum *values, const char *nulls, long count)
 	return (int) SPI_processed;
 }
 
-/* Value of a result column, copied into the caller's context. */
+/*
+ * Value of a result column, copied into the caller's context (the one that
+ * was current at engine_enter(): SPI's upper context, which SPI unwinds
+ * correctly when an error aborts a nested scope).
+ */
 Datum
 engine_get(int row, int col, bool *isnull)
 {
 	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
 								  col, isnull);
 	Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, col - 1);
-	MemoryContext old;
 
 	if (*isnull || att->attbyval)
 		return d;
-	old = MemoryContextSwitchTo(outer_cxt ? outer_cxt : CurrentMemoryContext);
-	d = datumCopy(d, false, att->attlen);
-	MemoryContextSwitchTo(old);
-	return d;
+	return SPI_datumTransfer(d, false, att->attlen);
 }
 
 char *
 engine_get_text(int row, int col)
 {
 	bool		isnull;
-	Datum		d = engine_get(row, col, &isnull);
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+								  col, &isnull);
 
 	if (isnull)
 		return NULL;
-	return TextDatumGetCString(d);
+	return engine_pstrdup(TextDatumGetCString(d));
+}
+
+/* A copy of s in the caller's context, to outlive engine_leave(). */
+char *
+engine_pstrdup(const char *s)
+{
+	size_t		len = strlen(s) + 1;
+	char	   *copy = SPI_palloc(len);
+
+	memcpy(copy, s, len);
+	return copy;
 }
 
 /*
@@ -235,14 +243,14 @@ engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode)
 		mode == RUN_LOCK_OR_SKIP ? &skip_plan : &wait_plan;
 	Datum		values[1] = {run_id};
 	bool		isnull;
-	MemoryContext old;
+	pg_uuid_t  *id;
 
 	if (engine_exec(plan, values, NULL, 1) == 0)
 		return false;
 
-	old = MemoryContextSwitchTo(outer_cxt);
-	run->run_id = datumCopy(run_id, false, UUID_LEN);
-	MemoryContextSwitchTo(old);
+	id = SPI_palloc(UUID_LEN);
+	memcpy(id, DatumGetUUIDP(run_id), UUID_LEN);
+	run->run_id = UUIDPGetDatum(id);
 	run->workflow_id = engine_get_text(0, 1);
 	run->workflow = engine_get_text(0, 2);
 	run->owner = DatumGetObjectId(engine_get(0, 3, &isnull));
