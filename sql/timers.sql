@@ -221,3 +221,25 @@ BEGIN
 END $$;
 SELECT durable.start_workflow('asks_cart', '{}', workflow_id => 'asks-1');
 SELECT durable.result('asks-1', wait => '10 s');
+
+-- A failing durable call nested in workflow code (starting a workflow is a
+-- write) fails that task; the worker goes on with the other runs of its batch.
+CREATE FUNCTION starts_child(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.start_workflow('public.napper', '{"nap": "0 s"}');
+  RETURN '{}';
+END $$;
+SELECT count(durable.start_workflow(CASE WHEN i % 2 = 0 THEN 'starts_child' ELSE 'napper' END,
+                                    '{"nap": "0.01 s"}', 'batch-' || i))
+  FROM generate_series(1, 20) i;
+SELECT durable.result('batch-' || i, wait => '10 s') FROM generate_series(1, 19, 2) i;
+DO $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    EXIT WHEN (SELECT count(*) FROM durable.runs
+                WHERE workflow_id LIKE 'batch-%' AND task_failure IS NOT NULL) = 10;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END $$;
+SELECT count(*) AS parked FROM durable.runs
+ WHERE workflow_id LIKE 'batch-%' AND task_failure->>'cause' = 'write_in_workflow_code';
