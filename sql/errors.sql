@@ -43,6 +43,8 @@ SELECT count(*) FROM durable.workflows WHERE workflow_id IN ('dup', '');
 -- result, describe, history, retry_workflow_task
 SELECT err($$SELECT durable.result('no-such-workflow')$$);
 SELECT err($$SELECT durable.result(NULL)$$);
+-- raised inside the subtransaction a waiting result() looks in
+SELECT err($$SELECT durable.result('no-such-workflow', wait => '1 s')$$);
 SELECT err($$SELECT durable.result('dup', wait => '-1 s')$$);
 SELECT err($$SELECT * FROM durable.describe('no-such-workflow')$$);
 SELECT err($$SELECT * FROM durable.history('no-such-workflow')$$);

@@ -127,11 +127,15 @@ engine_try_in_subxact(bool (*fn) (void *arg), void *arg)
 	PG_CATCH();
 	{
 		/* our subtransaction must not outlive us, even on error */
+		ErrorData  *edata;
+
 		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		PG_RE_THROW();
+		ReThrowError(edata);
 	}
 	PG_END_TRY();
 

@@ -643,11 +643,15 @@ call_query_handler(Replay *r, QueryAnswer *qa, Jsonb *args)
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
-		PG_RE_THROW();
+		ReThrowError(edata);
 	}
 	PG_END_TRY();
 	RollbackAndReleaseCurrentSubTransaction();
