@@ -397,7 +397,7 @@ REVOKE ALL ON FUNCTION durable.poll_activity(pg_catalog.text, pg_catalog.text, p
 CREATE FUNCTION durable.configure_task_queue(task_queue pg_catalog.text,
                                              max_in_flight pg_catalog.int4 DEFAULT NULL,
                                              max_starts_per_second pg_catalog.float8 DEFAULT NULL)
-    RETURNS void
+    RETURNS pg_catalog.void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
