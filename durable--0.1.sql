@@ -47,7 +47,8 @@ CREATE TABLE durable.runs (
 CREATE UNIQUE INDEX runs_open_workflow_id ON durable.runs (workflow_id)
     WHERE status = 'running';
 CREATE INDEX runs_workflow_id ON durable.runs (workflow_id, started_at);
--- The worker's queue of workflow tasks: only runs with one due.
+-- The worker's queue of workflow tasks: only runs with one due (read in
+-- run_id order, which only this index gives, so no plan takes another).
 CREATE INDEX runs_task_due ON durable.runs (run_id)
     WHERE task_pending AND task_failure IS NULL AND status = 'running';
 

@@ -206,6 +206,7 @@ _PG_init(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	durable_register_xact_callback();
+	engine_install_planner_hook();
 
 	/* loaded by a backend on demand: the API functions will say what to do */
 	if (!process_shared_preload_libraries_in_progress)

@@ -179,6 +179,7 @@ typedef struct CachedPlan_
 extern bool engine_try_in_subxact(bool (*fn) (void *arg), void *arg);
 extern int	engine_exec(EnginePlan *plan, Datum *values, const char *nulls,
 						long count);
+extern void engine_install_planner_hook(void);
 extern Datum engine_get(int row, int col, bool *isnull);
 extern char *engine_get_text(int row, int col);
 extern char *engine_pstrdup(const char *s);

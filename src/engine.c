@@ -148,28 +148,6 @@ engine_try_in_subxact(bool (*fn) (void *arg), void *arg)
 	return keep;
 }
 
-int
-engine_exec(EnginePlan *plan, Datum *values, const char *nulls, long count)
-{
-	int			ret;
-
-	if (plan->plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(plan->sql, plan->nargs, plan->argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-				 plan->sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan->plan = p;
-	}
-	ret = SPI_execute_plan(plan->plan, values, nulls, false, count);
-	if (ret < 0)
-		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
-			 plan->sql, SPI_result_code_string(ret));
-	return (int) SPI_processed;
-}
-
 /*
  * Value of a result column, copied into the caller's context (the one that
  * was current at engine_enter(): SPI's upper context, which SPI unwinds
