@@ -6,9 +6,9 @@ each next to PostgreSQL's own commit ceiling on the same server.
 
 Connects with the usual PG* environment variables to a server that preloads
 durable (test/bench/run.sh starts one).  Prints a table and writes JSON to
-test/bench/results/.  Activities are done by real SQL clients (one process and
-connection each, poll then complete: two commits per activity), never by the
-worker.  Scenarios:
+test/bench/results/.  Activities are done by real SQL clients, never by the
+worker: poller.c (built by run.sh), one process and connection each, like
+pgbench for the ceiling.  Scenarios:
 
   ceiling      pgbench, a one-row INSERT per transaction, K clients
   throughput   N workflows of 1 and of 10 sequential activities, K pollers
@@ -24,7 +24,6 @@ worker.  Scenarios:
 import argparse
 import threading
 import json
-import multiprocessing
 import os
 import statistics
 import subprocess
@@ -53,8 +52,21 @@ def q1(conn, sql, args=None):
     return rows[0][0] if rows else None
 
 
-def commits(conn):
-    return q1(conn, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+def wal_position(conn):
+    return q1(conn, "SELECT pg_current_wal_insert_lsn()")
+
+
+def wal_commits(conn, since):
+    """Commit records in the WAL since an LSN: the transactions that wrote
+    something (read-only ones write none), counted by pg_waldump."""
+    until = wal_position(conn)
+    wal = os.path.join(q1(conn, "SHOW data_directory"), "pg_wal")
+    out = subprocess.run(["pg_waldump", "--stats=record", "-p", wal, "-s", since, "-e", until],
+                         capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("Transaction/COMMIT "):
+            return int(line.split()[1])
+    return 0
 
 
 def percentile(values, p):
@@ -113,48 +125,25 @@ def clean(conn):
     q(conn, "VACUUM ANALYZE durable.runs, durable.history, durable.activity_tasks, durable.timers")
 
 
-# ---- activity pollers: one process and one connection each ----
-
-def poller(queue, stop, counter, combined=False):
-    """Polls, completes.  combined: complete_and_poll, one round trip and one
-    commit per activity while tasks keep coming."""
-    conn = connect()
-    cur = conn.cursor()
-    done = 0
-    rows = []
-    while not stop.is_set():
-        if not rows:
-            cur.execute("SELECT task_token, input FROM durable.poll_activity(%s, wait => '200 ms')", (queue,))
-            rows = cur.fetchall()
-        next_rows = []
-        for token, inp in rows:
-            if combined:
-                cur.execute("SELECT task_token, input FROM durable.complete_and_poll(%s, %s, %s)",
-                            (token, json.dumps(inp), queue))
-                next_rows = cur.fetchall()
-            else:
-                cur.execute("SELECT durable.complete_activity(%s, %s)", (token, json.dumps(inp)))
-            done += 1
-        rows = next_rows
-    with counter.get_lock():
-        counter.value += done
-    conn.close()
-
+# ---- activity pollers: poller.c, one process and one connection each ----
 
 class Pollers:
+    """K real SQL clients that poll and complete.  combined: complete_and_poll,
+    one round trip and one commit per activity while tasks keep coming."""
+
     def __init__(self, queue, k, combined=False):
-        self.stop = multiprocessing.Event()
-        self.counter = multiprocessing.Value("l", 0)
-        self.procs = [multiprocessing.Process(target=poller, args=(queue, self.stop, self.counter, combined))
-                      for _ in range(k)]
-        for p in self.procs:
-            p.start()
+        self.proc = subprocess.Popen([os.path.join(ROOT, "poller"), queue, str(k),
+                                      "combined" if combined else "two"],
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("pollers did not start")
 
     def finish(self):
-        self.stop.set()
-        for p in self.procs:
-            p.join()
-        return self.counter.value
+        self.proc.terminate()
+        out, _ = self.proc.communicate()
+        if self.proc.returncode != 0:
+            raise RuntimeError("pollers failed")
+        return int(out.split()[-1])
 
 
 def wait_closed(conn, prefix, n, timeout=600):
@@ -181,21 +170,22 @@ def ceiling(conn, args):
 def throughput(conn, args, steps, n, combined=False):
     clean(conn)
     prefix = "tp%d-" % steps
+    # the pollers are connected and waiting before the first workflow starts
+    pollers = Pollers("bench", args.clients, combined)
+    lsn0 = wal_position(conn)
+    # timed from the commit that starts them all
     q(conn, "SELECT count(durable.start_workflow('bench_steps', jsonb_build_object('steps', %s, 'queue', 'bench'), %s || i))"
             " FROM generate_series(1, %s) i", (steps, prefix, n))
-    c0 = commits(conn)
     t0 = time.time()
-    pollers = Pollers("bench", args.clients, combined)
     wait_closed(conn, prefix, n)
     elapsed = time.time() - t0
     done = pollers.finish()
-    c1 = commits(conn)
     activities = n * steps
     return {"workflows": n, "steps": steps, "pollers": args.clients,
             "seconds": round(elapsed, 2),
             "workflows_per_s": round(n / elapsed, 1),
             "activities_per_s": round(activities / elapsed, 1),
-            "commits_per_activity": round((c1 - c0) / activities, 2),
+            "commits_per_activity": round(wal_commits(conn, lsn0) / activities, 2),
             "completed_by_pollers": done}
 
 
@@ -377,7 +367,7 @@ def main():
             r = ceiling(conn, args)
             ceiling_tps = r["commits_per_s"]
         elif s == "throughput":
-            n1, n10 = (200, 50) if args.quick else (2000 * args.scale, 300 * args.scale)
+            n1, n10 = (500, 100) if args.quick else (5000 * args.scale, 1000 * args.scale)
             r = {"1_step": throughput(conn, args, 1, n1), "10_steps": throughput(conn, args, 10, n10),
                  "10_steps_complete_and_poll": throughput(conn, args, 10, n10, combined=True)}
         elif s == "sql":
@@ -425,7 +415,7 @@ def print_table(results):
             rows.append(("%s: workflows/s" % label, t["workflows_per_s"], ""))
             rows.append(("%s: activities/s" % label, t["activities_per_s"],
                          "x%.2f of ceiling" % t["activities_per_s_vs_ceiling"] if "activities_per_s_vs_ceiling" in t else ""))
-            rows.append(("%s: commits per activity" % label, t["commits_per_activity"], ""))
+            rows.append(("%s: WAL commits per activity" % label, t["commits_per_activity"], ""))
     if "sql" in s:
         rows.append(("SQL activities/s (worker-run)", s["sql"]["sql_activities_per_s"],
                      "x%.2f of ceiling" % s["sql"]["vs_ceiling"] if "vs_ceiling" in s["sql"] else ""))

@@ -17,6 +17,7 @@ make -C "$ROOT" -s install
 
 rm -rf "$DATA"; mkdir -p "$DATA/results"
 cp "$ROOT/test/cluster.sh" "$ROOT/test/bench/bench.py" "$ROOT"/test/bench/*.sql "$DATA/"
+gcc -O2 -Wall -o "$DATA/poller" "$ROOT/test/bench/poller.c" -I"$(pg_config --includedir)" -lpq
 chown -R postgres "$DATA"
 as_postgres() { su postgres -s /bin/bash -c "cd $DATA && export PATH='$PATH' PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGDATABASE=bench && $*"; }
 as_postgres "bash cluster.sh start $DATA/pg $PORT"
