@@ -106,6 +106,34 @@ SELECT durable.result('race-work', wait => '10 s');
 -- the hour-long timer died with its run
 SELECT pending_timers FROM durable.describe('race-work');
 
+-- Timers that fall due together fire together (one statement for the
+-- batch): three of one run, due at the same instant, get consecutive event
+-- ids in the order they were started, and 50 runs sleeping until the same
+-- instant all wake up, each with its own TimerFired.
+CREATE FUNCTION triple(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE h bigint[];
+BEGIN
+  h := ARRAY[durable.timer_async('0.3 s'), durable.timer_async('0.3 s'), durable.timer_async('0.3 s')];
+  PERFORM durable.await_all(h);
+  RETURN to_jsonb(h);
+END $$;
+SELECT durable.start_workflow('triple', '{}', workflow_id => 'triple-1');
+SELECT durable.result('triple-1', wait => '10 s');
+SELECT event_id - min(event_id) OVER () AS nth, details->>'handle' AS handle
+  FROM durable.history('triple-1') WHERE event_type = 'TimerFired' ORDER BY event_id;
+CREATE FUNCTION sleeper(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.sleep_until((input->>'at')::timestamptz);
+  RETURN input->'n';
+END $$;
+SELECT count(durable.start_workflow('sleeper',
+         jsonb_build_object('at', now() + interval '0.5 s', 'n', i), 'sleeper-' || i))
+  FROM generate_series(1, 50) i;
+SELECT sum(durable.result('sleeper-' || i, wait => '10 s')::int) FROM generate_series(1, 50) i;
+SELECT count(*) AS timers_fired, count(DISTINCT run_id) AS runs
+  FROM durable.history h JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id LIKE 'sleeper-%' AND h.event_type = 'TimerFired';
+
 -- Signals are received in arrival order, each once; one sent before the
 -- code waits for it is kept until it does.
 CREATE FUNCTION collector(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
