@@ -255,11 +255,11 @@ extern void timer_schedule(LockedRun *run, const char *kind, int32 handle,
 extern bool timer_cancel(LockedRun *run, int32 handle);
 extern void timers_cancel_all(LockedRun *run);
 #define TIMERS_FIRE_BATCH	500
-extern int	timers_fire_due(bool *retry_soon, bool *full);
+extern int	timers_fire_due(bool *retry_soon, bool *full, TimestampTz *next_due);
 extern long timers_ms_until_next(TimestampTz *next);
 
 /* ---- replay.c ---- */
-extern int	replay_run_tasks(int max_tasks, bool *busy);
+extern int	replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy);
 extern Jsonb *replay_query(LockedRun *run, const char *query, Jsonb *args);
 
 /* ---- activity.c ---- */

@@ -11,12 +11,14 @@
  * sequential scan and a sort, and it stays cached while the table grows: a
  * poll then reads the whole table, under every poller at once.  Every
  * statement of the engine has an index made for it, so the engine plans its
- * statements without sequential or bitmap scans: the plan is the same index
- * scan at ten rows and at ten million (a statement with no index to use
- * still gets its sequential scan, and never JIT: it is small work).  Only
- * the engine's statements are
- * planned so; the queries of workflow code and of SQL activities, run inside
- * them, are planned as usual.
+ * statements for the large case whatever the size now: every table they
+ * read is taken to hold at least a million rows, and sequential and bitmap
+ * scans are off.  The plan is then the same index scan, driven from the few
+ * rows at hand (a batch of due timers, a task id), at ten rows and at ten
+ * million.  A statement with no index to use still gets its sequential
+ * scan; none gets JIT (it is small work whatever the estimates say).  Only
+ * the engine's statements are planned so; the queries of workflow code and
+ * of SQL activities, run inside them, are planned as usual.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,9 +26,18 @@
 
 #include "jit/jit.h"
 #include "optimizer/cost.h"
+#include "optimizer/plancat.h"
 #include "optimizer/planner.h"
 
+/* The size the engine's statements are planned for, at the least. */
+#define PLANNED_MIN_ROWS	1000000.0
+#define PLANNED_ROWS_PER_PAGE	100.0
+
 static planner_hook_type prev_planner_hook = NULL;
+static get_relation_info_hook_type prev_get_relation_info_hook = NULL;
+
+/* Planning an engine statement now (not a query run inside one). */
+static bool planning_ours = false;
 
 /* The SQL of the engine statement being executed, if any. */
 static const char *executing_sql = NULL;
@@ -40,8 +51,10 @@ plan_with_indexes(Query *parse, const char *query_string, int cursor_options,
 	bool		save_seqscan = enable_seqscan;
 	bool		save_bitmapscan = enable_bitmapscan;
 	bool		save_jit = jit_enabled;
+	bool		save_planning_ours = planning_ours;
 	PlannedStmt *result;
 
+	planning_ours = is_ours;
 	if (is_ours)
 	{
 		enable_seqscan = false;
@@ -58,6 +71,7 @@ plan_with_indexes(Query *parse, const char *query_string, int cursor_options,
 	}
 	PG_FINALLY();
 	{
+		planning_ours = save_planning_ours;
 		enable_seqscan = save_seqscan;
 		enable_bitmapscan = save_bitmapscan;
 		jit_enabled = save_jit;
@@ -66,11 +80,35 @@ plan_with_indexes(Query *parse, const char *query_string, int cursor_options,
 	return result;
 }
 
+/* A table of an engine statement is planned as a large one. */
+static void
+assume_large_tables(PlannerInfo *root, Oid relid, bool inhparent,
+					RelOptInfo *rel)
+{
+	ListCell   *lc;
+
+	if (prev_get_relation_info_hook)
+		prev_get_relation_info_hook(root, relid, inhparent, rel);
+	if (!planning_ours || rel->tuples >= PLANNED_MIN_ROWS)
+		return;
+	rel->tuples = PLANNED_MIN_ROWS;
+	rel->pages = (BlockNumber) (PLANNED_MIN_ROWS / PLANNED_ROWS_PER_PAGE);
+	foreach(lc, rel->indexlist)
+	{
+		IndexOptInfo *index = (IndexOptInfo *) lfirst(lc);
+
+		index->tuples = index->indpred ? PLANNED_MIN_ROWS / 10 : PLANNED_MIN_ROWS;
+		index->pages = (BlockNumber) (index->tuples / PLANNED_ROWS_PER_PAGE / 2);
+	}
+}
+
 void
 engine_install_planner_hook(void)
 {
 	prev_planner_hook = planner_hook;
 	planner_hook = plan_with_indexes;
+	prev_get_relation_info_hook = get_relation_info_hook;
+	get_relation_info_hook = assume_large_tables;
 }
 
 /*

@@ -553,11 +553,13 @@ run_task_isolated(Datum run_id)
 
 /*
  * Runs up to max_tasks due workflow tasks in one transaction (one commit for
- * all of them), each in its own subtransaction.  Returns how many ran; *busy
- * is set when a due run was skipped because someone else held it.
+ * all of them), each in its own subtransaction, and stops early once
+ * stop_at has passed (a timer is due: it must not wait for a whole batch).
+ * Returns how many ran; *busy is set when a due run was skipped because
+ * someone else held it.
  */
 int
-replay_run_tasks(int max_tasks, bool *busy)
+replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy)
 {
 	static EnginePlan due = {NULL,
 		"SELECT run_id FROM durable.runs"
@@ -590,6 +592,8 @@ replay_run_tasks(int max_tasks, bool *busy)
 			ran++;
 		else
 			*busy = true;
+		if (GetCurrentTimestamp() >= stop_at)
+			break;
 	}
 	engine_leave(&scope);
 	PopActiveSnapshot();

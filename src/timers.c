@@ -305,6 +305,19 @@ fire_isolated(DueTimer *t, TimestampTz now, bool *busy)
 	return f.fired;
 }
 
+/* The earliest fire_at of all timers, DT_NOEND when there is none. */
+static TimestampTz
+earliest_fire_at(void)
+{
+	static EnginePlan plan = {NULL, "SELECT min(fire_at) FROM durable.timers", 0, {0}};
+	bool		isnull = true;
+	Datum		d = (Datum) 0;
+
+	if (engine_exec(&plan, NULL, NULL, 1) == 1)
+		d = engine_get(0, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
 /*
  * Fires due workflow timers of open runs with one statement: the common
  * case (sleeps, timer_async, wait_signal timeouts), and the one that comes
@@ -322,7 +335,8 @@ fire_workflow_timers_together(void *arg)
 	static EnginePlan plan = {NULL,
 		"WITH due AS ("
 		"  SELECT timer_id, run_id, fire_at, handle FROM durable.timers"
-		"   WHERE fire_at <= $1 AND kind = 'timer' ORDER BY fire_at LIMIT $2),"
+		"   WHERE fire_at <= $1 AND kind = 'timer'"
+		"   ORDER BY fire_at LIMIT " CppAsString2(FIRE_BATCH) "),"
 		" locked AS ("
 		"  SELECT d.timer_id, r.next_event_id"
 		"    FROM due d JOIN durable.runs r ON r.run_id = d.run_id"
@@ -343,9 +357,9 @@ fire_workflow_timers_together(void *arg)
 		"           GROUP BY run_id) a"
 		"   WHERE r.run_id = a.run_id)"
 		" SELECT count(*) FROM appended",
-	2, {TIMESTAMPTZOID, INT4OID}};
+	1, {TIMESTAMPTZOID}};
 	OneFiring  *f = (OneFiring *) arg;
-	Datum		values[2] = {TimestampTzGetDatum(f->now), Int32GetDatum(FIRE_BATCH)};
+	Datum		values[1] = {TimestampTzGetDatum(f->now)};
 	bool		isnull;
 
 	engine_exec(&plan, values, NULL, 1);
@@ -357,10 +371,11 @@ fire_workflow_timers_together(void *arg)
  * together, then the rest (retries, timeouts, timers of busy or closed runs)
  * one by one.  Returns how many fired; *full says a batch was full (more may
  * be due); *retry_soon is set when a due timer's run was locked by someone
- * else (it is left for later).
+ * else (it is left for later); *next_due is the earliest fire_at left (as
+ * this transaction sees it; DT_NOEND if none).
  */
 int
-timers_fire_due(bool *retry_soon, bool *full)
+timers_fire_due(bool *retry_soon, bool *full, TimestampTz *next_due)
 {
 	EngineScope scope;
 	TimestampTz now;
@@ -376,16 +391,22 @@ timers_fire_due(bool *retry_soon, bool *full)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	engine_enter(&scope);
 	now = GetCurrentTimestamp();
-	together.now = now;
-	if (!in_subxact_unless_busy(fire_workflow_timers_together, &together))
-		*retry_soon = true;
-	fired = together.count;
-	values[0] = TimestampTzGetDatum(now);
-	/* a full batch that all fired: more of the same may be due, come back */
-	n = (fired == FIRE_BATCH) ? 0 : read_timers(false, values, &timers);
-	for (int i = 0; i < n; i++)
-		if (fire_isolated(&timers[i], now, retry_soon))
-			fired++;
+	*next_due = earliest_fire_at();
+	fired = n = 0;
+	if (*next_due <= now)
+	{
+		together.now = now;
+		if (!in_subxact_unless_busy(fire_workflow_timers_together, &together))
+			*retry_soon = true;
+		fired = together.count;
+		values[0] = TimestampTzGetDatum(now);
+		/* a full batch that all fired: more of the same may be due, come back */
+		n = (fired == FIRE_BATCH) ? 0 : read_timers(false, values, &timers);
+		for (int i = 0; i < n; i++)
+			if (fire_isolated(&timers[i], now, retry_soon))
+				fired++;
+		*next_due = earliest_fire_at();
+	}
 	engine_leave(&scope);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -400,26 +421,21 @@ timers_fire_due(bool *retry_soon, bool *full)
 long
 timers_ms_until_next(TimestampTz *next)
 {
-	static EnginePlan plan = {NULL, "SELECT min(fire_at) FROM durable.timers", 0, {0}};
 	EngineScope scope;
-	bool		isnull = true;
-	Datum		d = (Datum) 0;
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	engine_enter(&scope);
-	if (engine_exec(&plan, NULL, NULL, 1) == 1)
-		d = engine_get(0, 1, &isnull);
+	*next = earliest_fire_at();
 	engine_leave(&scope);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
-	if (isnull)
+	if (*next == DT_NOEND)
 	{
 		*next = 0;
 		return -1;
 	}
-	*next = DatumGetTimestampTz(d);
 	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), *next);
 }
 

@@ -117,6 +117,7 @@ run_due_work(void)
 		bool		ran_sql;
 		bool		busy;
 		int			fired;
+		TimestampTz next_due;
 
 		retry_soon = false;
 		CHECK_FOR_INTERRUPTS();
@@ -130,14 +131,15 @@ run_due_work(void)
 		for (;;)
 		{
 			bool		full;
-			int			batch = timers_fire_due(&busy, &full);
+			int			batch = timers_fire_due(&busy, &full, &next_due);
 
 			retry_soon |= busy;
 			fired += batch;
 			if (!full || batch == 0)
 				break;
 		}
-		ran = replay_run_tasks(durable_task_batch_size, &busy);
+		/* tasks until the next timer is due, and then that timer first */
+		ran = replay_run_tasks(durable_task_batch_size, next_due, &busy);
 		retry_soon |= busy;
 		ran_sql = sql_activity_run_one();
 		pgstat_report_stat(false);
