@@ -365,12 +365,7 @@ CREATE FUNCTION durable.complete_and_poll(task_token pg_catalog.text,
     RETURNS TABLE (task_token pg_catalog.text, workflow_id pg_catalog.text,
                    activity pg_catalog.text, input pg_catalog.jsonb,
                    attempt pg_catalog.int4, heartbeat_details pg_catalog.jsonb)
-    LANGUAGE sql VOLATILE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT durable.complete_activity($1, $2);
-    SELECT * FROM durable.poll_activity($3, $4, '0', $5);
-$$;
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_complete_and_poll';
 
 -- Progress of a long activity; true means: stop (cancellation requested, or
 -- this attempt is no longer current).

@@ -42,6 +42,7 @@ PG_FUNCTION_INFO_V1(durable_complete_activity);
 PG_FUNCTION_INFO_V1(durable_fail_activity);
 PG_FUNCTION_INFO_V1(durable_heartbeat_activity);
 PG_FUNCTION_INFO_V1(durable_cancel_activity);
+PG_FUNCTION_INFO_V1(durable_complete_and_poll);
 
 static TimestampTz
 plus_seconds(TimestampTz t, double seconds)
@@ -587,32 +588,50 @@ claim_some(void *arg)
 					   &req->retry_ms) > 0;
 }
 
+/*
+ * The queue (argument "first"), worker (first + 1) and max_tasks (the one
+ * after the next) of a poll, checked, into req.
+ */
+static void
+poll_args(FunctionCallInfo fcinfo, int first, ClaimRequest *req)
+{
+	int			max_tasks_arg = first + (first == 0 ? 3 : 2);
+
+	if (PG_ARGISNULL(first))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task queue must not be null")));
+	check_task_queue_name(PG_GETARG_TEXT_PP(first));
+	req->rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	req->queue = text_to_cstring(PG_GETARG_TEXT_PP(first));
+	req->worker = PG_ARGISNULL(first + 1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(first + 1));
+	req->max_tasks = PG_ARGISNULL(max_tasks_arg) ? 1 : PG_GETARG_INT32(max_tasks_arg);
+	req->retry_ms = -1;
+	if (req->max_tasks < 1 || req->max_tasks > MAX_POLL_TASKS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_tasks must be between 1 and %d", MAX_POLL_TASKS)));
+}
+
 Datum
 durable_poll_activity(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *queue;
-	char	   *worker;
+	ClaimRequest args;
+	const char *queue;
+	const char *worker;
 	long		wait_ms;
 	int			max_tasks;
 	TimestampTz deadline;
 	WakeChannel *channel;
 
 	durable_require_preload();
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("task queue must not be null")));
-	check_task_queue_name(PG_GETARG_TEXT_PP(0));
-	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	worker = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	poll_args(fcinfo, 0, &args);
 	wait_ms = PG_ARGISNULL(2) ? 0 : interval_arg_ms(PG_GETARG_INTERVAL_P(2), "wait");
 	wait_ms = Min(wait_ms, durable_max_poll_wait_ms);
-	max_tasks = PG_ARGISNULL(3) ? 1 : PG_GETARG_INT32(3);
-	if (max_tasks < 1 || max_tasks > MAX_POLL_TASKS)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_tasks must be between 1 and %d", MAX_POLL_TASKS)));
+	queue = args.queue;
+	worker = args.worker;
+	max_tasks = args.max_tasks;
 	if (wait_ms > 0 && IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
@@ -675,11 +694,10 @@ required_token(FunctionCallInfo fcinfo)
 	return text_to_cstring(PG_GETARG_TEXT_PP(0));
 }
 
-Datum
-durable_complete_activity(PG_FUNCTION_ARGS)
+/* Completes the attempt of the token; false if it is no longer current. */
+static bool
+complete_attempt(const char *token, Jsonb *result)
 {
-	char	   *token = required_token(fcinfo);
-	Jsonb	   *result = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 	EngineScope scope;
 	ClaimedAttempt a;
 	bool		current;
@@ -701,7 +719,35 @@ durable_complete_activity(PG_FUNCTION_ARGS)
 		activity_resolve(&a);
 	}
 	engine_leave(&scope);
-	PG_RETURN_BOOL(current);
+	return current;
+}
+
+Datum
+durable_complete_activity(PG_FUNCTION_ARGS)
+{
+	char	   *token = required_token(fcinfo);
+	Jsonb	   *result = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+
+	PG_RETURN_BOOL(complete_attempt(token, result));
+}
+
+/*
+ * durable.complete_and_poll(token, result, task_queue, worker, max_tasks):
+ * complete_activity, then poll_activity without waiting, in one call: a busy
+ * worker's loop at one round trip and one commit per activity.
+ */
+Datum
+durable_complete_and_poll(PG_FUNCTION_ARGS)
+{
+	char	   *token = required_token(fcinfo);
+	Jsonb	   *result = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	ClaimRequest req;
+
+	poll_args(fcinfo, 2, &req);
+	(void) complete_attempt(token, result);
+	InitMaterializedSRF(fcinfo, 0);
+	(void) claim_some(&req);
+	return (Datum) 0;
 }
 
 Datum
