@@ -135,5 +135,39 @@ is($node->safe_psql('postgres', q{
 SELECT count(*) FROM durable.runs WHERE workflow_id LIKE 'sig-%' AND result <> '[1, 2, 3, 4, 5]'}),
 	'0', 'each signal received exactly once, in the order sent');
 
+# --- a timer whose run an application holds: left for later, not lost ---
+# An application's transaction that signals a run holds its row; the run's
+# timer falls due meanwhile.  The worker fires the other runs' timers (all
+# together) without waiting, and this one, exactly once, when it lets go.
+$node->safe_psql('postgres', q{
+SELECT durable.start_workflow('napper', '{"nap": "3 s"}', workflow_id => 'held-nap');
+SELECT durable.start_workflow('napper', '{"nap": "3 s"}', workflow_id => 'free-nap-' || i)
+  FROM generate_series(1, 5) i;
+});
+$node->poll_query_until('postgres', q{
+SELECT count(*) = 6 FROM durable.timers t JOIN durable.runs r USING (run_id)
+ WHERE (r.workflow_id = 'held-nap' OR r.workflow_id LIKE 'free-nap-%') AND t.kind = 'timer'})
+  or die 'timers never started';
+my $app = $node->background_psql('postgres');
+$app->query_safe('BEGIN');
+$app->query_safe(q{SELECT durable.signal('held-nap', 'nudge')});
+ok($node->poll_query_until('postgres', q{
+SELECT count(*) = 5 FROM durable.runs WHERE workflow_id LIKE 'free-nap-%' AND status = 'completed'}),
+	'the other runs wake up while one is held');
+sleep 1;
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM durable.history h JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'held-nap' AND h.event_type = 'TimerFired'}),
+	'0', 'the held run has not fired its timer');
+$app->query_safe('COMMIT');
+$app->quit;
+ok($node->poll_query_until('postgres', q{
+SELECT status = 'completed' FROM durable.runs WHERE workflow_id = 'held-nap'}),
+	'it fires once the application lets go');
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM durable.history h JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'held-nap' AND h.event_type = 'TimerFired'}),
+	'1', 'exactly once');
+
 $node->stop;
 done_testing();
