@@ -77,10 +77,11 @@ start_timeout(Datum run_id, int64 task_id, int32 attempt, Jsonb *timeouts,
 
 /*
  * Drops a task's timers: those of the attempt that ended, or (all) every
- * one, the retry and schedule_to_close included.
+ * one, the retry and schedule_to_close included.  A task with no timeouts
+ * that is not waiting out a retry backoff has none: no statement then.
  */
 static void
-drop_task_timers(int64 task_id, bool all)
+drop_task_timers(ClaimedAttempt *a, bool all)
 {
 	static EnginePlan attempt_plan = {NULL,
 		"DELETE FROM durable.timers WHERE task_id = $1 AND kind = 'activity_timeout'"
@@ -88,8 +89,10 @@ drop_task_timers(int64 task_id, bool all)
 	1, {INT8OID}};
 	static EnginePlan all_plan = {NULL,
 	"DELETE FROM durable.timers WHERE task_id = $1", 1, {INT8OID}};
-	Datum		values[1] = {Int64GetDatum(task_id)};
+	Datum		values[1] = {Int64GetDatum(a->task_id)};
 
+	if (JB_ROOT_COUNT(a->timeouts) == 0 && strcmp(a->status, "backoff") != 0)
+		return;
 	engine_exec(all ? &all_plan : &attempt_plan, values, NULL, 0);
 }
 
@@ -201,19 +204,11 @@ activity_lock_task(int64 task_id, ClaimedAttempt *a)
 static bool
 lock_current_attempt(const char *token, ClaimedAttempt *a)
 {
-	static EnginePlan find_run = {NULL,
-	"SELECT run_id FROM durable.activity_tasks WHERE task_id = $1", 1, {INT8OID}};
 	int64		task_id;
 	int32		attempt;
-	Datum		values[1];
-	bool		isnull;
 
 	token_parse(token, &task_id, &attempt);
-	values[0] = Int64GetDatum(task_id);
-	if (engine_exec(&find_run, values, NULL, 1) == 0)
-		return false;
-	values[0] = engine_get(0, 1, &isnull);
-	if (!engine_lock_run(values[0], &a->run, false) ||
+	if (!engine_lock_run_of_task(task_id, &a->run) ||
 		strcmp(a->run.status, "running") != 0)
 		return false;
 	return activity_lock_task(task_id, a) && a->attempt == attempt &&
@@ -249,7 +244,7 @@ activity_resolve(ClaimedAttempt *a)
 	/* one fewer in flight: a poller held back by max_in_flight may go */
 	if (a->task_queue[0] != '\0')
 		durable_wake_queue_at_commit(a->task_queue);
-	drop_task_timers(a->task_id, true);
+	drop_task_timers(a, true);
 	delete_task(a->task_id);
 	engine_request_workflow_task(&a->run);
 }
@@ -308,7 +303,7 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 
 		engine_exec(&retry_plan, values, NULL, 0);
 	}
-	drop_task_timers(a->task_id, false);
+	drop_task_timers(a, false);
 	save_next_event_id(&a->run);
 	if (a->task_queue[0] != '\0')
 		durable_wake_queue_at_commit(a->task_queue);
@@ -402,7 +397,7 @@ activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now)
 	json_begin(&jb);
 	json_add_int(&jb, "handle", handle);
 	engine_append_event(&a.run, "ActivityTaskCanceled", json_end(&jb), now);
-	drop_task_timers(a.task_id, true);
+	drop_task_timers(&a, true);
 	delete_task(a.task_id);
 	memcpy(run, &a.run, sizeof(LockedRun));
 	return true;

@@ -200,6 +200,7 @@ typedef struct LockedRun
 
 extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);
 extern bool engine_read_run(Datum run_id, LockedRun *run);
+extern bool engine_lock_run_of_task(int64 task_id, LockedRun *run);
 extern void engine_append_event(LockedRun *run, const char *event_type,
 								Jsonb *details, TimestampTz when);
 extern void engine_request_workflow_task(LockedRun *run);

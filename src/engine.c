@@ -188,10 +188,28 @@ engine_pstrdup(const char *s)
 	return copy;
 }
 
-/*
- * Locks the run row FOR UPDATE (or skips it, if skip_locked and someone
- * holds it).  Returns false when the run does not exist or was skipped.
- */
+/* The columns of a run that LockedRun holds, as the queries below read them. */
+#define RUN_COLUMNS \
+	"workflow_id, workflow, owner, input, status, next_event_id," \
+	" task_failure IS NOT NULL, task_pending, run_id"
+
+/* Fills run from the current SPI result's first row (RUN_COLUMNS). */
+static void
+fill_locked_run(LockedRun *run)
+{
+	bool		isnull;
+
+	run->run_id = engine_get(0, 9, &isnull);	/* copied out of SPI's memory */
+	run->workflow_id = engine_get_text(0, 1);
+	run->workflow = engine_get_text(0, 2);
+	run->owner = DatumGetObjectId(engine_get(0, 3, &isnull));
+	run->input = DatumGetJsonbP(engine_get(0, 4, &isnull));
+	run->status = engine_get_text(0, 5);
+	run->next_event_id = DatumGetInt64(engine_get(0, 6, &isnull));
+	run->task_failed = DatumGetBool(engine_get(0, 7, &isnull));
+	run->task_pending = DatumGetBool(engine_get(0, 8, &isnull));
+}
+
 /* Reads a run without locking it (for queries); false if it does not exist. */
 bool
 engine_read_run(Datum run_id, LockedRun *run)
@@ -199,6 +217,10 @@ engine_read_run(Datum run_id, LockedRun *run)
 	return engine_lock_run_mode(run_id, run, RUN_READ);
 }
 
+/*
+ * Locks the run row FOR UPDATE (or skips it, if skip_locked and someone
+ * holds it).  Returns false when the run does not exist or was skipped.
+ */
 bool
 engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked)
 {
@@ -209,38 +231,40 @@ static bool
 engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode)
 {
 	static EnginePlan wait_plan = {NULL,
-		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
-		" task_failure IS NOT NULL, task_pending FROM durable.runs WHERE run_id = $1 FOR UPDATE",
+		"SELECT " RUN_COLUMNS " FROM durable.runs WHERE run_id = $1 FOR UPDATE",
 	1, {UUIDOID}};
 	static EnginePlan skip_plan = {NULL,
-		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
-		" task_failure IS NOT NULL, task_pending FROM durable.runs WHERE run_id = $1"
-		" FOR UPDATE SKIP LOCKED",
+		"SELECT " RUN_COLUMNS " FROM durable.runs WHERE run_id = $1 FOR UPDATE SKIP LOCKED",
 	1, {UUIDOID}};
 	static EnginePlan read_plan = {NULL,
-		"SELECT workflow_id, workflow, owner, input, status, next_event_id,"
-		" task_failure IS NOT NULL, task_pending FROM durable.runs WHERE run_id = $1",
+		"SELECT " RUN_COLUMNS " FROM durable.runs WHERE run_id = $1",
 	1, {UUIDOID}};
 	EnginePlan *plan = mode == RUN_READ ? &read_plan :
 		mode == RUN_LOCK_OR_SKIP ? &skip_plan : &wait_plan;
 	Datum		values[1] = {run_id};
-	bool		isnull;
-	pg_uuid_t  *id;
 
 	if (engine_exec(plan, values, NULL, 1) == 0)
 		return false;
+	fill_locked_run(run);
+	return true;
+}
 
-	id = SPI_palloc(UUID_LEN);
-	memcpy(id, DatumGetUUIDP(run_id), UUID_LEN);
-	run->run_id = UUIDPGetDatum(id);
-	run->workflow_id = engine_get_text(0, 1);
-	run->workflow = engine_get_text(0, 2);
-	run->owner = DatumGetObjectId(engine_get(0, 3, &isnull));
-	run->input = DatumGetJsonbP(engine_get(0, 4, &isnull));
-	run->status = engine_get_text(0, 5);
-	run->next_event_id = DatumGetInt64(engine_get(0, 6, &isnull));
-	run->task_failed = DatumGetBool(engine_get(0, 7, &isnull));
-	run->task_pending = DatumGetBool(engine_get(0, 8, &isnull));
+/*
+ * Locks the run of an activity task FOR UPDATE, found and locked in one
+ * statement.  Returns false when there is no such task (any more).
+ */
+bool
+engine_lock_run_of_task(int64 task_id, LockedRun *run)
+{
+	static EnginePlan plan = {NULL,
+		"SELECT " RUN_COLUMNS " FROM durable.runs WHERE run_id ="
+		" (SELECT run_id FROM durable.activity_tasks WHERE task_id = $1) FOR UPDATE",
+	1, {INT8OID}};
+	Datum		values[1] = {Int64GetDatum(task_id)};
+
+	if (engine_exec(&plan, values, NULL, 1) == 0)
+		return false;
+	fill_locked_run(run);
 	return true;
 }
 
