@@ -128,6 +128,8 @@ def clean(conn):
 
 # ---- activity pollers: poller.c, one process and one connection each ----
 
+POLLER_APP = "durable-bench-poller"
+
 class Pollers:
     """K real SQL clients that poll and complete.  combined: complete_and_poll,
     one round trip and one commit per activity while tasks keep coming."""
@@ -135,9 +137,14 @@ class Pollers:
     def __init__(self, queue, k, combined=False):
         self.proc = subprocess.Popen([os.path.join(ROOT, "poller"), queue, str(k),
                                       "combined" if combined else "two"],
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, PGAPPNAME=POLLER_APP))
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError("pollers did not start")
+
+    def pids(self):
+        """The client processes (the parent only waits)."""
+        return [p for p in all_pids() if parent_pid(p) == self.proc.pid]
 
     def finish(self):
         self.proc.terminate()
@@ -145,6 +152,64 @@ class Pollers:
         if self.proc.returncode != 0:
             raise RuntimeError("pollers failed")
         return int(out.split()[-1])
+
+
+# ---- CPU time per activity, by process, from /proc ----
+
+def all_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def proc_stat(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    return s[s.rindex(")") + 2:].split()
+
+
+def parent_pid(pid):
+    fields = proc_stat(pid)
+    return int(fields[1]) if fields else None
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        fields = proc_stat(pid)
+        if fields:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def machine_busy_ticks():
+    """All CPUs' busy time (user, nice, system, irq, softirq: not idle, I/O
+    wait or time stolen by the hypervisor), in clock ticks."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+
+
+class CpuMeter:
+    """CPU (user + system) of the pollers' backends, the durable worker and
+    the poller processes: far steadier than rates on a shared machine."""
+
+    def __init__(self, conn, pollers):
+        self.pids = {
+            "poller_backends": [r[0] for r in q(conn, "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                                (POLLER_APP,))],
+            "worker": [q1(conn, "SELECT pid FROM durable.worker_status() WHERE database = current_database()")],
+            "poller_clients": pollers.pids()}
+        self.start = {k: cpu_ticks(v) for k, v in self.pids.items()}
+        self.machine_start = machine_busy_ticks()
+
+    def per_activity_us(self, activities):
+        hz = os.sysconf("SC_CLK_TCK")
+        used = {k: (cpu_ticks(v) - self.start[k]) * 1e6 / hz / activities for k, v in self.pids.items()}
+        used["total"] = sum(used.values())
+        used["machine"] = (machine_busy_ticks() - self.machine_start) * 1e6 / hz / activities
+        return {k: round(v) for k, v in used.items()}
 
 
 def wait_closed(conn, prefix, n, timeout=600):
@@ -161,11 +226,16 @@ def wait_closed(conn, prefix, n, timeout=600):
 
 def ceiling(conn, args):
     script = os.path.join(ROOT, "insert.sql")
+    busy0 = machine_busy_ticks()
     out = subprocess.run(["pgbench", "-n", "-c", str(args.clients), "-j", str(args.clients),
                           "-T", str(args.seconds), "-f", script],
                          capture_output=True, text=True, check=True).stdout
+    busy = machine_busy_ticks() - busy0
     tps = float([l for l in out.splitlines() if l.startswith("tps")][0].split()[2])
-    return {"commits_per_s": round(tps, 1), "clients": args.clients}
+    commits = int([l for l in out.splitlines() if l.startswith("number of transactions actually processed")][0]
+                  .split(":")[1].split("/")[0])
+    return {"commits_per_s": round(tps, 1), "clients": args.clients,
+            "machine_cpu_us_per_commit": round(busy * 1e6 / os.sysconf("SC_CLK_TCK") / commits)}
 
 
 def throughput(conn, args, steps, n, combined=False):
@@ -178,15 +248,18 @@ def throughput(conn, args, steps, n, combined=False):
     q(conn, "SELECT count(durable.start_workflow('bench_steps', jsonb_build_object('steps', %s, 'queue', 'bench'), %s || i))"
             " FROM generate_series(1, %s) i", (steps, prefix, n))
     t0 = time.time()
+    meter = CpuMeter(conn, pollers)
     wait_closed(conn, prefix, n)
     elapsed = time.time() - t0
-    done = pollers.finish()
     activities = n * steps
+    cpu = meter.per_activity_us(activities)
+    done = pollers.finish()
     return {"workflows": n, "steps": steps, "pollers": args.clients,
             "seconds": round(elapsed, 2),
             "workflows_per_s": round(n / elapsed, 1),
             "activities_per_s": round(activities / elapsed, 1),
             "commits_per_activity": round(wal_commits(conn, lsn0) / activities, 2),
+            "cpu_us_per_activity": cpu,
             "completed_by_pollers": done}
 
 
@@ -424,6 +497,7 @@ def print_table(results):
     rows = []
     if "ceiling" in s:
         rows.append(("ceiling: one-row INSERT commits/s", s["ceiling"]["commits_per_s"], ""))
+        rows.append(("ceiling: machine CPU us per commit", s["ceiling"]["machine_cpu_us_per_commit"], ""))
     for key, label in (("1_step", "1-activity workflows"), ("10_steps", "10-activity workflows"),
                        ("10_steps_complete_and_poll", "10-activity workflows, complete_and_poll")):
         t = s.get("throughput", {}).get(key)
@@ -432,6 +506,10 @@ def print_table(results):
             rows.append(("%s: activities/s" % label, t["activities_per_s"],
                          "x%.2f of ceiling" % t["activities_per_s_vs_ceiling"] if "activities_per_s_vs_ceiling" in t else ""))
             rows.append(("%s: WAL commits per activity" % label, t["commits_per_activity"], ""))
+            c = t["cpu_us_per_activity"]
+            rows.append(("%s: machine CPU us per activity" % label, c["machine"],
+                         "pollers' backends %d, worker %d, poller processes %d" % (
+                             c["poller_backends"], c["worker"], c["poller_clients"])))
     if "sql" in s:
         rows.append(("SQL activities/s (worker-run)", s["sql"]["sql_activities_per_s"],
                      "x%.2f of ceiling" % s["sql"]["vs_ceiling"] if "vs_ceiling" in s["sql"] else ""))
