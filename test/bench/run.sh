@@ -15,6 +15,10 @@ bash "$ROOT/scripts/install-deps.sh"
 make -C "$ROOT" -s
 make -C "$ROOT" -s install
 
+# a server left running by an interrupted run would hold the port
+if [ -f "$DATA/pg/postmaster.pid" ]; then
+    su postgres -s /bin/bash -c "$(command -v pg_ctl) -D $DATA/pg -m immediate -w stop" >/dev/null 2>&1 || true
+fi
 rm -rf "$DATA"; mkdir -p "$DATA/results"
 cp "$ROOT/test/cluster.sh" "$ROOT/test/bench/bench.py" "$ROOT"/test/bench/*.sql "$DATA/"
 gcc -O2 -Wall -o "$DATA/poller" "$ROOT/test/bench/poller.c" -I"$(pg_config --includedir)" -lpq
