@@ -32,6 +32,8 @@ CREATE TABLE durable.runs (
                           'terminated', 'timed_out')),
     -- a workflow task is due: something happened that the code has not seen
     task_pending    pg_catalog.bool NOT NULL DEFAULT true,
+    -- since when it is pending: the worker takes the oldest first
+    task_due_at     pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- the last workflow task failed (non-determinism, a write, a lost
     -- privilege): the run is parked until durable.retry_workflow_task()
     task_failure    pg_catalog.jsonb,
@@ -47,9 +49,10 @@ CREATE TABLE durable.runs (
 CREATE UNIQUE INDEX runs_open_workflow_id ON durable.runs (workflow_id)
     WHERE status = 'running';
 CREATE INDEX runs_workflow_id ON durable.runs (workflow_id, started_at);
--- The worker's queue of workflow tasks: only runs with one due (read in
--- run_id order, which only this index gives, so no plan takes another).
-CREATE INDEX runs_task_due ON durable.runs (run_id)
+-- The worker's queue of workflow tasks: only runs with one due, oldest
+-- first, so that under a load it cannot keep up with, no run waits for
+-- ever behind newer ones.
+CREATE INDEX runs_task_due ON durable.runs (task_due_at)
     WHERE task_pending AND task_failure IS NULL AND status = 'running';
 
 -- History: the append-only event log of each run, Temporal's event names.

@@ -533,7 +533,8 @@ durable_retry_workflow_task(PG_FUNCTION_ARGS)
 		"SELECT run_id, owner FROM durable.runs WHERE workflow_id = $1 AND status = 'running'",
 	1, {TEXTOID}};
 	static EnginePlan retry = {NULL,
-		"UPDATE durable.runs SET task_failure = NULL, task_pending = true"
+		"UPDATE durable.runs SET task_failure = NULL, task_pending = true,"
+		" task_due_at = pg_catalog.clock_timestamp()"
 		" WHERE run_id = $1 AND task_failure IS NOT NULL",
 	1, {UUIDOID}};
 	char	   *workflow_id;

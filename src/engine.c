@@ -295,10 +295,12 @@ void
 engine_request_workflow_task(LockedRun *run)
 {
 	static EnginePlan plan = {NULL,
-		"UPDATE durable.runs SET next_event_id = $2, task_pending = true"
+		"UPDATE durable.runs SET next_event_id = $2, task_pending = true,"
+		" task_due_at = CASE WHEN task_pending THEN task_due_at ELSE $3 END"
 		" WHERE run_id = $1",
-	2, {UUIDOID, INT8OID}};
-	Datum		values[2] = {run->run_id, Int64GetDatum(run->next_event_id)};
+	3, {UUIDOID, INT8OID, TIMESTAMPTZOID}};
+	Datum		values[3] = {run->run_id, Int64GetDatum(run->next_event_id),
+	TimestampTzGetDatum(GetCurrentTimestamp())};
 
 	engine_exec(&plan, values, NULL, 0);
 	durable_wake_worker_at_commit();

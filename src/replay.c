@@ -564,7 +564,7 @@ replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy)
 	static EnginePlan due = {NULL,
 		"SELECT run_id FROM durable.runs"
 		" WHERE task_pending AND task_failure IS NULL AND status = 'running'"
-		" ORDER BY run_id LIMIT $1",
+		" ORDER BY task_due_at LIMIT $1",
 	1, {INT4OID}};
 	EngineScope scope;
 	Datum		values[1] = {Int32GetDatum(max_tasks)};
