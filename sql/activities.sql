@@ -247,6 +247,37 @@ REVOKE ALL ON SCHEMA public FROM regress_durable_clerk;
 DROP OWNED BY regress_durable_clerk;
 DROP ROLE regress_durable_clerk;
 
+-- SQL activities due together run in one transaction (they share its
+-- commit), each in its own subtransaction: the one that fails leaves no
+-- effects and is retried, the others' effects stay.
+CREATE TABLE batch_effects (n int, at timestamptz DEFAULT now());
+CREATE SEQUENCE tries_of_5;  -- not transactional: counts the rolled-back try too
+CREATE FUNCTION add_batch_row(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.batch_effects (n) VALUES ((input->>'n')::int);
+  IF (input->>'n')::int = 5 AND nextval('public.tries_of_5') = 1 THEN
+    RAISE EXCEPTION 'not this time';   -- its insert is rolled back with it
+  END IF;
+  RETURN input->'n';
+END $$;
+CREATE FUNCTION fan_sql(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE h bigint[];
+BEGIN
+  SELECT array_agg(durable.sql_activity_async('public.add_batch_row', jsonb_build_object('n', i),
+                     '{"retry": {"initial_interval": "0.1 s"}}'))
+    INTO h FROM generate_series(1, 10) i;
+  RETURN durable.await_all(h);
+END $$;
+SELECT durable.start_workflow('fan_sql', '{}', workflow_id => 'fan-sql');
+SELECT durable.result('fan-sql', wait => '10 s');
+-- nine rows from the first batch (one transaction: one now()), n = 5 once,
+-- from its retry
+SELECT count(*) AS rows, count(DISTINCT n) AS distinct_n,
+       count(DISTINCT at) FILTER (WHERE n <> 5) AS transactions_of_the_nine
+  FROM batch_effects;
+SELECT count(*) AS attempts_of_5 FROM durable.history('fan-sql')
+ WHERE event_type = 'ActivityTaskStarted' AND (details->>'handle')::int = 5;
+
 -- Per-queue controls: at most max_in_flight tasks claimed at once, at most
 -- max_starts_per_second started (a token bucket: one second's worth of burst)
 CREATE FUNCTION fan_out(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$

@@ -247,7 +247,7 @@ extern char *token_make(int64 task_id, int32 attempt);
 extern void token_parse(const char *token, int64 *task_id, int32 *attempt);
 
 /* ---- sql_activity.c ---- */
-extern bool sql_activity_run_one(void);
+extern int	sql_activity_run_due(int max_tasks, bool *busy);
 extern void sql_activity_maybe_due(void);
 
 /* ---- timers.c ---- */

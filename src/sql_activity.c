@@ -10,7 +10,10 @@
  * effects, and the retry policy applies as to any activity.  A crash at any
  * point loses the whole transaction: the task is still scheduled, and runs
  * again as if it never had.  So the effects of a SQL activity are committed
- * exactly once, with the event that records them.
+ * exactly once, with the event that records them.  The activities due at
+ * once run in one transaction, each in a subtransaction of its own (so that
+ * a row someone else holds sets aside only that one): they share a commit,
+ * as the workflow tasks of a batch do.
  *
  *-------------------------------------------------------------------------
  */
@@ -140,36 +143,21 @@ record_outcome(ClaimedAttempt *a, SqlOutcome *out, TimestampTz now)
 }
 
 /*
- * Runs one due SQL activity, in its own transaction.  Returns false when
- * none is due.
+ * Runs a due SQL activity (task_id of run_id) in a subtransaction of the
+ * batch: an engine error (a row an application holds) undoes only this one,
+ * which stays scheduled and is tried again later.  Returns whether it ran.
  */
-bool
-sql_activity_run_one(void)
+static bool
+run_one_isolated(int64 task_id, Datum run_id, TimestampTz now)
 {
-	static EnginePlan due = {NULL,
-		"SELECT task_id, run_id FROM durable.activity_tasks"
-		" WHERE task_queue = '" SQL_ACTIVITY_QUEUE "' AND status = 'scheduled' AND ready_at <= $1"
-		" ORDER BY priority DESC, ready_at, task_id LIMIT 1",
-	1, {TIMESTAMPTZOID}};
-	EngineScope scope;
-	TimestampTz now;
-	Datum		values[1];
-	bool		ran = false;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ran = false;
 
-	if (!maybe_due)
-		return false;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "durable: running a SQL activity");
-	engine_enter(&scope);
-	now = GetCurrentTimestamp();
-	values[0] = TimestampTzGetDatum(now);
-	if (engine_exec(&due, values, NULL, 1) == 1)
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
 	{
-		bool		isnull;
-		int64		task_id = DatumGetInt64(engine_get(0, 1, &isnull));
-		Datum		run_id = engine_get(0, 2, &isnull);
 		ClaimedAttempt a;
 
 		/* run first, then task, like everyone; a busy run is tried later */
@@ -186,8 +174,76 @@ sql_activity_run_one(void)
 			record_outcome(&a, &out, GetCurrentTimestamp());
 			ran = true;
 		}
+		ReleaseCurrentSubTransaction();
 	}
-	else
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (!ENGINE_LOCK_BUSY(edata))
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ran;
+}
+
+/*
+ * Runs up to max_tasks due SQL activities in one transaction (one commit for
+ * all: each one's effects still commit, or not, with its completion).
+ * Returns how many ran; none due clears maybe_due.  *busy is set when a due
+ * one was left because someone else held its run or task.
+ */
+int
+sql_activity_run_due(int max_tasks, bool *busy)
+{
+	static EnginePlan due = {NULL,
+		"SELECT task_id, run_id FROM durable.activity_tasks"
+		" WHERE task_queue = '" SQL_ACTIVITY_QUEUE "' AND status = 'scheduled' AND ready_at <= $1"
+		" ORDER BY priority DESC, ready_at, task_id LIMIT $2",
+	2, {TIMESTAMPTZOID, INT4OID}};
+	EngineScope scope;
+	TimestampTz now;
+	Datum		values[2];
+	int64	   *task_ids;
+	Datum	   *run_ids;
+	int			n;
+	int			ran = 0;
+
+	*busy = false;
+	if (!maybe_due)
+		return 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "durable: running SQL activities");
+	engine_enter(&scope);
+	now = GetCurrentTimestamp();
+	values[0] = TimestampTzGetDatum(now);
+	values[1] = Int32GetDatum(max_tasks);
+	n = engine_exec(&due, values, NULL, 0);
+	task_ids = palloc(sizeof(int64) * Max(n, 1));
+	run_ids = palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		task_ids[i] = DatumGetInt64(engine_get(i, 1, &isnull));
+		run_ids[i] = engine_get(i, 2, &isnull);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		if (run_one_isolated(task_ids[i], run_ids[i], now))
+			ran++;
+		else
+			*busy = true;
+	}
+	if (n == 0)
 		maybe_due = false;
 	engine_leave(&scope);
 	PopActiveSnapshot();

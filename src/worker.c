@@ -141,7 +141,8 @@ run_due_work(void)
 		/* tasks until the next timer is due, and then that timer first */
 		ran = replay_run_tasks(durable_task_batch_size, next_due, &busy);
 		retry_soon |= busy;
-		ran_sql = sql_activity_run_one();
+		ran_sql = sql_activity_run_due(durable_task_batch_size, &busy) > 0;
+		retry_soon |= busy;
 		pgstat_report_stat(false);
 		if (ran == 0 && !ran_sql && fired == 0)
 			return retry_soon;

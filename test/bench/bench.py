@@ -265,7 +265,7 @@ def throughput(conn, args, steps, n, combined=False):
 
 def sql_activities(conn, args):
     clean(conn)
-    n, steps = (20, 10) if args.quick else (100, 10)
+    n, steps = (20, 10) if args.quick else (300, 10)
     q(conn, "SELECT count(durable.start_workflow('bench_sql_steps', jsonb_build_object('steps', %s, 'id', 'sql' || i), 'sql-' || i))"
             " FROM generate_series(1, %s) i", (steps, n))
     t0 = time.time()
