@@ -177,6 +177,7 @@ typedef struct CachedPlan_
 } EnginePlan;
 
 extern bool engine_try_in_subxact(bool (*fn) (void *arg), void *arg);
+extern bool engine_in_subxact_unless_busy(void (*fn) (void *arg), void *arg);
 extern int	engine_exec(EnginePlan *plan, Datum *values, const char *nulls,
 						long count);
 extern void engine_install_planner_hook(void);

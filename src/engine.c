@@ -149,6 +149,45 @@ engine_try_in_subxact(bool (*fn) (void *arg), void *arg)
 }
 
 /*
+ * Runs fn(arg) in a subtransaction of the caller's, kept when fn returns.
+ * When fn fails because a row it needs is held by someone else (see
+ * ENGINE_LOCK_BUSY), the subtransaction is rolled back and false returned:
+ * the caller leaves that piece of work for later without undoing the rest
+ * of its transaction.  Any other error is rethrown, after the rollback.
+ */
+bool
+engine_in_subxact_unless_busy(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+
+	if (edata == NULL)
+		ReleaseCurrentSubTransaction();
+	else
+		RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	if (edata != NULL && !ENGINE_LOCK_BUSY(edata))
+		ReThrowError(edata);
+	return edata == NULL;
+}
+
+/*
  * Value of a result column, copied into the caller's context (the one that
  * was current at engine_enter(): SPI's upper context, which SPI unwinds
  * correctly when an error aborts a nested scope).

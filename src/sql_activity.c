@@ -142,55 +142,33 @@ record_outcome(ClaimedAttempt *a, SqlOutcome *out, TimestampTz now)
 								  unpack_sql_state(out->error->sqlerrcode), now);
 }
 
-/*
- * Runs a due SQL activity (task_id of run_id) in a subtransaction of the
- * batch: an engine error (a row an application holds) undoes only this one,
- * which stays scheduled and is tried again later.  Returns whether it ran.
- */
-static bool
-run_one_isolated(int64 task_id, Datum run_id, TimestampTz now)
+typedef struct DueSqlActivity
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ran = false;
+	int64		task_id;
+	Datum		run_id;
+	TimestampTz now;
+	bool		ran;
+} DueSqlActivity;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		ClaimedAttempt a;
+/* Runs the activity, if its run and task are still as they were found. */
+static void
+run_one(void *arg)
+{
+	DueSqlActivity *due = arg;
+	ClaimedAttempt a;
+	SqlOutcome	out;
 
-		/* run first, then task, like everyone; a busy run is tried later */
-		if (engine_lock_run(run_id, &a.run, true) &&
-			strcmp(a.run.status, "running") == 0 &&
-			activity_lock_task(task_id, &a) &&
-			strcmp(a.status, "scheduled") == 0)
-		{
-			SqlOutcome out;
-
-			a.started_at = now;
-			a.worker = "durable worker";
-			call_sql_activity(&a, &out);
-			record_outcome(&a, &out, GetCurrentTimestamp());
-			ran = true;
-		}
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (!ENGINE_LOCK_BUSY(edata))
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return ran;
+	/* run first, then task, like everyone; a busy run is tried later */
+	if (!engine_lock_run(due->run_id, &a.run, true) ||
+		strcmp(a.run.status, "running") != 0 ||
+		!activity_lock_task(due->task_id, &a) ||
+		strcmp(a.status, "scheduled") != 0)
+		return;
+	a.started_at = due->now;
+	a.worker = "durable worker";
+	call_sql_activity(&a, &out);
+	record_outcome(&a, &out, GetCurrentTimestamp());
+	due->ran = true;
 }
 
 /*
@@ -210,8 +188,7 @@ sql_activity_run_due(int max_tasks, bool *busy)
 	EngineScope scope;
 	TimestampTz now;
 	Datum		values[2];
-	int64	   *task_ids;
-	Datum	   *run_ids;
+	DueSqlActivity *activities;
 	int			n;
 	int			ran = 0;
 
@@ -227,18 +204,19 @@ sql_activity_run_due(int max_tasks, bool *busy)
 	values[0] = TimestampTzGetDatum(now);
 	values[1] = Int32GetDatum(max_tasks);
 	n = engine_exec(&due, values, NULL, 0);
-	task_ids = palloc(sizeof(int64) * Max(n, 1));
-	run_ids = palloc(sizeof(Datum) * Max(n, 1));
+	activities = palloc0(sizeof(DueSqlActivity) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
 		bool		isnull;
 
-		task_ids[i] = DatumGetInt64(engine_get(i, 1, &isnull));
-		run_ids[i] = engine_get(i, 2, &isnull);
+		activities[i].task_id = DatumGetInt64(engine_get(i, 1, &isnull));
+		activities[i].run_id = engine_get(i, 2, &isnull);
+		activities[i].now = now;
 	}
+	/* each in a subtransaction: a row someone holds sets aside only that one */
 	for (int i = 0; i < n; i++)
 	{
-		if (run_one_isolated(task_ids[i], run_ids[i], now))
+		if (engine_in_subxact_unless_busy(run_one, &activities[i]) && activities[i].ran)
 			ran++;
 		else
 			*busy = true;

@@ -221,43 +221,6 @@ read_timers(bool of_one_run, Datum *values, DueTimer **out)
 	return n;
 }
 
-/*
- * Runs fn(arg) in a subtransaction of the batch: a row that an application
- * holds (lock_timeout) makes it give up without undoing the batch.  Returns
- * false when it gave up so; any other error is rethrown.
- */
-static bool
-in_subxact_unless_busy(void (*fn) (void *arg), void *arg)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool done = true;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (!ENGINE_LOCK_BUSY(edata))
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		done = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return done;
-}
-
 typedef struct OneFiring
 {
 	DueTimer   *timer;
@@ -296,7 +259,7 @@ fire_isolated(DueTimer *t, TimestampTz now, bool *busy)
 		*busy = true;
 		return false;
 	}
-	if (!in_subxact_unless_busy(fire_one_locked, &f))
+	if (!engine_in_subxact_unless_busy(fire_one_locked, &f))
 	{
 		engine_note_busy(t->timer_id);
 		f.busy = true;
@@ -397,7 +360,7 @@ timers_fire_due(bool *retry_soon, bool *full, TimestampTz *next_due)
 	if (*next_due <= now)
 	{
 		together.now = now;
-		if (!in_subxact_unless_busy(fire_workflow_timers_together, &together))
+		if (!engine_in_subxact_unless_busy(fire_workflow_timers_together, &together))
 			*retry_soon = true;
 		fired = together.count;
 		values[0] = TimestampTzGetDatum(now);
