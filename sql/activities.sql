@@ -277,6 +277,24 @@ SELECT count(*) AS rows, count(DISTINCT n) AS distinct_n,
   FROM batch_effects;
 SELECT count(*) AS attempts_of_5 FROM durable.history('fan-sql')
  WHERE event_type = 'ActivityTaskStarted' AND (details->>'handle')::int = 5;
+-- slow ones do not share a batch past 50 ms: each commits on its own
+CREATE TABLE slow_effects (n int, at timestamptz DEFAULT now());
+CREATE FUNCTION add_slow_row(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_sleep(0.06);
+  INSERT INTO public.slow_effects (n) VALUES ((input->>'n')::int);
+  RETURN input->'n';
+END $$;
+CREATE FUNCTION fan_slow_sql(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE h bigint[];
+BEGIN
+  SELECT array_agg(durable.sql_activity_async('public.add_slow_row', jsonb_build_object('n', i)))
+    INTO h FROM generate_series(1, 3) i;
+  RETURN durable.await_all(h);
+END $$;
+SELECT durable.start_workflow('fan_slow_sql', '{}', workflow_id => 'fan-slow-sql');
+SELECT durable.result('fan-slow-sql', wait => '10 s');
+SELECT count(*) AS rows, count(DISTINCT at) AS transactions FROM slow_effects;
 
 -- Per-queue controls: at most max_in_flight tasks claimed at once, at most
 -- max_starts_per_second started (a token bucket: one second's worth of burst)

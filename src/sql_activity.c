@@ -49,6 +49,12 @@ sql_activity_maybe_due(void)
 /* How long a SQL activity may run when its options set no start_to_close. */
 #define DEFAULT_SQL_ACTIVITY_TIMEOUT_MS	60000
 
+/*
+ * No more SQL activities join a batch once it has run this long: the first
+ * one's completion (and its run's lock) waits for the batch to commit.
+ */
+#define SQL_BATCH_MAX_MS	50
+
 typedef struct SqlOutcome
 {
 	Jsonb	   *result;
@@ -148,6 +154,7 @@ typedef struct DueSqlActivity
 	Datum		run_id;
 	TimestampTz now;
 	bool		ran;
+	bool		busy;			/* its run is held by someone else */
 } DueSqlActivity;
 
 /* Runs the activity, if its run and task are still as they were found. */
@@ -159,8 +166,12 @@ run_one(void *arg)
 	SqlOutcome	out;
 
 	/* run first, then task, like everyone; a busy run is tried later */
-	if (!engine_lock_run(due->run_id, &a.run, true) ||
-		strcmp(a.run.status, "running") != 0 ||
+	if (!engine_lock_run(due->run_id, &a.run, true))
+	{
+		due->busy = true;
+		return;
+	}
+	if (strcmp(a.run.status, "running") != 0 ||
 		!activity_lock_task(due->task_id, &a) ||
 		strcmp(a.status, "scheduled") != 0)
 		return;
@@ -173,7 +184,8 @@ run_one(void *arg)
 
 /*
  * Runs up to max_tasks due SQL activities in one transaction (one commit for
- * all: each one's effects still commit, or not, with its completion).
+ * all: each one's effects still commit, or not, with its completion), fewer
+ * if they are slow (SQL_BATCH_MAX_MS).
  * Returns how many ran; none due clears maybe_due.  *busy is set when a due
  * one was left because someone else held its run or task.
  */
@@ -216,10 +228,13 @@ sql_activity_run_due(int max_tasks, bool *busy)
 	/* each in a subtransaction: a row someone holds sets aside only that one */
 	for (int i = 0; i < n; i++)
 	{
-		if (engine_in_subxact_unless_busy(run_one, &activities[i]) && activities[i].ran)
+		if (!engine_in_subxact_unless_busy(run_one, &activities[i]))
+			activities[i].busy = true;
+		if (activities[i].ran)
 			ran++;
-		else
-			*busy = true;
+		*busy |= activities[i].busy;
+		if (TimestampDifferenceExceeds(now, GetCurrentTimestamp(), SQL_BATCH_MAX_MS))
+			break;
 	}
 	if (n == 0)
 		maybe_due = false;
