@@ -96,12 +96,106 @@ drop_task_timers(ClaimedAttempt *a, bool all)
 	engine_exec(all ? &all_plan : &attempt_plan, values, NULL, 0);
 }
 
+/* ---- eager dispatch ---- */
+
+/* An activity handed straight to complete_and_poll()'s caller. */
+typedef struct EagerTask
+{
+	int64		task_id;
+	char	   *workflow_id;
+	char	   *activity;
+	Jsonb	   *input;
+} EagerTask;
+
+/*
+ * complete_and_poll()'s offer while it completes an activity: when the run
+ * advances inline and schedules activities on the caller's task queue, they
+ * go to the caller at once (claimed in the same transaction), up to its free
+ * slots.  Not for a queue with limits, whose starts pollers count.
+ */
+typedef struct EagerOffer
+{
+	MemoryContext cxt;			/* of complete_and_poll(): the tasks live there */
+	const char *queue;
+	const char *worker;
+	int			slots;			/* tasks it may still take */
+	int			limited;		/* -1: not looked up yet; else 0 or 1 */
+	int			ntasks;
+	EagerTask  *tasks;
+} EagerOffer;
+
+static EagerOffer *eager_offer = NULL;
+
+/* Activities handed out by eager dispatch since this backend last claimed from a queue. */
+static int	eager_streak = 0;
+
+/* Does this queue have limits (a durable.task_queues row)? */
+static bool
+queue_has_limits(const char *queue)
+{
+	static EnginePlan plan = {NULL,
+	"SELECT 1 FROM durable.task_queues WHERE task_queue = $1", 1, {TEXTOID}};
+	Datum		values[1] = {CStringGetTextDatum(queue)};
+
+	return engine_exec(&plan, values, NULL, 1) > 0;
+}
+
+/* May an activity scheduled on task_queue go to the caller of complete_and_poll()? */
+static bool
+eager_offer_takes(const char *task_queue)
+{
+	EagerOffer *offer = eager_offer;
+
+	if (offer == NULL || offer->slots == 0 || strcmp(task_queue, offer->queue) != 0)
+		return false;
+	if (offer->limited < 0)
+		offer->limited = queue_has_limits(task_queue) ? 1 : 0;
+	return offer->limited == 0;
+}
+
+static void
+eager_offer_add(int64 task_id, LockedRun *run, const char *activity, Jsonb *input)
+{
+	EagerOffer *offer = eager_offer;
+	MemoryContext old = MemoryContextSwitchTo(offer->cxt);
+	EagerTask  *t = &offer->tasks[offer->ntasks++];
+
+	t->task_id = task_id;
+	t->workflow_id = pstrdup(run->workflow_id);
+	t->activity = pstrdup(activity);
+	t->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
+	offer->slots--;
+	MemoryContextSwitchTo(old);
+}
+
+/* How many eager tasks are offered so far (see activity_eager_discard). */
+int
+activity_eager_mark(void)
+{
+	return eager_offer ? eager_offer->ntasks : 0;
+}
+
+/* The work that offered the tasks after mark was rolled back: take them back. */
+void
+activity_eager_discard(int mark)
+{
+	if (eager_offer == NULL)
+		return;
+	eager_offer->slots += eager_offer->ntasks - mark;
+	eager_offer->ntasks = mark;
+}
+
 /* ---- scheduling, from a workflow task ---- */
 
-void
-activity_schedule(LockedRun *run, int32 handle, const char *activity,
-				  const char *task_queue, Jsonb *input,
-				  ActivityOptions *options, TimestampTz now)
+/*
+ * Inserts the task row of a new activity: ready for the queue's pollers, or
+ * already started by complete_and_poll()'s caller (eager dispatch).
+ * Returns its task_id.
+ */
+static int64
+insert_task(LockedRun *run, int32 handle, const char *activity,
+			const char *task_queue, Jsonb *input, ActivityOptions *options,
+			TimestampTz now, bool eager)
 {
 	static EnginePlan plan = {NULL,
 		"INSERT INTO durable.activity_tasks (run_id, handle, workflow_id, activity,"
@@ -109,9 +203,46 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING task_id",
 		10, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID,
 	INT4OID, TIMESTAMPTZOID}};
-	Datum		values[10];
-	char		nulls[10] = "          ";
+	static EnginePlan eager_plan = {NULL,
+		"INSERT INTO durable.activity_tasks (run_id, handle, workflow_id, activity,"
+		" task_queue, input, retry_policy, timeouts, priority, scheduled_at, ready_at,"
+		" status, started_at, worker)"
+		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, 'started', $10, $11)"
+		" RETURNING task_id",
+		11, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID,
+	INT4OID, TIMESTAMPTZOID, TEXTOID}};
+	Datum		values[11];
+	char		nulls[11] = "           ";
 	bool		isnull;
+
+	values[0] = run->run_id;
+	values[1] = Int32GetDatum(handle);
+	values[2] = CStringGetTextDatum(run->workflow_id);
+	values[3] = CStringGetTextDatum(activity);
+	values[4] = CStringGetTextDatum(task_queue);
+	values[5] = jsonb_datum_or_null(input, &isnull);
+	if (isnull)
+		nulls[5] = 'n';
+	values[6] = JsonbPGetDatum(options->retry_policy);
+	values[7] = JsonbPGetDatum(options->timeouts);
+	values[8] = Int32GetDatum(options->priority);
+	values[9] = TimestampTzGetDatum(now);
+	if (eager)
+	{
+		values[10] = eager_offer->worker ? CStringGetTextDatum(eager_offer->worker) : (Datum) 0;
+		if (!eager_offer->worker)
+			nulls[10] = 'n';
+	}
+	engine_exec(eager ? &eager_plan : &plan, values, nulls, 1);
+	return DatumGetInt64(engine_get(0, 1, &isnull));
+}
+
+void
+activity_schedule(LockedRun *run, int32 handle, const char *activity,
+				  const char *task_queue, Jsonb *input,
+				  ActivityOptions *options, TimestampTz now)
+{
+	bool		eager = eager_offer_takes(task_queue);
 	int64		task_id;
 	JsonBuf		jb;
 
@@ -126,24 +257,18 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 	if (options->priority != 0)
 		json_add_int(&jb, "priority", options->priority);
 	engine_append_event(run, "ActivityTaskScheduled", json_end(&jb), now);
+	task_id = insert_task(run, handle, activity, task_queue, input, options, now, eager);
 
-	values[0] = run->run_id;
-	values[1] = Int32GetDatum(handle);
-	values[2] = CStringGetTextDatum(run->workflow_id);
-	values[3] = CStringGetTextDatum(activity);
-	values[4] = CStringGetTextDatum(task_queue);
-	values[5] = jsonb_datum_or_null(input, &isnull);
-	if (isnull)
-		nulls[5] = 'n';
-	values[6] = JsonbPGetDatum(options->retry_policy);
-	values[7] = JsonbPGetDatum(options->timeouts);
-	values[8] = Int32GetDatum(options->priority);
-	values[9] = TimestampTzGetDatum(now);
-	engine_exec(&plan, values, nulls, 1);
-	task_id = DatumGetInt64(engine_get(0, 1, &isnull));
-
-	start_timeout(run->run_id, task_id, 1, options->timeouts, "schedule_to_start", now);
 	start_timeout(run->run_id, task_id, 0, options->timeouts, "schedule_to_close", now);
+	if (eager)
+	{
+		/* started at once: its attempt's timeouts run from now */
+		start_timeout(run->run_id, task_id, 1, options->timeouts, "start_to_close", now);
+		start_timeout(run->run_id, task_id, 1, options->timeouts, "heartbeat", now);
+		eager_offer_add(task_id, run, activity, input);
+		return;
+	}
+	start_timeout(run->run_id, task_id, 1, options->timeouts, "schedule_to_start", now);
 	if (task_queue[0] == '\0')
 		sql_activity_maybe_due();	/* scheduled by the worker, which runs it */
 	else
@@ -237,16 +362,21 @@ delete_task(int64 task_id)
 	engine_exec(&plan, values, NULL, 0);
 }
 
-/* The activity is over (completed, failed, timed out or canceled for good). */
+/*
+ * The activity is over (completed, failed, timed out or canceled for good).
+ * With run_task_now, the workflow task that follows may run right here
+ * (replay_task_inline); else, or if it does not, the worker runs it.
+ */
 void
-activity_resolve(ClaimedAttempt *a)
+activity_resolve(ClaimedAttempt *a, bool run_task_now)
 {
 	/* one fewer in flight: a poller held back by max_in_flight may go */
 	if (a->task_queue[0] != '\0')
 		durable_wake_queue_at_commit(a->task_queue);
 	drop_task_timers(a, true);
 	delete_task(a->task_id);
-	engine_request_workflow_task(&a->run);
+	if (!run_task_now || !replay_task_inline(&a->run))
+		engine_request_workflow_task(&a->run);
 }
 
 static void
@@ -294,7 +424,7 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 
 	if (!will_retry)
 	{
-		activity_resolve(a);
+		activity_resolve(a, false);
 		return;
 	}
 	{
@@ -357,7 +487,7 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attem
 	{
 		json_add_bool(&jb, "final", true);
 		engine_append_event(&a.run, "ActivityTaskTimedOut", json_end(&jb), now);
-		activity_resolve(&a);
+		activity_resolve(&a, false);
 	}
 	else
 		activity_attempt_unsuccessful(&a, "ActivityTaskTimedOut", &jb, true, NULL, now);
@@ -415,6 +545,24 @@ check_task_queue_name(text *queue)
 }
 
 #define CLAIM_COLUMNS 8
+
+/* Puts a claimed attempt into the function's result. */
+static void
+put_task(ReturnSetInfo *rsinfo, int64 task_id, int32 attempt, const char *workflow_id,
+		 const char *activity, Jsonb *input, Datum heartbeat_details, bool no_details)
+{
+	Datum		out[6];
+	bool		outnull[6] = {false, false, false, input == NULL, false, no_details};
+
+	out[0] = CStringGetTextDatum(token_make(task_id, attempt));
+	out[1] = CStringGetTextDatum(workflow_id);
+	out[2] = CStringGetTextDatum(activity);
+	out[3] = input ? JsonbPGetDatum(input) : (Datum) 0;
+	out[4] = Int32GetDatum(attempt);
+	out[5] = heartbeat_details;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
+}
+
 
 /*
  * How many tasks this poll may claim under the queue's limits (locking the
@@ -523,6 +671,7 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		nulls[2] = 'n';
 	values[3] = TimestampTzGetDatum(now);
 	n = engine_exec(&claim, values, nulls, 0);
+	eager_streak = 0;			/* the queue had its turn */
 	if (n > 0)
 	{
 		/* read the claimed rows before other queries of ours run */
@@ -541,22 +690,12 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 			int64		task_id = DatumGetInt64(row[0]);
 			int32		attempt = DatumGetInt32(row[1]);
 			Jsonb	   *timeouts = DatumGetJsonbP(row[7]);
-			Datum		out[6];
-			bool		outnull[6] = {false, false, false, false, false, false};
 
 			start_timeout(row[6], task_id, attempt, timeouts, "start_to_close", now);
 			start_timeout(row[6], task_id, attempt, timeouts, "heartbeat", now);
-
-			out[0] = CStringGetTextDatum(token_make(task_id, attempt));
-			for (int col = 1; col <= 3; col++)
-			{
-				out[col] = row[col + 1];
-				outnull[col] = rownull[col + 1];
-			}
-			out[4] = Int32GetDatum(attempt);
-			out[5] = row[5];
-			outnull[5] = rownull[5];
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
+			put_task(rsinfo, task_id, attempt, TextDatumGetCString(row[2]),
+					 TextDatumGetCString(row[3]),
+					 rownull[4] ? NULL : DatumGetJsonbP(row[4]), row[5], rownull[5]);
 		}
 		if (tokens >= 0)
 			spend_tokens(queue, tokens - n, now);
@@ -711,7 +850,7 @@ complete_attempt(const char *token, Jsonb *result)
 			json_add_jsonb(&jb, "result", result);
 		engine_append_event(&a.run, "ActivityTaskCompleted", json_end(&jb),
 							GetCurrentTimestamp());
-		activity_resolve(&a);
+		activity_resolve(&a, true);
 	}
 	engine_leave(&scope);
 	return current;
@@ -730,6 +869,13 @@ durable_complete_activity(PG_FUNCTION_ARGS)
  * durable.complete_and_poll(token, result, task_queue, worker, max_tasks):
  * complete_activity, then poll_activity without waiting, in one call: a busy
  * worker's loop at one round trip and one commit per activity.
+ *
+ * Eager dispatch: when the completion lets the run go on at once (see
+ * replay_task_inline) and its next activities are on this task queue, they
+ * are the tasks returned, already claimed, without going through the queue.
+ * A connection takes at most durable.eager_dispatch_limit of them in a row
+ * before it claims the oldest task of the queue again, so that tasks waiting
+ * there are not passed over for long.
  */
 Datum
 durable_complete_and_poll(PG_FUNCTION_ARGS)
@@ -737,11 +883,42 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 	char	   *token = required_token(fcinfo);
 	Jsonb	   *result = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 	ClaimRequest req;
+	EagerOffer	offer;
 
 	poll_args(fcinfo, 2, &req);
-	(void) complete_attempt(token, result);
+	offer.cxt = CurrentMemoryContext;
+	offer.queue = req.queue;
+	offer.worker = req.worker;
+	offer.slots = Max(0, Min(req.max_tasks, durable_eager_dispatch_limit - eager_streak));
+	offer.limited = -1;
+	offer.ntasks = 0;
+	offer.tasks = palloc(sizeof(EagerTask) * req.max_tasks);
+
+	eager_offer = &offer;
+	PG_TRY();
+	{
+		(void) complete_attempt(token, result);
+	}
+	PG_FINALLY();
+	{
+		eager_offer = NULL;
+	}
+	PG_END_TRY();
+
 	InitMaterializedSRF(fcinfo, 0);
-	(void) claim_some(&req);
+	for (int i = 0; i < offer.ntasks; i++)
+	{
+		EagerTask  *t = &offer.tasks[i];
+
+		put_task(req.rsinfo, t->task_id, 1, t->workflow_id, t->activity, t->input,
+				 (Datum) 0, true);
+	}
+	eager_streak += offer.ntasks;
+	if (offer.ntasks < req.max_tasks)
+	{
+		req.max_tasks -= offer.ntasks;
+		(void) claim_some(&req);
+	}
 	return (Datum) 0;
 }
 
@@ -868,7 +1045,7 @@ durable_cancel_activity(PG_FUNCTION_ARGS)
 			json_add_jsonb(&jb, "details", details);
 		engine_append_event(&a.run, "ActivityTaskCanceled", json_end(&jb),
 							GetCurrentTimestamp());
-		activity_resolve(&a);
+		activity_resolve(&a, true);
 	}
 	engine_leave(&scope);
 	if (!requested)

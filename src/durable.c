@@ -28,6 +28,8 @@ int			durable_max_databases = 16;
 int			durable_workflow_task_timeout_ms = 10000;
 int			durable_max_poll_wait_ms = 60000;
 int			durable_task_batch_size = 32;
+bool		durable_eager_workflow_tasks = true;
+int			durable_eager_dispatch_limit = 16;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -204,6 +206,24 @@ _PG_init(void)
 							&durable_task_batch_size,
 							32, 1, 1000,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("durable.eager_workflow_tasks",
+							 "Lets a backend that completes an activity run the workflow task that follows.",
+							 "When the result leaves the workflow nothing else to wait for, the "
+							 "completing transaction replays the code and schedules its next step itself, "
+							 "instead of leaving that to the worker.",
+							 &durable_eager_workflow_tasks,
+							 true,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("durable.eager_dispatch_limit",
+							"Activities in a row that complete_and_poll() may hand out from the run it advanced.",
+							"Such an activity goes straight to the caller, bypassing the task queue; "
+							"after this many in a row the caller takes the oldest task of the queue. "
+							"0 turns eager dispatch off.",
+							&durable_eager_dispatch_limit,
+							16, 0, INT_MAX,
+							PGC_USERSET, 0,
 							NULL, NULL, NULL);
 	durable_register_xact_callback();
 	engine_install_planner_hook();

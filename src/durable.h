@@ -50,6 +50,8 @@ extern int	durable_max_databases;
 extern int	durable_workflow_task_timeout_ms;
 extern int	durable_max_poll_wait_ms;
 extern int	durable_task_batch_size;
+extern bool durable_eager_workflow_tasks;
+extern int	durable_eager_dispatch_limit;
 
 /* ---- shared state (shmem.c) ---- */
 
@@ -62,6 +64,10 @@ typedef enum WorkerSlotState
 	SLOT_ABSENT					/* worker found no extension and exited */
 } WorkerSlotState;
 
+/* The settings workflow code runs under, as the worker has them (environment.c). */
+#define DURABLE_ENV_SETTINGS	17
+#define DURABLE_ENV_VALUE_LEN	64
+
 typedef struct WorkerSlot
 {
 	Oid			dboid;
@@ -72,6 +78,9 @@ typedef struct WorkerSlot
 	/* 0 while the worker works, else the time it sleeps until (DT_NOEND: no timer) */
 	TimestampTz sleeping_until;
 	uint64		wakeups;		/* times the worker woke up */
+	uint32		env_version;	/* bumped at each publication (0: none yet) */
+	bool		env_valid;
+	char		env[DURABLE_ENV_SETTINGS][DURABLE_ENV_VALUE_LEN];
 } WorkerSlot;
 
 #define DURABLE_NOTIFY_MAX		32
@@ -140,6 +149,11 @@ PGDLLEXPORT void durable_worker_main(Datum main_arg);
 extern void durable_pause_database_worker(Oid dboid);
 extern void durable_resume_database_worker(Oid dboid);
 
+/* ---- environment.c ---- */
+extern void environment_publish(WorkerSlot *slot);
+extern bool environment_available(void);
+extern void environment_adopt(void);
+
 /* ---- engine.c ---- */
 
 /*
@@ -173,10 +187,11 @@ typedef struct CachedPlan_
 	SPIPlanPtr	plan;
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[10];
+	Oid			argtypes[12];
 } EnginePlan;
 
 extern bool engine_try_in_subxact(bool (*fn) (void *arg), void *arg);
+extern ErrorData *engine_in_subxact(void (*fn) (void *arg), void *arg);
 extern bool engine_in_subxact_unless_busy(void (*fn) (void *arg), void *arg);
 extern int	engine_exec(EnginePlan *plan, Datum *values, const char *nulls,
 						long count);
@@ -263,6 +278,11 @@ extern long timers_ms_until_next(TimestampTz *next);
 /* ---- replay.c ---- */
 extern int	replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy);
 extern Jsonb *replay_query(LockedRun *run, const char *query, Jsonb *args);
+extern bool replay_task_inline(LockedRun *run);
+
+/* ---- history.c ---- */
+extern void history_note_appended(LockedRun *run, int64 event_id, TimestampTz time,
+								  const char *type, Jsonb *details);
 
 /* ---- activity.c ---- */
 /* ---- activity_options.c ---- */
@@ -295,6 +315,8 @@ extern void activity_schedule(LockedRun *run, int32 handle, const char *activity
 							  ActivityOptions *options, TimestampTz now);
 extern void activity_cancel_all(LockedRun *run);
 extern bool activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now);
+extern int	activity_eager_mark(void);
+extern void activity_eager_discard(int mark);
 extern bool activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id,
 								  int32 attempt, const char *timeout, TimestampTz now);
 

@@ -149,14 +149,13 @@ engine_try_in_subxact(bool (*fn) (void *arg), void *arg)
 }
 
 /*
- * Runs fn(arg) in a subtransaction of the caller's, kept when fn returns.
- * When fn fails because a row it needs is held by someone else (see
- * ENGINE_LOCK_BUSY), the subtransaction is rolled back and false returned:
- * the caller leaves that piece of work for later without undoing the rest
- * of its transaction.  Any other error is rethrown, after the rollback.
+ * Runs fn(arg) in a subtransaction of the caller's, kept when fn returns:
+ * returns NULL then.  When fn fails, the subtransaction is rolled back and
+ * the error returned (in the caller's memory context) for the caller to
+ * handle: the rest of its transaction goes on.
  */
-bool
-engine_in_subxact_unless_busy(void (*fn) (void *arg), void *arg)
+ErrorData *
+engine_in_subxact(void (*fn) (void *arg), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -182,6 +181,19 @@ engine_in_subxact_unless_busy(void (*fn) (void *arg), void *arg)
 		RollbackAndReleaseCurrentSubTransaction();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+	return edata;
+}
+
+/*
+ * engine_in_subxact(), for work that may meet a row held by someone else
+ * (see ENGINE_LOCK_BUSY): returns false then, and the caller leaves that
+ * piece of work for later.  Any other error is rethrown, after the rollback.
+ */
+bool
+engine_in_subxact_unless_busy(void (*fn) (void *arg), void *arg)
+{
+	ErrorData  *edata = engine_in_subxact(fn, arg);
+
 	if (edata != NULL && !ENGINE_LOCK_BUSY(edata))
 		ReThrowError(edata);
 	return edata == NULL;
@@ -323,6 +335,7 @@ engine_append_event(LockedRun *run, const char *event_type, Jsonb *details,
 	values[3] = CStringGetTextDatum(event_type);
 	values[4] = JsonbPGetDatum(details);
 	engine_exec(&plan, values, NULL, 0);
+	history_note_appended(run, run->next_event_id, when, event_type, details);
 	run->next_event_id++;
 }
 

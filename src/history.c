@@ -7,15 +7,20 @@
  *	  appended since, so a long run's history is not re-read or re-parsed in
  *	  full at every task.
  *
- * Only committed events are ever read, and events are never changed once
- * written, so what was read stays true: the cache needs no invalidation but
- * forgetting closed runs.  It is bounded: past HISTORY_CACHE_RUNS runs it is
- * emptied and refilled on demand.
+ * Events are never changed once written, so what was read stays true as
+ * long as it was committed: the cache needs no invalidation but forgetting
+ * closed runs.  A backend that runs a workflow task inline (after completing
+ * an activity) also reads the events its own transaction has just appended;
+ * until that transaction commits those runs are noted, and forgotten if it
+ * (or the subtransaction that read them) rolls back or is prepared.  The
+ * cache is bounded: past HISTORY_CACHE_RUNS runs (fewer in client backends,
+ * which hold one each) it is emptied and refilled on demand.
  *
  *-------------------------------------------------------------------------
  */
 #include "replay.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -23,10 +28,23 @@
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
-#define HISTORY_CACHE_RUNS	10000
+#define HISTORY_CACHE_RUNS			10000
+#define HISTORY_CACHE_RUNS_CLIENT	1000
 
 static HTAB *cache = NULL;
 static MemoryContext cache_cxt = NULL;
+
+/* Runs read by the current transaction: forgotten if it does not commit. */
+typedef struct ReadRun
+{
+	pg_uuid_t	run_id;
+	SubTransactionId subid;		/* the subtransaction that read it */
+} ReadRun;
+
+static ReadRun *read_runs = NULL;
+static int	n_read_runs = 0;
+static int	read_runs_allocated = 0;
+static bool callbacks_registered = false;
 
 static CommandSlot *
 slot_for_event(RunHistory *h, Jsonb *details)
@@ -46,6 +64,15 @@ slot_for_event(RunHistory *h, Jsonb *details)
 	}
 	h->max_recorded = Max(h->max_recorded, (int32) handle);
 	return &h->slots[handle];
+}
+
+/* The event that ends the command under slot: it is no longer open. */
+static void
+resolve_slot(RunHistory *h, CommandSlot *slot, int64 event_id)
+{
+	if (slot->resolved_by == 0 && slot->kind != COMMAND_NONE)
+		h->open_commands--;
+	slot->resolved_by = event_id;
 }
 
 static void
@@ -90,6 +117,8 @@ apply_event(RunHistory *h, int64 event_id, TimestampTz time, const char *type,
 	else if (strcmp(type, "ActivityTaskScheduled") == 0)
 	{
 		slot = slot_for_event(h, details);
+		if (slot->kind == COMMAND_NONE)
+			h->open_commands++;
 		slot->kind = COMMAND_ACTIVITY;
 		slot->activity = jsonb_field_text(details, "activity");
 		slot->task_queue = jsonb_field_text(details, "task_queue");
@@ -97,19 +126,27 @@ apply_event(RunHistory *h, int64 event_id, TimestampTz time, const char *type,
 	else if (strcmp(type, "ActivityTaskCompleted") == 0)
 	{
 		slot = slot_for_event(h, details);
-		slot->resolved_by = event_id;
+		resolve_slot(h, slot, event_id);
 		slot->result = jsonb_field(details, "result");
 	}
 	else if (strcmp(type, "TimerStarted") == 0)
-		slot_for_event(h, details)->kind = COMMAND_TIMER;
+	{
+		slot = slot_for_event(h, details);
+		if (slot->kind == COMMAND_NONE)
+			h->open_commands++;
+		slot->kind = COMMAND_TIMER;
+	}
 	else if (strcmp(type, "TimerFired") == 0)
-		slot_for_event(h, details)->resolved_by = event_id;
+	{
+		slot = slot_for_event(h, details);
+		resolve_slot(h, slot, event_id);
+	}
 	else if (strcmp(type, "TimerCanceled") == 0 ||
 			 strcmp(type, "ActivityTaskCanceled") == 0)
 	{
 		slot = slot_for_event(h, details);
 		slot->canceled = true;
-		slot->resolved_by = event_id;
+		resolve_slot(h, slot, event_id);
 	}
 	else if (strcmp(type, "ActivityTaskCancelRequested") == 0)
 		slot_for_event(h, details)->cancel_requested = true;
@@ -120,7 +157,7 @@ apply_event(RunHistory *h, int64 event_id, TimestampTz time, const char *type,
 			 jsonb_field(details, "final") != NULL)
 	{
 		slot = slot_for_event(h, details);
-		slot->resolved_by = event_id;
+		resolve_slot(h, slot, event_id);
 		slot->failed = true;
 		slot->failure = details;
 	}
@@ -136,6 +173,7 @@ init_history(RunHistory *h, MemoryContext cxt)
 	h->slots_allocated = 16;
 	h->slots = palloc0(sizeof(CommandSlot) * h->slots_allocated);
 	h->max_recorded = 0;
+	h->open_commands = 0;
 	h->tasks_allocated = 16;
 	h->tasks = palloc(sizeof(TaskBoundary) * h->tasks_allocated);
 	h->ntasks = 0;
@@ -174,14 +212,80 @@ read_new_events(RunHistory *h, Datum run_id)
 	MemoryContextSwitchTo(old);
 }
 
+/* Forgets the runs read since subtransaction subid began (all: 0). */
+static void
+forget_read_since(SubTransactionId subid)
+{
+	int			kept = 0;
+
+	for (int i = 0; i < n_read_runs; i++)
+	{
+		if (read_runs[i].subid >= subid)
+			history_forget(UUIDPGetDatum(&read_runs[i].run_id));
+		else
+			read_runs[kept++] = read_runs[i];
+	}
+	n_read_runs = kept;
+}
+
+static void
+history_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			n_read_runs = 0;	/* what was read is committed now */
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:	/* may yet be rolled back, by anyone */
+			forget_read_since(InvalidSubTransactionId);
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+history_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget_read_since(mySubid);
+}
+
+/* Notes that the current (sub)transaction read run_id's events. */
+static void
+note_read(Datum run_id)
+{
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(history_xact_callback, NULL);
+		RegisterSubXactCallback(history_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+	if (n_read_runs == read_runs_allocated)
+	{
+		read_runs_allocated = Max(16, read_runs_allocated * 2);
+		read_runs = read_runs == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(ReadRun) * read_runs_allocated) :
+			repalloc(read_runs, sizeof(ReadRun) * read_runs_allocated);
+	}
+	memcpy(&read_runs[n_read_runs].run_id, DatumGetUUIDP(run_id), sizeof(pg_uuid_t));
+	read_runs[n_read_runs].subid = GetCurrentSubTransactionId();
+	n_read_runs++;
+}
+
 static RunHistory *
 cached_history(Datum run_id)
 {
 	pg_uuid_t  *key = DatumGetUUIDP(run_id);
+	long		max_runs = IsBackgroundWorker ? HISTORY_CACHE_RUNS : HISTORY_CACHE_RUNS_CLIENT;
 	RunHistory *h;
 	bool		found;
 
-	if (cache == NULL || hash_get_num_entries(cache) >= HISTORY_CACHE_RUNS)
+	if (cache == NULL || hash_get_num_entries(cache) >= max_runs)
 	{
 		HASHCTL		ctl;
 
@@ -204,8 +308,10 @@ cached_history(Datum run_id)
 }
 
 /*
- * The run's parsed history.  The worker (cached) reads only new events; a
- * query, in a client backend, reads all of them into a history of its own.
+ * The run's parsed history (its run locked by the caller, so that no event
+ * can be appended meanwhile).  Cached: only the events that are new to this
+ * backend are read.  Not cached (a query): all of them, into a history of
+ * its own.
  */
 RunHistory *
 history_load(LockedRun *run, bool cached)
@@ -213,7 +319,13 @@ history_load(LockedRun *run, bool cached)
 	RunHistory *h;
 
 	if (cached)
+	{
 		h = cached_history(run->run_id);
+		note_read(run->run_id);
+		/* up to date: this backend appended or read every event so far */
+		if (h->last_event_id == run->next_event_id - 1)
+			return h;
+	}
 	else
 	{
 		h = palloc0(sizeof(RunHistory));
@@ -223,7 +335,32 @@ history_load(LockedRun *run, bool cached)
 	return h;
 }
 
-/* A run closed: its history will not be replayed by the worker again. */
+/*
+ * An event was just appended to a locked run: if this backend's cached
+ * history of the run is up to date, applies it there, so that the next
+ * workflow task here need not read it back.  Like anything read by an open
+ * transaction, it is forgotten if the transaction does not commit.
+ */
+void
+history_note_appended(LockedRun *run, int64 event_id, TimestampTz time,
+					  const char *type, Jsonb *details)
+{
+	RunHistory *h;
+	MemoryContext old;
+
+	if (cache == NULL)
+		return;
+	h = hash_search(cache, DatumGetUUIDP(run->run_id), HASH_FIND, NULL);
+	if (h == NULL || h->last_event_id != event_id - 1)
+		return;
+	note_read(run->run_id);
+	old = MemoryContextSwitchTo(h->cxt);
+	apply_event(h, event_id, time, type, DatumGetJsonbPCopy(JsonbPGetDatum(details)));
+	h->last_event_id = event_id;
+	MemoryContextSwitchTo(old);
+}
+
+/* A run closed, or what was read of it may not stay: drop it from the cache. */
 void
 history_forget(Datum run_id)
 {

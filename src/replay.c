@@ -28,6 +28,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "storage/latch.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -56,10 +57,46 @@ typedef enum Outcome
 	OUTCOME_RETURNED,
 	OUTCOME_SUSPENDED,
 	OUTCOME_RUN_FAILED,			/* the code raised: the run fails */
-	OUTCOME_TASK_FAILED			/* the task fails: the run is parked */
+	OUTCOME_TASK_FAILED,		/* the task fails: the run is parked */
+	OUTCOME_CANCELED			/* a client canceled its own statement */
 } Outcome;
 
 Replay	   *current_replay = NULL;
+
+/*
+ * durable.workflow_task_timeout, as a timeout of our own: a client backend
+ * that runs a workflow task keeps its statement_timeout, and a cancel that
+ * is not ours is told apart from ours.
+ */
+static TimeoutId task_timeout = MAX_TIMEOUTS;
+static volatile sig_atomic_t task_timed_out = false;
+
+static void
+task_timeout_handler(void)
+{
+	task_timed_out = true;
+	/* what a statement timeout does: cancel at the next interrupt check */
+	InterruptPending = true;
+	QueryCancelPending = true;
+	SetLatch(MyLatch);
+}
+
+static void
+start_task_timeout(void)
+{
+	if (task_timeout == MAX_TIMEOUTS)
+		task_timeout = RegisterTimeout(USER_TIMEOUT, task_timeout_handler);
+	task_timed_out = false;
+	enable_timeout_after(task_timeout, durable_workflow_task_timeout_ms);
+}
+
+/* Stops the timeout; true if it fired. */
+static bool
+stop_task_timeout(void)
+{
+	disable_timeout(task_timeout, false);
+	return task_timed_out;
+}
 
 /* ---- what the deterministic API needs ---- */
 
@@ -140,9 +177,8 @@ replay_now(Replay *r)
  * run now, and the signals, none received yet.
  */
 static void
-load_history(Replay *r)
+load_history(Replay *r, RunHistory *h)
 {
-	RunHistory *h = history_load(r->run, !r->query_mode);
 	MemoryContext old = MemoryContextSwitchTo(r->cxt);
 
 	r->slots = h->slots;
@@ -178,12 +214,19 @@ classify_error(Replay *r, ErrorData *edata)
 		edata->hint = pstrdup("Workflow code must not write to the database: move the write into an activity (durable.activity), whose effects are recorded once.");
 		return OUTCOME_TASK_FAILED;
 	}
-	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && task_timed_out)
 	{
-		edata->hint = psprintf("Workflow code ran longer than durable.workflow_task_timeout (%d ms) or was canceled.",
-							   durable_workflow_task_timeout_ms);
+		edata->message = psprintf("workflow code ran longer than durable.workflow_task_timeout (%d ms)",
+								  durable_workflow_task_timeout_ms);
+		edata->hint = pstrdup("Make the code wait with durable.sleep() or durable.wait_signal() rather than loop, or raise the timeout.");
 		return OUTCOME_TASK_FAILED;
 	}
+	/* the worker was canceled: the task fails, to be retried */
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && IsBackgroundWorker)
+		return OUTCOME_TASK_FAILED;
+	/* a client's cancel or statement_timeout is for its own statement */
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		return OUTCOME_CANCELED;
 	return OUTCOME_RUN_FAILED;
 }
 
@@ -214,6 +257,7 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 													   CStringGetDatum(r->run->workflow)));
 		engine_check_role_may_run(funcoid, r->run->owner);
 		engine_become_role(r->run->owner, true);
+		environment_adopt();
 		fmgr_info(funcoid, &flinfo);
 		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
 		fcinfo->args[0].value = JsonbPGetDatum(r->run->input);
@@ -223,10 +267,11 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 		current_replay = r;
 		/* a query runs under its caller's own statement_timeout */
 		if (!r->query_mode)
-			enable_timeout_after(STATEMENT_TIMEOUT, durable_workflow_task_timeout_ms);
+			start_task_timeout();
 		d = FunctionCallInvoke(fcinfo);
-		if (!r->query_mode)
-			disable_timeout(STATEMENT_TIMEOUT, false);
+		/* fired too late to stop the code: it must not cancel anything else */
+		if (!r->query_mode && stop_task_timeout())
+			QueryCancelPending = false;
 		current_replay = outer;
 
 		MemoryContextSwitchTo(r->cxt);
@@ -241,7 +286,7 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 	PG_CATCH();
 	{
 		if (!r->query_mode)
-			disable_timeout(STATEMENT_TIMEOUT, false);
+			(void) stop_task_timeout();
 		current_replay = outer;
 		MemoryContextSwitchTo(r->cxt);
 		*edata = CopyErrorData();
@@ -255,6 +300,8 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 	MemoryContextSwitchTo(oldcxt);
 	CurrentResourceOwner = oldowner;
 
+	if (outcome == OUTCOME_CANCELED)
+		return outcome;
 	/* the code ran out of commands before reaching all recorded ones */
 	if ((outcome == OUTCOME_RETURNED || outcome == OUTCOME_SUSPENDED ||
 		 outcome == OUTCOME_RUN_FAILED) && r->issued < r->max_recorded)
@@ -447,11 +494,15 @@ record_outcome(Replay *r, Outcome outcome, Jsonb *result, ErrorData *edata)
 						 edata->detail ? errdetail("%s", edata->detail) : 0));
 				break;
 			}
+
+		case OUTCOME_CANCELED:
+			ReThrowError(edata);
 	}
 }
 
+/* Runs the workflow task of a locked run, against its history h. */
 static void
-execute_task(LockedRun *run)
+execute_task(LockedRun *run, RunHistory *h)
 {
 	Replay	   *r = palloc0(sizeof(Replay));
 	Jsonb	   *result;
@@ -461,9 +512,87 @@ execute_task(LockedRun *run)
 	r->cxt = CurrentMemoryContext;
 	r->run = run;
 	r->task_time = GetCurrentTimestamp();
-	load_history(r);
+	load_history(r, h);
 	outcome = call_workflow(r, &result, &edata);
 	record_outcome(r, outcome, result, edata);
+}
+
+/* ---- running a task where its cause happened ---- */
+
+/*
+ * May this backend run the workflow task of a run it holds, now?  Not when
+ * durable.eager_workflow_tasks is off; not in a REPEATABLE READ or
+ * SERIALIZABLE transaction (the task must see the latest history, which the
+ * run lock guarantees only to a fresh snapshot); not in a session with
+ * temporary objects (code run by the worker never sees any); not without a
+ * running worker whose settings the code can run under.
+ */
+static bool
+may_run_task_here(LockedRun *run)
+{
+	Oid			temp_namespace;
+	Oid			temp_toast_namespace;
+
+	if (!durable_eager_workflow_tasks || IsolationUsesXactSnapshot() ||
+		run->task_failed || strcmp(run->status, "running") != 0)
+		return false;
+	GetTempNamespaceState(&temp_namespace, &temp_toast_namespace);
+	return !OidIsValid(temp_namespace) && environment_available();
+}
+
+/*
+ * The caller holds the run locked and has just appended the event that
+ * makes a workflow task due (an activity's result).  When that event leaves
+ * the code nothing else to wait for (no other activity or timer open: the
+ * usual sequential step), runs the task right here, in the caller's
+ * transaction: the next command is scheduled in the same commit, with no
+ * trip through the worker.  Otherwise (a fan-out still open: the worker
+ * then runs one task for many results) or when this backend may not run
+ * it, or if the engine fails while running it (the worker will try again,
+ * and park the run if it fails too), returns false and leaves the run as it
+ * was: the caller makes the task due for the worker.
+ */
+typedef struct InlineTask
+{
+	LockedRun  *run;
+	bool		ran;
+} InlineTask;
+
+static void
+run_inline_task(void *arg)
+{
+	InlineTask *task = arg;
+	RunHistory *h = history_load(task->run, true);
+
+	if (h->open_commands == 0)
+	{
+		execute_task(task->run, h);
+		task->ran = true;
+	}
+}
+
+bool
+replay_task_inline(LockedRun *run)
+{
+	LockedRun	saved = *run;
+	int			eager_mark = activity_eager_mark();
+	InlineTask	task = {run, false};
+	ErrorData  *edata;
+
+	if (!may_run_task_here(run))
+		return false;
+	edata = engine_in_subxact(run_inline_task, &task);
+	if (edata == NULL)
+		return task.ran;
+	/* a cancel, or a lock the caller gave up on, is the caller's */
+	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || ENGINE_LOCK_BUSY(edata))
+		ReThrowError(edata);
+	ereport(LOG,
+			(errmsg("durable: workflow task of \"%s\" left to the worker: %s",
+					run->workflow_id, edata->message)));
+	*run = saved;				/* the events the task appended are gone */
+	activity_eager_discard(eager_mark);
+	return false;
 }
 
 /* ---- the worker's entry point ---- */
@@ -494,61 +623,52 @@ park_run(Datum run_id, ErrorData *edata)
  * Runs one run's workflow task in a subtransaction of the batch: an engine
  * error undoes only this run's work, and parks the run.
  */
+typedef struct WorkerTask
+{
+	Datum		run_id;
+	bool		ran;			/* locked it (and ran its task, if still due) */
+} WorkerTask;
+
+static void
+run_worker_task(void *arg)
+{
+	WorkerTask *task = arg;
+	LockedRun  *run = palloc0(sizeof(LockedRun));
+
+	/*
+	 * Locked here, in the subtransaction that updates it: a lock of the
+	 * batch's transaction would make the update create a MultiXact.  A run
+	 * someone else holds is left for the next batch; one whose task was taken
+	 * care of meanwhile is skipped.
+	 */
+	if (!engine_lock_run(task->run_id, run, true))
+		return;
+	task->ran = true;
+	if (run->task_pending && !run->task_failed && strcmp(run->status, "running") == 0)
+		execute_task(run, history_load(run, true));
+}
+
 static bool
 run_task_isolated(Datum run_id)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ran = false;
+	WorkerTask	task = {run_id, false};
+	ErrorData  *edata;
 
 	if (engine_is_busy(engine_run_key(run_id)))
 		return false;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	edata = engine_in_subxact(run_worker_task, &task);
+	if (edata == NULL)
+		return task.ran;
+	if (ENGINE_LOCK_BUSY(edata))
 	{
-		LockedRun  *run = palloc0(sizeof(LockedRun));
-
-		/*
-		 * Locked here, in the subtransaction that updates it: a lock of the
-		 * batch's transaction would make the update create a MultiXact.  A run
-		 * someone else holds is left for the next batch; one whose task was
-		 * taken care of meanwhile is skipped.
-		 */
-		if (engine_lock_run(run_id, run, true))
-		{
-			ran = true;
-			if (run->task_pending && !run->task_failed &&
-				strcmp(run->status, "running") == 0)
-				execute_task(run);
-		}
-		ReleaseCurrentSubTransaction();
+		engine_note_busy(engine_run_key(run_id));	/* an application holds a row */
+		return false;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (ENGINE_LOCK_BUSY(edata))
-			engine_note_busy(engine_run_key(run_id));	/* an application holds a row */
-		else
-		{
-			ereport(LOG,
-					(errmsg("durable: engine error running a workflow task, run parked: %s",
-							edata->message)));
-			park_run(run_id, edata);
-			ran = true;
-		}
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return ran;
+	ereport(LOG,
+			(errmsg("durable: engine error running a workflow task, run parked: %s",
+					edata->message)));
+	park_run(run_id, edata);
+	return true;
 }
 
 /*
@@ -700,7 +820,7 @@ replay_query(LockedRun *run, const char *query, Jsonb *args)
 	r->run = run;
 	r->task_time = GetCurrentTimestamp();
 	r->query_mode = true;
-	load_history(r);
+	load_history(r, history_load(run, false));
 	outcome = call_workflow(r, &result, &edata);
 	if (outcome == OUTCOME_TASK_FAILED)
 		ereport(ERROR,

@@ -60,6 +60,7 @@ typedef struct RunHistory
 	CommandSlot *slots;			/* indexed by handle, 1..max_recorded */
 	int32		max_recorded;
 	int32		slots_allocated;
+	int32		open_commands;	/* commands not resolved yet */
 	TaskBoundary *tasks;
 	int			ntasks;
 	int			tasks_allocated;

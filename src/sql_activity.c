@@ -134,7 +134,7 @@ record_outcome(ClaimedAttempt *a, SqlOutcome *out, TimestampTz now)
 		if (out->result)
 			json_add_jsonb(&jb, "result", out->result);
 		engine_append_event(&a->run, "ActivityTaskCompleted", json_end(&jb), now);
-		activity_resolve(a);
+		activity_resolve(a, false);
 		return;
 	}
 	json_add_str(&jb, "activity", a->activity);

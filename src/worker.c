@@ -125,6 +125,7 @@ run_due_work(void)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			environment_publish(&durable_shared->slots[my_slot]);
 		}
 		/* due timers first, all of them: their lateness is what users see */
 		fired = 0;
@@ -202,6 +203,7 @@ durable_worker_main(Datum main_arg)
 		set_slot_state(SLOT_ABSENT);
 		proc_exit(0);
 	}
+	environment_publish(&durable_shared->slots[my_slot]);
 	set_slot_state(SLOT_RUNNING);
 	ereport(LOG, (errmsg("durable worker started for database \"%s\"",
 						 my_database)));

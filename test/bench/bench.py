@@ -438,6 +438,9 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument("--scale", type=int, default=1, help="multiply the throughput counts")
+    parser.add_argument("--variant", action="append",
+                        choices=["1_step", "10_steps", "10_steps_complete_and_poll"],
+                        help="throughput: only these variants (default: all three)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     scenarios = args.scenario or ["ceiling", "throughput", "sql", "fanout", "latency", "timers", "replay"]
@@ -457,8 +460,10 @@ def main():
             ceiling_tps = r["commits_per_s"]
         elif s == "throughput":
             n1, n10 = (500, 100) if args.quick else (5000 * args.scale, 1000 * args.scale)
-            r = {"1_step": throughput(conn, args, 1, n1), "10_steps": throughput(conn, args, 10, n10),
-                 "10_steps_complete_and_poll": throughput(conn, args, 10, n10, combined=True)}
+            variants = {"1_step": lambda: throughput(conn, args, 1, n1),
+                        "10_steps": lambda: throughput(conn, args, 10, n10),
+                        "10_steps_complete_and_poll": lambda: throughput(conn, args, 10, n10, combined=True)}
+            r = {k: run() for k, run in variants.items() if not args.variant or k in args.variant}
         elif s == "sql":
             r = sql_activities(conn, args)
         elif s == "fanout":
