@@ -10,7 +10,7 @@ PGFILEDESC = "durable - durable execution of workflows inside PostgreSQL"
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration
 
 # pg_regress (sql/, expected/) against a server that preloads durable
-REGRESS = api errors replay security timers activities
+REGRESS = api errors replay security timers activities eager
 REGRESS_OPTS = --inputdir=. --load-extension=durable
 # pg_isolation_regress (test/isolation/specs, test/isolation/expected)
 ISOLATION = pollers completion_race signals activity_races

@@ -1,0 +1,189 @@
+-- Eager workflow tasks: a backend that completes an activity runs the
+-- workflow task that follows itself, in its own transaction, when the result
+-- leaves the code nothing else to wait for; and eager dispatch:
+-- complete_and_poll() hands back the run's next activity on its queue.
+
+CREATE FUNCTION three_steps(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE a jsonb; b jsonb; c jsonb;
+BEGIN
+  a := durable.activity('a', input, input->>'queue');
+  b := durable.activity('b', a, input->>'queue');
+  c := durable.activity('c', b, input->>'queue');
+  RETURN jsonb_build_array(a, b, c);
+END $$;
+
+-- wait until the worker has run a new run's first task
+CREATE FUNCTION wait_scheduled(id text) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    IF EXISTS (SELECT FROM durable.describe(id) WHERE pending_activities <> '[]') THEN
+      RETURN true;
+    END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RETURN false;
+END $$;
+
+-- the state of a run's activities, as seen by the current transaction
+CREATE FUNCTION tasks_of(id text) RETURNS TABLE (activity text, status text)
+LANGUAGE sql AS $$
+  SELECT t.activity, t.status FROM durable.activity_tasks t
+    JOIN durable.runs r USING (run_id)
+   WHERE r.workflow_id = id ORDER BY t.handle
+$$;
+
+-- The next step is scheduled by the completing transaction itself: it is
+-- there before COMMIT, and gone with a ROLLBACK.
+SELECT durable.start_workflow('three_steps', '{"queue": "eager"}', 'eager-1');
+SELECT task_token AS token FROM durable.poll_activity('eager', wait => '10 s') \gset
+BEGIN;
+SELECT durable.complete_activity(:'token', '10');
+SELECT * FROM tasks_of('eager-1');
+SELECT event_type FROM durable.history('eager-1') ORDER BY event_id DESC LIMIT 2;
+ROLLBACK;
+SELECT * FROM tasks_of('eager-1');
+
+-- What the rolled-back task read and wrote is forgotten (this backend keeps
+-- runs' histories between tasks): the next completion sees only 20, and so
+-- does a completion rolled back to a savepoint.
+SELECT durable.complete_activity(:'token', '20');
+SELECT task_token AS token FROM durable.poll_activity('eager', wait => '10 s') \gset
+BEGIN;
+SAVEPOINT before_b;
+SELECT durable.complete_activity(:'token', '"b rolled back"');
+ROLLBACK TO SAVEPOINT before_b;
+SELECT durable.complete_activity(:'token', '21');
+COMMIT;
+SELECT task_token AS token FROM durable.poll_activity('eager', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token', '22');
+SELECT durable.result('eager-1');
+SELECT count(*) AS workflow_tasks
+  FROM durable.history('eager-1') WHERE event_type = 'WorkflowTaskCompleted';
+
+-- Off: the worker runs the task after the commit.
+SET durable.eager_workflow_tasks = off;
+SELECT durable.start_workflow('three_steps', '{"queue": "eager"}', 'eager-2');
+SELECT task_token AS token FROM durable.poll_activity('eager', wait => '10 s') \gset
+BEGIN;
+SELECT durable.complete_activity(:'token', '1');
+SELECT * FROM tasks_of('eager-2');
+COMMIT;
+RESET durable.eager_workflow_tasks;
+SELECT activity, input FROM durable.poll_activity('eager', wait => '10 s');
+
+-- Workflow code runs under the worker's settings wherever it runs: a
+-- session's own TimeZone or DateStyle does not change what it computes.
+CREATE FUNCTION settings_seen(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.activity('step', NULL, 'eager-env');
+  RETURN jsonb_build_object('tz', current_setting('TimeZone'),
+                            'datestyle', current_setting('DateStyle'));
+END $$;
+-- what the worker sees: a run whose last task it runs itself
+SET durable.eager_workflow_tasks = off;
+SELECT durable.start_workflow('settings_seen', '{}', 'env-worker');
+SELECT task_token AS token FROM durable.poll_activity('eager-env', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token');
+RESET durable.eager_workflow_tasks;
+SELECT durable.result('env-worker', wait => '10 s') AS worker_settings \gset
+SELECT durable.start_workflow('settings_seen', '{}', 'env-inline');
+SELECT task_token AS token FROM durable.poll_activity('eager-env', wait => '10 s') \gset
+SET TimeZone = 'America/Adak';
+SET DateStyle = 'German';
+SELECT durable.complete_activity(:'token');
+SELECT status = 'completed' AS closed_by_this_backend FROM durable.workflows
+ WHERE workflow_id = 'env-inline';
+SELECT durable.result('env-inline') = :'worker_settings'::jsonb AS same_as_worker,
+       durable.result('env-inline')->>'tz' <> current_setting('TimeZone') AS not_the_session_tz;
+SHOW TimeZone;
+RESET TimeZone;
+RESET DateStyle;
+
+-- A result that leaves other activities open (a fan-out) makes the task due
+-- for the worker, which runs one task for several results; the last result
+-- runs it here.
+CREATE FUNCTION pair(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.await_all(ARRAY[durable.activity_async('left', NULL, 'eager-pair'),
+                                 durable.activity_async('right', NULL, 'eager-pair')]);
+END $$;
+SELECT durable.start_workflow('pair', '{}', 'pair-1');
+SELECT task_token AS token_l FROM durable.poll_activity('eager-pair', wait => '10 s') \gset
+SELECT task_token AS token_r FROM durable.poll_activity('eager-pair', wait => '10 s') \gset
+BEGIN;
+SELECT durable.complete_activity(:'token_l', '"L"');
+SELECT task_pending FROM durable.runs WHERE workflow_id = 'pair-1';
+COMMIT;
+SELECT durable.complete_activity(:'token_r', '"R"');
+SELECT status, result FROM durable.runs WHERE workflow_id = 'pair-1';
+
+-- Eager dispatch: complete_and_poll returns the run's next activity, already
+-- claimed, though an older task waits in the queue.
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-d"}', 'eager-d1');
+SELECT task_token AS token FROM durable.poll_activity('eager-d', wait => '10 s') \gset
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-d"}', 'eager-d2');
+SELECT wait_scheduled('eager-d2');
+SELECT task_token AS token, workflow_id, activity, input, attempt
+  FROM durable.complete_and_poll(:'token', '1', 'eager-d') \gset
+\echo :workflow_id :activity :input :attempt
+SELECT * FROM tasks_of('eager-d1');
+-- ... at most durable.eager_dispatch_limit in a row: then the queue's oldest
+SET durable.eager_dispatch_limit = 1;
+SELECT task_token AS token, workflow_id, activity
+  FROM durable.complete_and_poll(:'token', '2', 'eager-d') \gset
+\echo :workflow_id :activity
+SELECT * FROM tasks_of('eager-d1');
+-- the streak starts again after a claim from the queue
+SELECT workflow_id, activity FROM durable.complete_and_poll(:'token', '1', 'eager-d');
+RESET durable.eager_dispatch_limit;
+
+-- A queue with limits counts its starts: no eager dispatch there.
+SELECT durable.configure_task_queue('eager-lim', max_in_flight => 10);
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-lim"}', 'lim-1');
+SELECT task_token AS token FROM durable.poll_activity('eager-lim', wait => '10 s') \gset
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-lim"}', 'lim-2');
+SELECT wait_scheduled('lim-2');
+SELECT workflow_id, activity FROM durable.complete_and_poll(:'token', '1', 'eager-lim');
+SELECT durable.configure_task_queue('eager-lim');
+
+-- durable.workflow_task_timeout stops code that loops in a client backend
+-- too: the run's task fails and is parked, the completion itself commits.
+CREATE FUNCTION loops_after(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.activity('first', NULL, 'eager-loop');
+  LOOP
+  END LOOP;
+END $$;
+ALTER SYSTEM SET durable.workflow_task_timeout = '200ms';
+SELECT pg_reload_conf();
+SELECT durable.start_workflow('loops_after', '{}', 'loop-1');
+SELECT task_token AS token FROM durable.poll_activity('eager-loop', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token');
+SELECT task_failure->>'cause' AS cause, task_failure->'failure'->>'sqlstate' AS sqlstate,
+       task_failure->'failure'->>'message' AS message
+  FROM durable.describe('loop-1');
+ALTER SYSTEM RESET durable.workflow_task_timeout;
+SELECT pg_reload_conf();
+
+-- The client's own statement_timeout is the client's: it cancels the
+-- completion as a whole (nothing is recorded, the run is not parked).
+SELECT durable.start_workflow('loops_after', '{}', 'loop-2');
+SELECT task_token AS token FROM durable.poll_activity('eager-loop', wait => '10 s') \gset
+SET statement_timeout = '300ms';
+SELECT durable.complete_activity(:'token');
+RESET statement_timeout;
+SELECT task_failure IS NULL AS not_parked, pending_activities->0->>'state' AS state
+  FROM durable.describe('loop-2');
+SELECT durable.fail_activity(:'token', 'give up', retryable => false);
+
+-- A session that has created temporary objects leaves the task to the
+-- worker (code run by the worker never sees temporary objects).  Last in
+-- this file: that holds for the rest of the session.
+SELECT durable.start_workflow('three_steps', '{"queue": "eager"}', 'eager-temp');
+SELECT task_token AS token FROM durable.poll_activity('eager', wait => '10 s') \gset
+CREATE TEMP TABLE scratch (x int);
+BEGIN;
+SELECT durable.complete_activity(:'token', '1');
+SELECT * FROM tasks_of('eager-temp');
+COMMIT;
+DROP TABLE scratch;
