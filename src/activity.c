@@ -57,7 +57,7 @@ start_timeout(Datum run_id, int64 task_id, int32 attempt, Jsonb *timeouts,
 {
 	static EnginePlan plan = {NULL,
 		"INSERT INTO durable.timers (run_id, kind, task_id, attempt, timeout, fire_at)"
-		" VALUES ($1, 'activity_timeout', $2, $3, $4, $5)",
+		" VALUES ($1, 'activity_timeout', $2, $3, $4::durable.activity_timeout, $5)",
 	5, {UUIDOID, INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
 	double		seconds = activity_timeout_seconds(timeouts, timeout);
 	TimestampTz fire_at;
@@ -237,14 +237,20 @@ insert_task(LockedRun *run, int32 handle, const char *activity,
 	return DatumGetInt64(engine_get(0, 1, &isnull));
 }
 
+/*
+ * Records ActivityTaskScheduled (after "before", if given, in the same
+ * statement) and inserts the activity's task.
+ */
 void
 activity_schedule(LockedRun *run, int32 handle, const char *activity,
 				  const char *task_queue, Jsonb *input,
-				  ActivityOptions *options, TimestampTz now)
+				  ActivityOptions *options, TimestampTz now, const NewEvent *before)
 {
 	bool		eager = eager_offer_takes(task_queue);
 	int64		task_id;
 	JsonBuf		jb;
+	NewEvent	events[2];
+	int			n = 0;
 
 	json_begin(&jb);
 	json_add_int(&jb, "handle", handle);
@@ -256,7 +262,12 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 		json_add_jsonb(&jb, "timeouts", options->timeouts);
 	if (options->priority != 0)
 		json_add_int(&jb, "priority", options->priority);
-	engine_append_event(run, "ActivityTaskScheduled", json_end(&jb), now);
+	if (before)
+		events[n++] = *before;
+	events[n].type = "ActivityTaskScheduled";
+	events[n].details = json_end(&jb);
+	events[n].when = now;
+	engine_append_events(run, n + 1, events);
 	task_id = insert_task(run, handle, activity, task_queue, input, options, now, eager);
 
 	start_timeout(run->run_id, task_id, 0, options->timeouts, "schedule_to_close", now);
@@ -289,59 +300,82 @@ activity_cancel_all(LockedRun *run)
 /* ---- the attempt a token or a timer names ---- */
 
 
+/* The columns of a task that ClaimedAttempt holds (with a table alias prefix). */
+#define TASK_COLUMNS_OF(p) \
+	p "handle, " p "attempt, " p "status, " p "activity, " p "task_queue, " \
+	p "worker, " p "started_at, " p "retry_policy, " p "timeouts, " \
+	p "cancel_requested, " p "input"
+
+/* Fills a from the current SPI result's first row, TASK_COLUMNS from first_col on. */
+static void
+fill_attempt(ClaimedAttempt *a, int64 task_id, int first_col)
+{
+	bool		isnull;
+	Datum		d;
+	int			c = first_col;
+
+	a->task_id = task_id;
+	a->handle = DatumGetInt32(engine_get(0, c, &isnull));
+	a->attempt = DatumGetInt32(engine_get(0, c + 1, &isnull));
+	a->status = engine_get_text(0, c + 2);
+	a->activity = engine_get_text(0, c + 3);
+	a->task_queue = engine_get_text(0, c + 4);
+	a->worker = engine_get_text(0, c + 5);
+	d = engine_get(0, c + 6, &isnull);
+	a->started_at = isnull ? 0 : DatumGetTimestampTz(d);
+	a->retry_policy = DatumGetJsonbP(engine_get(0, c + 7, &isnull));
+	a->timeouts = DatumGetJsonbP(engine_get(0, c + 8, &isnull));
+	a->cancel_requested = DatumGetBool(engine_get(0, c + 9, &isnull));
+	d = engine_get(0, c + 10, &isnull);
+	a->input = isnull ? NULL : DatumGetJsonbP(d);
+}
+
 /* Locks the task row (its run already locked by the caller) and reads it. */
 bool
 activity_lock_task(int64 task_id, ClaimedAttempt *a)
 {
 	static EnginePlan plan = {NULL,
-		"SELECT handle, attempt, status, activity, task_queue, worker, started_at,"
-		" retry_policy, timeouts, cancel_requested, input"
-		" FROM durable.activity_tasks WHERE task_id = $1 FOR UPDATE",
+		"SELECT " TASK_COLUMNS_OF("") " FROM durable.activity_tasks WHERE task_id = $1 FOR UPDATE",
 	1, {INT8OID}};
 	Datum		values[1] = {Int64GetDatum(task_id)};
-	bool		isnull;
-	Datum		d;
 
 	if (engine_exec(&plan, values, NULL, 1) == 0)
 		return false;
-	a->task_id = task_id;
-	a->handle = DatumGetInt32(engine_get(0, 1, &isnull));
-	a->attempt = DatumGetInt32(engine_get(0, 2, &isnull));
-	a->status = engine_get_text(0, 3);
-	a->activity = engine_get_text(0, 4);
-	a->task_queue = engine_get_text(0, 5);
-	a->worker = engine_get_text(0, 6);
-	d = engine_get(0, 7, &isnull);
-	a->started_at = isnull ? 0 : DatumGetTimestampTz(d);
-	a->retry_policy = DatumGetJsonbP(engine_get(0, 8, &isnull));
-	a->timeouts = DatumGetJsonbP(engine_get(0, 9, &isnull));
-	a->cancel_requested = DatumGetBool(engine_get(0, 10, &isnull));
-	d = engine_get(0, 11, &isnull);
-	a->input = isnull ? NULL : DatumGetJsonbP(d);
+	fill_attempt(a, task_id, 1);
 	return true;
 }
 
 /*
  * Locks the run, then the task (always in that order: the worker locks
- * runs first too), and checks the token's attempt is the current started
- * one of an open run.
+ * runs first too; FOR UPDATE OF locks in the order it names them), in one
+ * statement, and checks the token's attempt is the current started one of
+ * an open run.
  */
 static bool
 lock_current_attempt(const char *token, ClaimedAttempt *a)
 {
+	static EnginePlan plan = {NULL,
+		"SELECT " RUN_COLUMNS_OF("r.") ", " TASK_COLUMNS_OF("t.")
+		" FROM durable.activity_tasks t JOIN durable.runs r ON r.run_id = t.run_id"
+		" WHERE t.task_id = $1 FOR UPDATE OF r, t",
+	1, {INT8OID}};
+	Datum		values[1];
 	int64		task_id;
 	int32		attempt;
 
 	token_parse(token, &task_id, &attempt);
-	if (!engine_lock_run_of_task(task_id, &a->run) ||
-		strcmp(a->run.status, "running") != 0)
+	values[0] = Int64GetDatum(task_id);
+	if (engine_exec(&plan, values, NULL, 1) == 0)
 		return false;
-	return activity_lock_task(task_id, a) && a->attempt == attempt &&
+	engine_fill_locked_run(&a->run, 1);
+	fill_attempt(a, task_id, RUN_NCOLUMNS + 1);
+	return strcmp(a->run.status, "running") == 0 && a->attempt == attempt &&
 		strcmp(a->status, "started") == 0;
 }
 
-void
-activity_append_started(ClaimedAttempt *a)
+/* ActivityTaskStarted of an attempt that ends now (Temporal writes it late too). */
+static void
+started_event(ClaimedAttempt *a, NewEvent *event)
 {
 	JsonBuf		jb;
 
@@ -349,7 +383,32 @@ activity_append_started(ClaimedAttempt *a)
 	json_add_int(&jb, "handle", a->handle);
 	json_add_int(&jb, "attempt", a->attempt);
 	json_add_str(&jb, "worker", a->worker);
-	engine_append_event(&a->run, "ActivityTaskStarted", json_end(&jb), a->started_at);
+	event->type = "ActivityTaskStarted";
+	event->details = json_end(&jb);
+	event->when = a->started_at;
+}
+
+void
+activity_append_started(ClaimedAttempt *a)
+{
+	NewEvent	started;
+
+	started_event(a, &started);
+	engine_append_events(&a->run, 1, &started);
+}
+
+/* ActivityTaskStarted and the event that ends the attempt, in one statement. */
+void
+activity_append_ended(ClaimedAttempt *a, const char *event_type, Jsonb *details,
+					  TimestampTz when)
+{
+	NewEvent	events[2];
+
+	started_event(a, &events[0]);
+	events[1].type = event_type;
+	events[1].details = details;
+	events[1].when = when;
+	engine_append_events(&a->run, 2, events);
 }
 
 static void
@@ -842,14 +901,13 @@ complete_attempt(const char *token, Jsonb *result)
 	{
 		JsonBuf		jb;
 
-		activity_append_started(&a);
 		json_begin(&jb);
 		json_add_int(&jb, "handle", a.handle);
 		json_add_int(&jb, "attempt", a.attempt);
 		if (result)
 			json_add_jsonb(&jb, "result", result);
-		engine_append_event(&a.run, "ActivityTaskCompleted", json_end(&jb),
-							GetCurrentTimestamp());
+		activity_append_ended(&a, "ActivityTaskCompleted", json_end(&jb),
+							  GetCurrentTimestamp());
 		activity_resolve(&a, true);
 	}
 	engine_leave(&scope);
@@ -1037,14 +1095,13 @@ durable_cancel_activity(PG_FUNCTION_ARGS)
 	{
 		JsonBuf		jb;
 
-		activity_append_started(&a);
 		json_begin(&jb);
 		json_add_int(&jb, "handle", a.handle);
 		json_add_int(&jb, "attempt", a.attempt);
 		if (details)
 			json_add_jsonb(&jb, "details", details);
-		engine_append_event(&a.run, "ActivityTaskCanceled", json_end(&jb),
-							GetCurrentTimestamp());
+		activity_append_ended(&a, "ActivityTaskCanceled", json_end(&jb),
+							  GetCurrentTimestamp());
 		activity_resolve(&a, true);
 	}
 	engine_leave(&scope);

@@ -216,7 +216,26 @@ typedef struct LockedRun
 
 extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);
 extern bool engine_read_run(Datum run_id, LockedRun *run);
-extern bool engine_lock_run_of_task(int64 task_id, LockedRun *run);
+/*
+ * The columns of a run that LockedRun holds, as queries read them (with a
+ * table alias prefix, e.g. "r."): see engine_fill_locked_run().
+ */
+#define RUN_COLUMNS_OF(p) \
+	p "workflow_id, " p "workflow, " p "owner, " p "input, " p "status, " \
+	p "next_event_id, " p "task_failure IS NOT NULL, " p "task_pending, " p "run_id"
+#define RUN_COLUMNS RUN_COLUMNS_OF("")
+#define RUN_NCOLUMNS 9
+
+extern void engine_fill_locked_run(LockedRun *run, int first_col);
+/* An event to append to a run's history. */
+typedef struct NewEvent
+{
+	const char *type;
+	Jsonb	   *details;
+	TimestampTz when;
+} NewEvent;
+
+extern void engine_append_events(LockedRun *run, int n, const NewEvent *events);
 extern void engine_append_event(LockedRun *run, const char *event_type,
 								Jsonb *details, TimestampTz when);
 extern void engine_request_workflow_task(LockedRun *run);
@@ -312,7 +331,8 @@ extern double activity_timeout_seconds(Jsonb *timeouts, const char *name);
 /* ---- activity.c ---- */
 extern void activity_schedule(LockedRun *run, int32 handle, const char *activity,
 							  const char *task_queue, Jsonb *input,
-							  ActivityOptions *options, TimestampTz now);
+							  ActivityOptions *options, TimestampTz now,
+							  const NewEvent *before);
 extern void activity_cancel_all(LockedRun *run);
 extern bool activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now);
 extern int	activity_eager_mark(void);

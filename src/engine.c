@@ -216,6 +216,7 @@ engine_get(int row, int col, bool *isnull)
 	return SPI_datumTransfer(d, false, att->attlen);
 }
 
+/* A column as a C string (text, or any type's output: our enums). */
 char *
 engine_get_text(int row, int col)
 {
@@ -225,6 +226,9 @@ engine_get_text(int row, int col)
 
 	if (isnull)
 		return NULL;
+	if (SPI_gettypeid(SPI_tuptable->tupdesc, col) != TEXTOID)
+		return engine_pstrdup(SPI_getvalue(SPI_tuptable->vals[row],
+										   SPI_tuptable->tupdesc, col));
 	return engine_pstrdup(TextDatumGetCString(d));
 }
 
@@ -239,26 +243,22 @@ engine_pstrdup(const char *s)
 	return copy;
 }
 
-/* The columns of a run that LockedRun holds, as the queries below read them. */
-#define RUN_COLUMNS \
-	"workflow_id, workflow, owner, input, status, next_event_id," \
-	" task_failure IS NOT NULL, task_pending, run_id"
-
-/* Fills run from the current SPI result's first row (RUN_COLUMNS). */
-static void
-fill_locked_run(LockedRun *run)
+/* Fills run from the current SPI result's first row, RUN_COLUMNS from first_col on. */
+void
+engine_fill_locked_run(LockedRun *run, int first_col)
 {
 	bool		isnull;
+	int			c = first_col;
 
-	run->run_id = engine_get(0, 9, &isnull);	/* copied out of SPI's memory */
-	run->workflow_id = engine_get_text(0, 1);
-	run->workflow = engine_get_text(0, 2);
-	run->owner = DatumGetObjectId(engine_get(0, 3, &isnull));
-	run->input = DatumGetJsonbP(engine_get(0, 4, &isnull));
-	run->status = engine_get_text(0, 5);
-	run->next_event_id = DatumGetInt64(engine_get(0, 6, &isnull));
-	run->task_failed = DatumGetBool(engine_get(0, 7, &isnull));
-	run->task_pending = DatumGetBool(engine_get(0, 8, &isnull));
+	run->workflow_id = engine_get_text(0, c);
+	run->workflow = engine_get_text(0, c + 1);
+	run->owner = DatumGetObjectId(engine_get(0, c + 2, &isnull));
+	run->input = DatumGetJsonbP(engine_get(0, c + 3, &isnull));
+	run->status = engine_get_text(0, c + 4);
+	run->next_event_id = DatumGetInt64(engine_get(0, c + 5, &isnull));
+	run->task_failed = DatumGetBool(engine_get(0, c + 6, &isnull));
+	run->task_pending = DatumGetBool(engine_get(0, c + 7, &isnull));
+	run->run_id = engine_get(0, c + 8, &isnull);	/* copied out of SPI's memory */
 }
 
 /* Reads a run without locking it (for queries); false if it does not exist. */
@@ -296,47 +296,57 @@ engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode)
 
 	if (engine_exec(plan, values, NULL, 1) == 0)
 		return false;
-	fill_locked_run(run);
+	engine_fill_locked_run(run, 1);
 	return true;
 }
 
 /*
- * Locks the run of an activity task FOR UPDATE, found and locked in one
- * statement.  Returns false when there is no such task (any more).
+ * Appends events to a locked run's history: one or two in one statement
+ * (more, two at a time).  Event ids follow the run's next_event_id.
  */
-bool
-engine_lock_run_of_task(int64 task_id, LockedRun *run)
+void
+engine_append_events(LockedRun *run, int n, const NewEvent *events)
 {
-	static EnginePlan plan = {NULL,
-		"SELECT " RUN_COLUMNS " FROM durable.runs WHERE run_id ="
-		" (SELECT run_id FROM durable.activity_tasks WHERE task_id = $1) FOR UPDATE",
-	1, {INT8OID}};
-	Datum		values[1] = {Int64GetDatum(task_id)};
+	static EnginePlan one = {NULL,
+		"INSERT INTO durable.history (run_id, event_id, event_time, event_type, details)"
+		" VALUES ($1, $2, $3, $4, $5)",
+	5, {UUIDOID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID}};
+	static EnginePlan two = {NULL,
+		"INSERT INTO durable.history (run_id, event_id, event_time, event_type, details)"
+		" VALUES ($1, $2, $3, $4, $5), ($1, $2 + 1, $6, $7, $8)",
+		8, {UUIDOID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID,
+	TIMESTAMPTZOID, TEXTOID, JSONBOID}};
 
-	if (engine_exec(&plan, values, NULL, 1) == 0)
-		return false;
-	fill_locked_run(run);
-	return true;
+	for (int i = 0; i < n; i += 2)
+	{
+		int			now = Min(n - i, 2);
+		Datum		values[8];
+
+		values[0] = run->run_id;
+		values[1] = Int64GetDatum(run->next_event_id);
+		for (int k = 0; k < now; k++)
+		{
+			values[2 + 3 * k] = TimestampTzGetDatum(events[i + k].when);
+			values[3 + 3 * k] = CStringGetTextDatum(events[i + k].type);
+			values[4 + 3 * k] = JsonbPGetDatum(events[i + k].details);
+		}
+		engine_exec(now == 2 ? &two : &one, values, NULL, 0);
+		for (int k = 0; k < now; k++)
+		{
+			history_note_appended(run, run->next_event_id, events[i + k].when,
+								  events[i + k].type, events[i + k].details);
+			run->next_event_id++;
+		}
+	}
 }
 
 void
 engine_append_event(LockedRun *run, const char *event_type, Jsonb *details,
 					TimestampTz when)
 {
-	static EnginePlan plan = {NULL,
-		"INSERT INTO durable.history (run_id, event_id, event_time, event_type, details)"
-		" VALUES ($1, $2, $3, $4, $5)",
-	5, {UUIDOID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID}};
-	Datum		values[5];
+	NewEvent	event = {event_type, details, when};
 
-	values[0] = run->run_id;
-	values[1] = Int64GetDatum(run->next_event_id);
-	values[2] = TimestampTzGetDatum(when);
-	values[3] = CStringGetTextDatum(event_type);
-	values[4] = JsonbPGetDatum(details);
-	engine_exec(&plan, values, NULL, 0);
-	history_note_appended(run, run->next_event_id, when, event_type, details);
-	run->next_event_id++;
+	engine_append_events(run, 1, &event);
 }
 
 /*

@@ -332,7 +332,7 @@ update_run(Replay *r, const char *status, Jsonb *result, Jsonb *failure,
 {
 	static EnginePlan plan = {NULL,
 		"UPDATE durable.runs SET next_event_id = $2, task_pending = false,"
-		" status = $3, result = $4, failure = $5, task_failure = $6,"
+		" status = $3::durable.run_status, result = $4, failure = $5, task_failure = $6,"
 		" closed_at = CASE WHEN $3 = 'running' THEN NULL ELSE $7 END"
 		" WHERE run_id = $1",
 	7, {UUIDOID, INT8OID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, TIMESTAMPTZOID}};
@@ -357,13 +357,24 @@ update_run(Replay *r, const char *status, Jsonb *result, Jsonb *failure,
 }
 
 static void
-append_task_completed(Replay *r, int ncommands)
+task_completed_event(Replay *r, int ncommands, NewEvent *event)
 {
 	JsonBuf		jb;
 
 	json_begin(&jb);
 	json_add_int(&jb, "new_commands", ncommands);
-	engine_append_event(r->run, "WorkflowTaskCompleted", json_end(&jb), r->task_time);
+	event->type = "WorkflowTaskCompleted";
+	event->details = json_end(&jb);
+	event->when = r->task_time;
+}
+
+static void
+append_task_completed(Replay *r, int ncommands)
+{
+	NewEvent	event;
+
+	task_completed_event(r, ncommands, &event);
+	engine_append_events(r->run, 1, &event);
 }
 
 static void
@@ -391,17 +402,29 @@ record_commands(Replay *r)
 {
 	ListCell   *lc;
 	bool		resolved = false;
+	NewEvent	task_completed;
+	NewEvent   *first = &task_completed;
 
+	/* WorkflowTaskCompleted goes with the first activity's event (one INSERT) */
+	task_completed_event(r, list_length(r->new_commands) + list_length(r->cancels),
+						 &task_completed);
 	foreach(lc, r->new_commands)
 	{
 		NewCommand *cmd = lfirst(lc);
 
 		if (cmd->kind == COMMAND_ACTIVITY)
 			activity_schedule(r->run, cmd->handle, cmd->activity, cmd->task_queue,
-							  cmd->input, &cmd->options, r->task_time);
+							  cmd->input, &cmd->options, r->task_time, first);
 		else
+		{
+			if (first)
+				engine_append_events(r->run, 1, first);
 			start_timer(r, cmd);
+		}
+		first = NULL;
 	}
+	if (first)
+		engine_append_events(r->run, 1, first);
 	foreach(lc, r->cancels)
 	{
 		CancelCommand *c = lfirst(lc);
@@ -443,7 +466,6 @@ record_outcome(Replay *r, Outcome outcome, Jsonb *result, ErrorData *edata)
 	switch (outcome)
 	{
 		case OUTCOME_SUSPENDED:
-			append_task_completed(r, list_length(r->new_commands) + list_length(r->cancels));
 			if (record_commands(r))
 				engine_request_workflow_task(r->run);
 			else

@@ -125,7 +125,6 @@ record_outcome(ClaimedAttempt *a, SqlOutcome *out, TimestampTz now)
 {
 	JsonBuf		jb;
 
-	activity_append_started(a);
 	json_begin(&jb);
 	json_add_int(&jb, "handle", a->handle);
 	json_add_int(&jb, "attempt", a->attempt);
@@ -133,10 +132,11 @@ record_outcome(ClaimedAttempt *a, SqlOutcome *out, TimestampTz now)
 	{
 		if (out->result)
 			json_add_jsonb(&jb, "result", out->result);
-		engine_append_event(&a->run, "ActivityTaskCompleted", json_end(&jb), now);
+		activity_append_ended(a, "ActivityTaskCompleted", json_end(&jb), now);
 		activity_resolve(a, false);
 		return;
 	}
+	activity_append_started(a);
 	json_add_str(&jb, "activity", a->activity);
 	json_add_str(&jb, "error", out->error->message);
 	/* the SQLSTATE is the error type: list them in non_retryable_errors */

@@ -39,7 +39,7 @@ timer_schedule(LockedRun *run, const char *kind, int32 handle, int64 task_id,
 {
 	static EnginePlan plan = {NULL,
 		"INSERT INTO durable.timers (run_id, kind, handle, task_id, fire_at)"
-		" VALUES ($1, $2, $3, $4, $5)",
+		" VALUES ($1, $2::durable.timer_kind, $3, $4, $5)",
 	5, {UUIDOID, TEXTOID, INT4OID, INT8OID, TIMESTAMPTZOID}};
 	Datum		values[5];
 	char		nulls[5] = "     ";

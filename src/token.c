@@ -15,12 +15,13 @@
  */
 #include "durable.h"
 
+#include "catalog/namespace.h"
 #include "common/hmac.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "fmgr.h"
-#include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #define TOKEN_MAC_BYTES	16
@@ -40,17 +41,21 @@ durable_random_key(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(key);
 }
 
-/* The key, read once per transaction (a poll may sign a thousand tokens). */
+/*
+ * The key, read once per session: it never changes while the table holding
+ * it exists (a new CREATE EXTENSION makes a new table, with a new key).
+ */
 static bytea *
 token_key(void)
 {
 	static EnginePlan plan = {NULL, "SELECT key FROM durable.token_key", 0, {0}};
 	static bytea *cached_key = NULL;
-	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+	static Oid	cached_table = InvalidOid;
+	Oid			table = get_relname_relid("token_key", get_namespace_oid("durable", false));
 	bool		isnull;
 	bytea	   *key;
 
-	if (cached_key != NULL && cached_lxid == MyProc->lxid)
+	if (cached_key != NULL && cached_table == table)
 		return cached_key;
 	if (engine_exec(&plan, NULL, NULL, 1) != 1)
 		elog(ERROR, "durable.token_key is empty");
@@ -59,7 +64,7 @@ token_key(void)
 		pfree(cached_key);
 	cached_key = MemoryContextAlloc(TopMemoryContext, VARSIZE_ANY(key));
 	memcpy(cached_key, key, VARSIZE_ANY(key));
-	cached_lxid = MyProc->lxid;
+	cached_table = table;
 	return cached_key;
 }
 
