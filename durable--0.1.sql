@@ -400,6 +400,11 @@ REVOKE ALL ON FUNCTION durable.poll_activity(pg_catalog.text, pg_catalog.text, p
     durable.complete_and_poll(pg_catalog.text, pg_catalog.jsonb, pg_catalog.text,
                               pg_catalog.text, pg_catalog.int4) FROM PUBLIC;
 
+-- Internal: tells backends, at commit, that queue limits changed.
+CREATE FUNCTION durable._task_queue_configured() RETURNS pg_catalog.void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_task_queue_configured';
+REVOKE ALL ON FUNCTION durable._task_queue_configured() FROM PUBLIC;
+
 -- Per-queue controls; NULL lifts a limit.
 CREATE FUNCTION durable.configure_task_queue(task_queue pg_catalog.text,
                                              max_in_flight pg_catalog.int4 DEFAULT NULL,
@@ -429,6 +434,7 @@ BEGIN
                max_starts_per_second = excluded.max_starts_per_second,
                tokens = least(q.tokens, coalesce(greatest(excluded.max_starts_per_second, 1), 0));
     END IF;
+    PERFORM durable._task_queue_configured();
 END
 $$;
 REVOKE ALL ON FUNCTION durable.configure_task_queue(pg_catalog.text, pg_catalog.int4, pg_catalog.float8) FROM PUBLIC;

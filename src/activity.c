@@ -129,15 +129,33 @@ static EagerOffer *eager_offer = NULL;
 /* Activities handed out by eager dispatch since this backend last claimed from a queue. */
 static int	eager_streak = 0;
 
-/* Does this queue have limits (a durable.task_queues row)? */
+/*
+ * Does this queue have limits (a durable.task_queues row)?  The answer for
+ * the last queue asked about is remembered until configure_task_queue()
+ * changes any queue's limits (a version in shared memory, bumped at the
+ * commit of such a change and read before looking).
+ */
 static bool
 queue_has_limits(const char *queue)
 {
 	static EnginePlan plan = {NULL,
 	"SELECT 1 FROM durable.task_queues WHERE task_queue = $1", 1, {TEXTOID}};
-	Datum		values[1] = {CStringGetTextDatum(queue)};
+	static char known_queue[NAMEDATALEN * 2];
+	static uint64 known_version = 0;
+	static bool known_limited;
+	uint64		version = durable_queue_limits_version();
+	Datum		values[1];
 
-	return engine_exec(&plan, values, NULL, 1) > 0;
+	if (version == known_version && strcmp(queue, known_queue) == 0)
+		return known_limited;
+	values[0] = CStringGetTextDatum(queue);
+	known_limited = engine_exec(&plan, values, NULL, 1) > 0;
+	if (strlen(queue) < sizeof(known_queue))
+	{
+		strcpy(known_queue, queue);
+		known_version = version;
+	}
+	return known_limited;
 }
 
 /* May an activity scheduled on task_queue go to the caller of complete_and_poll()? */

@@ -118,6 +118,7 @@ typedef struct DurableShared
 	WakeChannel queue_channels[DURABLE_CV_COUNT];	/* by hash of task queue */
 	WakeChannel close_channels[DURABLE_CV_COUNT];	/* by hash of workflow id */
 	WaitingPollers waiting[DURABLE_WAITING_QUEUES];
+	pg_atomic_uint64 queue_limits_version; /* bumped when task queue limits change */
 	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];	/* durable_max_databases */
 } DurableShared;
 
@@ -140,6 +141,8 @@ extern void durable_wake_closed_at_commit(const char *workflow_id);
 extern void durable_notify_launcher_at_commit(Oid dboid);
 extern void durable_timer_added_at_commit(TimestampTz fire_at);
 extern void durable_wake_everything(void);
+extern void durable_queue_limits_changed_at_commit(void);
+extern uint64 durable_queue_limits_version(void);
 extern void durable_register_xact_callback(void);
 
 /* ---- processes (launcher.c, worker.c) ---- */
@@ -243,8 +246,7 @@ extern void engine_request_workflow_task(LockedRun *run);
 /* A small JSON object builder for event details. */
 typedef struct JsonBuf
 {
-	StringInfoData buf;
-	bool		empty;
+	JsonbParseState *state;
 } JsonBuf;
 
 extern void json_begin(JsonBuf *jb);
@@ -262,6 +264,7 @@ extern Jsonb *error_to_jsonb(ErrorData *edata);
 extern Datum jsonb_datum_or_null(Jsonb *j, bool *isnull);
 
 extern bool is_workflow_function(Oid funcoid, Oid *nspid);
+extern Oid	engine_function_oid(const char *regprocedure);
 extern void engine_check_role_may_run(Oid funcoid, Oid role);
 extern void engine_become_role(Oid role, bool read_only);
 extern long interval_arg_ms(Interval *iv, const char *what);

@@ -34,8 +34,10 @@
 #include "utils/datum.h"
 #include "utils/float.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
@@ -370,53 +372,82 @@ engine_request_workflow_task(LockedRun *run)
 
 /* ---- JSON of event details ---- */
 
+/*
+ * Built as a jsonb value directly (no text to print and parse again); keys
+ * end up sorted and unique exactly as jsonb_in would leave them.
+ */
 void
 json_begin(JsonBuf *jb)
 {
-	initStringInfo(&jb->buf);
-	appendStringInfoChar(&jb->buf, '{');
-	jb->empty = true;
+	jb->state = NULL;
+	(void) pushJsonbValue(&jb->state, WJB_BEGIN_OBJECT, NULL);
 }
 
 static void
-json_key(JsonBuf *jb, const char *key)
+json_push_string(JsonBuf *jb, JsonbIteratorToken token, const char *s)
 {
-	if (!jb->empty)
-		appendStringInfoString(&jb->buf, ", ");
-	jb->empty = false;
-	escape_json(&jb->buf, key);
-	appendStringInfoString(&jb->buf, ": ");
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.len = strlen(s);
+	v.val.string.val = pnstrdup(s, v.val.string.len);
+	(void) pushJsonbValue(&jb->state, token, &v);
+}
+
+static void
+json_push_value(JsonBuf *jb, const char *key, JsonbValue *v)
+{
+	json_push_string(jb, WJB_KEY, key);
+	(void) pushJsonbValue(&jb->state, WJB_VALUE, v);
 }
 
 void
 json_add_str(JsonBuf *jb, const char *key, const char *value)
 {
-	json_key(jb, key);
-	if (value)
-		escape_json(&jb->buf, value);
-	else
-		appendStringInfoString(&jb->buf, "null");
+	JsonbValue	v;
+
+	if (value == NULL)
+	{
+		v.type = jbvNull;
+		json_push_value(jb, key, &v);
+		return;
+	}
+	json_push_string(jb, WJB_KEY, key);
+	json_push_string(jb, WJB_VALUE, value);
 }
 
 void
 json_add_int(JsonBuf *jb, const char *key, int64 value)
 {
-	json_key(jb, key);
-	appendStringInfo(&jb->buf, INT64_FORMAT, value);
+	JsonbValue	v;
+
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(value);
+	json_push_value(jb, key, &v);
 }
 
 void
 json_add_float(JsonBuf *jb, const char *key, double value)
 {
-	json_key(jb, key);
-	appendStringInfoString(&jb->buf, float8out_internal(value));
+	JsonbValue	v;
+
+	/* the digits float8out prints, as jsonb_in would have read them */
+	v.type = jbvNumeric;
+	v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+														CStringGetDatum(float8out_internal(value)),
+														ObjectIdGetDatum(InvalidOid),
+														Int32GetDatum(-1)));
+	json_push_value(jb, key, &v);
 }
 
 void
 json_add_bool(JsonBuf *jb, const char *key, bool value)
 {
-	json_key(jb, key);
-	appendStringInfoString(&jb->buf, value ? "true" : "false");
+	JsonbValue	v;
+
+	v.type = jbvBool;
+	v.val.boolean = value;
+	json_push_value(jb, key, &v);
 }
 
 void
@@ -424,31 +455,32 @@ json_add_time(JsonBuf *jb, const char *key, TimestampTz value)
 {
 	char		buf[MAXDATELEN + 1];
 
-	json_key(jb, key);
-	appendStringInfoChar(&jb->buf, '"');
-	appendStringInfoString(&jb->buf,
-						   JsonEncodeDateTime(buf, TimestampTzGetDatum(value),
-											  TIMESTAMPTZOID, NULL));
-	appendStringInfoChar(&jb->buf, '"');
+	json_push_string(jb, WJB_KEY, key);
+	json_push_string(jb, WJB_VALUE,
+					 JsonEncodeDateTime(buf, TimestampTzGetDatum(value),
+										TIMESTAMPTZOID, NULL));
 }
 
 void
 json_add_jsonb(JsonBuf *jb, const char *key, Jsonb *value)
 {
-	json_key(jb, key);
-	if (value)
-		appendStringInfoString(&jb->buf,
-							   JsonbToCString(NULL, &value->root, VARSIZE(value)));
+	JsonbValue	v;
+
+	if (value == NULL)
+		v.type = jbvNull;
 	else
-		appendStringInfoString(&jb->buf, "null");
+	{
+		v.type = jbvBinary;
+		v.val.binary.data = &value->root;
+		v.val.binary.len = VARSIZE(value) - VARHDRSZ;
+	}
+	json_push_value(jb, key, &v);
 }
 
 Jsonb *
 json_end(JsonBuf *jb)
 {
-	appendStringInfoChar(&jb->buf, '}');
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-											  CStringGetDatum(jb->buf.data)));
+	return JsonbValueToJsonb(pushJsonbValue(&jb->state, WJB_END_OBJECT, NULL));
 }
 
 /* The value of key in a JSON object (JSON null included), or NULL if absent. */
@@ -564,6 +596,60 @@ interval_text(Interval *iv)
 }
 
 /* ---- running users' code ---- */
+
+/* Stored function names resolved lately, by this backend. */
+#define FUNCTION_CACHE_SIZE		16
+#define FUNCTION_NAME_MAX		256
+
+typedef struct ResolvedFunction
+{
+	char		name[FUNCTION_NAME_MAX];
+	Oid			funcoid;
+} ResolvedFunction;
+
+static ResolvedFunction resolved_functions[FUNCTION_CACHE_SIZE];
+static int	n_resolved_functions = 0;
+static int	next_resolved_slot = 0;
+
+static void
+forget_resolved_functions(Datum arg, int cacheid, uint32 hashvalue)
+{
+	n_resolved_functions = 0;
+}
+
+/*
+ * The function a run stores as regprocedure text (schema-qualified, with
+ * its argument types), as regprocedurein would resolve it; remembered until
+ * any function, schema or type changes, since parsing the text costs more
+ * than the rest of a short workflow task.
+ */
+Oid
+engine_function_oid(const char *regprocedure)
+{
+	static bool callbacks_registered = false;
+	Oid			funcoid;
+	int			slot;
+
+	for (int i = 0; i < n_resolved_functions; i++)
+		if (strcmp(resolved_functions[i].name, regprocedure) == 0)
+			return resolved_functions[i].funcoid;
+	if (!callbacks_registered)
+	{
+		CacheRegisterSyscacheCallback(PROCOID, forget_resolved_functions, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, forget_resolved_functions, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, forget_resolved_functions, (Datum) 0);
+		callbacks_registered = true;
+	}
+	funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
+												   CStringGetDatum(regprocedure)));
+	if (strlen(regprocedure) >= FUNCTION_NAME_MAX)
+		return funcoid;
+	slot = n_resolved_functions < FUNCTION_CACHE_SIZE ? n_resolved_functions++ :
+		next_resolved_slot++ % FUNCTION_CACHE_SIZE;
+	strcpy(resolved_functions[slot].name, regprocedure);
+	resolved_functions[slot].funcoid = funcoid;
+	return funcoid;
+}
 
 void
 engine_check_role_may_run(Oid funcoid, Oid owner)

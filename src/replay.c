@@ -253,8 +253,7 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 
 		LOCAL_FCINFO(fcinfo, 1);
 
-		funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
-													   CStringGetDatum(r->run->workflow)));
+		funcoid = engine_function_oid(r->run->workflow);
 		engine_check_role_may_run(funcoid, r->run->owner);
 		engine_become_role(r->run->owner, true);
 		environment_adopt();

@@ -41,6 +41,7 @@ typedef struct PendingWakeups
 	uint64		queues_at_abort;
 	uint64		closed_at_commit;
 	TimestampTz earliest_timer; /* 0: no timer added */
+	bool		queue_limits;	/* durable.task_queues changed */
 } PendingWakeups;
 
 StaticAssertDecl(DURABLE_CV_COUNT <= 64, "wakeup bitmaps are 64 bits wide");
@@ -80,6 +81,7 @@ durable_shmem_startup(void)
 			ConditionVariableInit(&durable_shared->close_channels[i].cv);
 			pg_atomic_init_u64(&durable_shared->close_channels[i].broadcasts, 0);
 		}
+		pg_atomic_init_u64(&durable_shared->queue_limits_version, 1);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -273,6 +275,33 @@ durable_timer_added_at_commit(TimestampTz fire_at)
 		pending.earliest_timer = fire_at;
 }
 
+/*
+ * The limits of task queues changed: backends that remember which queues
+ * have none (eager dispatch) look again once this transaction commits.
+ */
+void
+durable_queue_limits_changed_at_commit(void)
+{
+	pending.queue_limits = true;
+}
+
+/* Read before looking at durable.task_queues; changes at every commit that changed it. */
+uint64
+durable_queue_limits_version(void)
+{
+	return pg_atomic_read_u64(&durable_shared->queue_limits_version);
+}
+
+PG_FUNCTION_INFO_V1(durable_task_queue_configured);
+
+/* durable._task_queue_configured(), called by configure_task_queue(). */
+Datum
+durable_task_queue_configured(PG_FUNCTION_ARGS)
+{
+	durable_queue_limits_changed_at_commit();
+	PG_RETURN_VOID();
+}
+
 void
 durable_notify_launcher_at_commit(Oid dboid)
 {
@@ -331,6 +360,7 @@ durable_wake_everything(void)
 		return;
 	broadcast_bitmap(durable_shared->queue_channels, ~UINT64CONST(0));
 	broadcast_bitmap(durable_shared->close_channels, ~UINT64CONST(0));
+	pg_atomic_fetch_add_u64(&durable_shared->queue_limits_version, 1);
 	wake_database_worker(true, 0);
 }
 
@@ -378,6 +408,8 @@ deliver_wakeups(XactEvent event, void *arg)
 
 	broadcast_bitmap(durable_shared->queue_channels, todo.queues_at_commit);
 	broadcast_bitmap(durable_shared->close_channels, todo.closed_at_commit);
+	if (todo.queue_limits)
+		pg_atomic_fetch_add_u64(&durable_shared->queue_limits_version, 1);
 	if (todo.worker || todo.earliest_timer != 0)
 		wake_database_worker(todo.worker, todo.earliest_timer);
 	if (todo.n_launcher_dbs > 0)

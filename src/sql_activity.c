@@ -80,8 +80,7 @@ call_sql_activity(ClaimedAttempt *a, SqlOutcome *out)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		Oid			funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
-																   CStringGetDatum(a->activity)));
+		Oid			funcoid = engine_function_oid(a->activity);
 		FmgrInfo	flinfo;
 		Datum		d;
 
