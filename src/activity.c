@@ -91,7 +91,8 @@ drop_task_timers(ClaimedAttempt *a, bool all)
 	"DELETE FROM durable.timers WHERE task_id = $1", 1, {INT8OID}};
 	Datum		values[1] = {Int64GetDatum(a->task_id)};
 
-	if (JB_ROOT_COUNT(a->timeouts) == 0 && strcmp(a->status, "backoff") != 0)
+	if ((a->timeouts == NULL || JB_ROOT_COUNT(a->timeouts) == 0) &&
+		strcmp(a->status, "backoff") != 0)
 		return;
 	engine_exec(all ? &all_plan : &attempt_plan, values, NULL, 0);
 }
@@ -105,6 +106,10 @@ typedef struct EagerTask
 	char	   *workflow_id;
 	char	   *activity;
 	Jsonb	   *input;
+	pg_uuid_t	run_id;
+	int32		handle;
+	bool		has_timeouts;
+	TimestampTz started_at;
 } EagerTask;
 
 /*
@@ -172,7 +177,8 @@ eager_offer_takes(const char *task_queue)
 }
 
 static void
-eager_offer_add(int64 task_id, LockedRun *run, const char *activity, Jsonb *input)
+eager_offer_add(int64 task_id, LockedRun *run, int32 handle, const char *activity,
+				Jsonb *input, bool has_timeouts, TimestampTz started_at)
 {
 	EagerOffer *offer = eager_offer;
 	MemoryContext old = MemoryContextSwitchTo(offer->cxt);
@@ -182,6 +188,10 @@ eager_offer_add(int64 task_id, LockedRun *run, const char *activity, Jsonb *inpu
 	t->workflow_id = pstrdup(run->workflow_id);
 	t->activity = pstrdup(activity);
 	t->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
+	memcpy(&t->run_id, DatumGetUUIDP(run->run_id), sizeof(pg_uuid_t));
+	t->handle = handle;
+	t->has_timeouts = has_timeouts;
+	t->started_at = started_at;
 	offer->slots--;
 	MemoryContextSwitchTo(old);
 }
@@ -205,34 +215,56 @@ activity_eager_discard(int mark)
 
 /* ---- scheduling, from a workflow task ---- */
 
+/* The statement that records a new activity: its events, then its task row. */
+#define EVENTS_CTE(rows) \
+	"WITH e AS (INSERT INTO durable.history" \
+	" (run_id, event_id, event_time, event_type, details) VALUES " rows ") "
+#define ONE_EVENT	"($1, $12, $13, $14, $15)"
+#define TWO_EVENTS	ONE_EVENT ", ($1, $12 + 1, $16, $17, $18)"
+#define INSERT_TASK(status_columns, status_values) \
+	"INSERT INTO durable.activity_tasks (run_id, handle, workflow_id, activity," \
+	" task_queue, input, retry_policy, timeouts, priority, scheduled_at, ready_at" \
+	status_columns ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10" \
+	status_values ") RETURNING task_id"
+#define SAVE_RUN(n) \
+	", u AS (UPDATE durable.runs SET next_event_id = $12 + " #n " WHERE run_id = $1) "
+#define READY_TASK		INSERT_TASK("", "")
+#define STARTED_TASK	INSERT_TASK(", status, started_at, worker", ", 'started', $10, $11")
+#define SCHEDULE_ARGS \
+	18, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, \
+		 INT4OID, TIMESTAMPTZOID, TEXTOID, INT8OID, \
+		 TIMESTAMPTZOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID, JSONBOID}
+
 /*
- * Inserts the task row of a new activity: ready for the queue's pollers, or
- * already started by complete_and_poll()'s caller (eager dispatch).
- * Returns its task_id.
+ * Appends the events (one or two) and inserts the task row of a new
+ * activity, in one statement: ready for the queue's pollers, or already
+ * started by complete_and_poll()'s caller (eager dispatch).  With save_run,
+ * the same statement records the run's next_event_id (the caller has no
+ * more events to append).  Returns the task_id.
  */
 static int64
 insert_task(LockedRun *run, int32 handle, const char *activity,
 			const char *task_queue, Jsonb *input, ActivityOptions *options,
-			TimestampTz now, bool eager)
+			TimestampTz now, bool eager, int nevents, NewEvent *events, bool save_run)
 {
-	static EnginePlan plan = {NULL,
-		"INSERT INTO durable.activity_tasks (run_id, handle, workflow_id, activity,"
-		" task_queue, input, retry_policy, timeouts, priority, scheduled_at, ready_at)"
-		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING task_id",
-		10, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID,
-	INT4OID, TIMESTAMPTZOID}};
-	static EnginePlan eager_plan = {NULL,
-		"INSERT INTO durable.activity_tasks (run_id, handle, workflow_id, activity,"
-		" task_queue, input, retry_policy, timeouts, priority, scheduled_at, ready_at,"
-		" status, started_at, worker)"
-		" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, 'started', $10, $11)"
-		" RETURNING task_id",
-		11, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID,
-	INT4OID, TIMESTAMPTZOID, TEXTOID}};
-	Datum		values[11];
-	char		nulls[11] = "           ";
+	/* [two events][eager][save_run] */
+	static EnginePlan plans[2][2][2] = {
+		{{{NULL, EVENTS_CTE(ONE_EVENT) READY_TASK, SCHEDULE_ARGS},
+		{NULL, EVENTS_CTE(ONE_EVENT) SAVE_RUN(1) READY_TASK, SCHEDULE_ARGS}},
+		{{NULL, EVENTS_CTE(ONE_EVENT) STARTED_TASK, SCHEDULE_ARGS},
+		{NULL, EVENTS_CTE(ONE_EVENT) SAVE_RUN(1) STARTED_TASK, SCHEDULE_ARGS}}},
+		{{{NULL, EVENTS_CTE(TWO_EVENTS) READY_TASK, SCHEDULE_ARGS},
+		{NULL, EVENTS_CTE(TWO_EVENTS) SAVE_RUN(2) READY_TASK, SCHEDULE_ARGS}},
+		{{NULL, EVENTS_CTE(TWO_EVENTS) STARTED_TASK, SCHEDULE_ARGS},
+		{NULL, EVENTS_CTE(TWO_EVENTS) SAVE_RUN(2) STARTED_TASK, SCHEDULE_ARGS}}}};
+	Datum		values[18];
+	char		nulls[18];
 	bool		isnull;
+	int64		task_id;
 
+	Assert(nevents == 1 || nevents == 2);
+	memset(nulls, ' ', sizeof(nulls));
+	memset(values, 0, sizeof(values));
 	values[0] = run->run_id;
 	values[1] = Int32GetDatum(handle);
 	values[2] = CStringGetTextDatum(run->workflow_id);
@@ -245,24 +277,38 @@ insert_task(LockedRun *run, int32 handle, const char *activity,
 	values[7] = JsonbPGetDatum(options->timeouts);
 	values[8] = Int32GetDatum(options->priority);
 	values[9] = TimestampTzGetDatum(now);
-	if (eager)
+	if (eager && eager_offer->worker)
+		values[10] = CStringGetTextDatum(eager_offer->worker);
+	else
+		nulls[10] = 'n';
+	values[11] = Int64GetDatum(run->next_event_id);
+	for (int k = 0; k < 2; k++)
 	{
-		values[10] = eager_offer->worker ? CStringGetTextDatum(eager_offer->worker) : (Datum) 0;
-		if (!eager_offer->worker)
-			nulls[10] = 'n';
+		if (k < nevents)
+		{
+			values[12 + 3 * k] = TimestampTzGetDatum(events[k].when);
+			values[13 + 3 * k] = CStringGetTextDatum(events[k].type);
+			values[14 + 3 * k] = JsonbPGetDatum(events[k].details);
+		}
+		else
+			nulls[12 + 3 * k] = nulls[13 + 3 * k] = nulls[14 + 3 * k] = 'n';
 	}
-	engine_exec(eager ? &eager_plan : &plan, values, nulls, 1);
-	return DatumGetInt64(engine_get(0, 1, &isnull));
+	engine_exec(&plans[nevents - 1][eager ? 1 : 0][save_run ? 1 : 0], values, nulls, 1);
+	task_id = DatumGetInt64(engine_get(0, 1, &isnull));
+	engine_events_appended(run, nevents, events);
+	return task_id;
 }
 
 /*
  * Records ActivityTaskScheduled (after "before", if given, in the same
- * statement) and inserts the activity's task.
+ * statement) and inserts the activity's task; with save_run, that statement
+ * also records the run's next_event_id (the caller appends nothing after).
  */
 void
 activity_schedule(LockedRun *run, int32 handle, const char *activity,
 				  const char *task_queue, Jsonb *input,
-				  ActivityOptions *options, TimestampTz now, const NewEvent *before)
+				  ActivityOptions *options, TimestampTz now, const NewEvent *before,
+				  bool save_run)
 {
 	bool		eager = eager_offer_takes(task_queue);
 	int64		task_id;
@@ -285,8 +331,8 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 	events[n].type = "ActivityTaskScheduled";
 	events[n].details = json_end(&jb);
 	events[n].when = now;
-	engine_append_events(run, n + 1, events);
-	task_id = insert_task(run, handle, activity, task_queue, input, options, now, eager);
+	task_id = insert_task(run, handle, activity, task_queue, input, options, now, eager,
+						  n + 1, events, save_run);
 
 	start_timeout(run->run_id, task_id, 0, options->timeouts, "schedule_to_close", now);
 	if (eager)
@@ -294,7 +340,8 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 		/* started at once: its attempt's timeouts run from now */
 		start_timeout(run->run_id, task_id, 1, options->timeouts, "start_to_close", now);
 		start_timeout(run->run_id, task_id, 1, options->timeouts, "heartbeat", now);
-		eager_offer_add(task_id, run, activity, input);
+		eager_offer_add(task_id, run, handle, activity, input,
+						JB_ROOT_COUNT(options->timeouts) > 0, now);
 		return;
 	}
 	start_timeout(run->run_id, task_id, 1, options->timeouts, "schedule_to_start", now);
@@ -439,6 +486,18 @@ delete_task(int64 task_id)
 	engine_exec(&plan, values, NULL, 0);
 }
 
+/* The task row of an activity that is over is gone: what follows. */
+static void
+finish_activity(ClaimedAttempt *a, bool run_task_now)
+{
+	/* one fewer in flight: a poller held back by max_in_flight may go */
+	if (a->task_queue[0] != '\0')
+		durable_wake_queue_at_commit(a->task_queue);
+	drop_task_timers(a, true);
+	if (!run_task_now || !replay_task_inline(&a->run))
+		engine_request_workflow_task(&a->run);
+}
+
 /*
  * The activity is over (completed, failed, timed out or canceled for good).
  * With run_task_now, the workflow task that follows may run right here
@@ -447,24 +506,8 @@ delete_task(int64 task_id)
 void
 activity_resolve(ClaimedAttempt *a, bool run_task_now)
 {
-	/* one fewer in flight: a poller held back by max_in_flight may go */
-	if (a->task_queue[0] != '\0')
-		durable_wake_queue_at_commit(a->task_queue);
-	drop_task_timers(a, true);
 	delete_task(a->task_id);
-	if (!run_task_now || !replay_task_inline(&a->run))
-		engine_request_workflow_task(&a->run);
-}
-
-static void
-save_next_event_id(LockedRun *run)
-{
-	static EnginePlan plan = {NULL,
-		"UPDATE durable.runs SET next_event_id = $2 WHERE run_id = $1",
-	2, {UUIDOID, INT8OID}};
-	Datum		values[2] = {run->run_id, Int64GetDatum(run->next_event_id)};
-
-	engine_exec(&plan, values, NULL, 0);
+	finish_activity(a, run_task_now);
 }
 
 /*
@@ -511,7 +554,7 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 		engine_exec(&retry_plan, values, NULL, 0);
 	}
 	drop_task_timers(a, false);
-	save_next_event_id(&a->run);
+	engine_save_next_event_id(&a->run);
 	if (a->task_queue[0] != '\0')
 		durable_wake_queue_at_commit(a->task_queue);
 	/* the timer queue makes it ready again after its backoff */
@@ -621,25 +664,103 @@ check_task_queue_name(text *queue)
 				 errmsg("task queue name must not be empty")));
 }
 
-#define CLAIM_COLUMNS 8
+#define CLAIM_COLUMNS 9
 
-/* Puts a claimed attempt into the function's result. */
-static void
-put_task(ReturnSetInfo *rsinfo, int64 task_id, int32 attempt, const char *workflow_id,
-		 const char *activity, Jsonb *input, Datum heartbeat_details, bool no_details)
+/*
+ * The attempts this backend handed out last, with what completing one
+ * needs: a worker usually completes on the connection it polled with
+ * (complete_and_poll), and then the token needs no HMAC to be checked and
+ * the run is locked by its id, without reading the task row first.  Whether
+ * the attempt is still the current one is checked by the statement that
+ * ends it, as always.  Attempts with timeouts (which have timers to drop)
+ * or long names are not kept: they take the general path.
+ */
+#define HANDED_OUT		8
+#define HANDED_OUT_TOKEN_LEN	80
+
+typedef struct HandedOut
 {
-	Datum		out[6];
-	bool		outnull[6] = {false, false, false, input == NULL, false, no_details};
+	char		token[HANDED_OUT_TOKEN_LEN];	/* "" : free */
+	int64		task_id;
+	int32		attempt;
+	pg_uuid_t	run_id;
+	int32		handle;
+	char		task_queue[NAMEDATALEN];
+	bool		has_worker;
+	char		worker[NAMEDATALEN];
+	TimestampTz started_at;
+} HandedOut;
 
-	out[0] = CStringGetTextDatum(token_make(task_id, attempt));
-	out[1] = CStringGetTextDatum(workflow_id);
-	out[2] = CStringGetTextDatum(activity);
-	out[3] = input ? JsonbPGetDatum(input) : (Datum) 0;
-	out[4] = Int32GetDatum(attempt);
-	out[5] = heartbeat_details;
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
+static HandedOut handed_out[HANDED_OUT];
+static int	next_handed_out = 0;
+
+/* An attempt that this function hands out. */
+typedef struct Attempt
+{
+	int64		task_id;
+	int32		attempt;
+	const char *workflow_id;
+	const char *activity;
+	Jsonb	   *input;
+	Datum		heartbeat_details;
+	bool		no_details;
+	/* for handed_out */
+	Datum		run_id;
+	int32		handle;
+	const char *task_queue;
+	const char *worker;
+	TimestampTz started_at;
+	bool		has_timeouts;
+} Attempt;
+
+static void
+remember_handed_out(const char *token, Attempt *t)
+{
+	HandedOut  *h = &handed_out[next_handed_out++ % HANDED_OUT];
+
+	h->token[0] = '\0';
+	if (t->has_timeouts || strlen(token) >= HANDED_OUT_TOKEN_LEN ||
+		strlen(t->task_queue) >= NAMEDATALEN ||
+		(t->worker && strlen(t->worker) >= NAMEDATALEN))
+		return;
+	h->task_id = t->task_id;
+	h->attempt = t->attempt;
+	memcpy(&h->run_id, DatumGetUUIDP(t->run_id), sizeof(pg_uuid_t));
+	h->handle = t->handle;
+	strcpy(h->task_queue, t->task_queue);
+	h->has_worker = t->worker != NULL;
+	if (t->worker)
+		strcpy(h->worker, t->worker);
+	h->started_at = t->started_at;
+	strcpy(h->token, token);
 }
 
+static HandedOut *
+find_handed_out(const char *token)
+{
+	for (int i = 0; i < HANDED_OUT; i++)
+		if (handed_out[i].token[0] != '\0' && strcmp(handed_out[i].token, token) == 0)
+			return &handed_out[i];
+	return NULL;
+}
+
+/* Puts an attempt handed out into the function's result. */
+static void
+put_task(ReturnSetInfo *rsinfo, Attempt *t)
+{
+	Datum		out[6];
+	bool		outnull[6] = {false, false, false, t->input == NULL, false, t->no_details};
+	char	   *token = token_make(t->task_id, t->attempt);
+
+	remember_handed_out(token, t);
+	out[0] = CStringGetTextDatum(token);
+	out[1] = CStringGetTextDatum(t->workflow_id);
+	out[2] = CStringGetTextDatum(t->activity);
+	out[3] = t->input ? JsonbPGetDatum(t->input) : (Datum) 0;
+	out[4] = Int32GetDatum(t->attempt);
+	out[5] = t->heartbeat_details;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
+}
 
 /*
  * How many tasks this poll may claim under the queue's limits (locking the
@@ -725,7 +846,7 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		"    SET status = 'started', started_at = $4, worker = $3"
 		"   FROM ready WHERE t.task_id = ready.task_id"
 		" RETURNING t.task_id, t.attempt, t.workflow_id, t.activity, t.input,"
-		"           t.heartbeat_details, t.run_id, t.timeouts",
+		"           t.heartbeat_details, t.run_id, t.timeouts, t.handle",
 	4, {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
 	EngineScope scope;
 	Datum		values[4];
@@ -768,11 +889,24 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 			int32		attempt = DatumGetInt32(row[1]);
 			Jsonb	   *timeouts = DatumGetJsonbP(row[7]);
 
+			Attempt		t;
+
 			start_timeout(row[6], task_id, attempt, timeouts, "start_to_close", now);
 			start_timeout(row[6], task_id, attempt, timeouts, "heartbeat", now);
-			put_task(rsinfo, task_id, attempt, TextDatumGetCString(row[2]),
-					 TextDatumGetCString(row[3]),
-					 rownull[4] ? NULL : DatumGetJsonbP(row[4]), row[5], rownull[5]);
+			t.task_id = task_id;
+			t.attempt = attempt;
+			t.workflow_id = TextDatumGetCString(row[2]);
+			t.activity = TextDatumGetCString(row[3]);
+			t.input = rownull[4] ? NULL : DatumGetJsonbP(row[4]);
+			t.heartbeat_details = row[5];
+			t.no_details = rownull[5];
+			t.run_id = row[6];
+			t.handle = DatumGetInt32(row[8]);
+			t.task_queue = queue;
+			t.worker = worker;
+			t.started_at = now;
+			t.has_timeouts = JB_ROOT_COUNT(timeouts) > 0;
+			put_task(rsinfo, &t);
 		}
 		if (tokens >= 0)
 			spend_tokens(queue, tokens - n, now);
@@ -905,28 +1039,103 @@ required_token(FunctionCallInfo fcinfo)
 	return text_to_cstring(PG_GETARG_TEXT_PP(0));
 }
 
-/* Completes the attempt of the token; false if it is no longer current. */
+/*
+ * Completes the attempt of the token; false if it is no longer current.
+ * The hot path of every activity worker, in two statements: the first locks
+ * the run (and reads the task, unless this backend handed the attempt out
+ * and knows it); the second deletes the task row, if the attempt is still
+ * the current started one, and appends ActivityTaskStarted and
+ * ActivityTaskCompleted only if it did.  The task row is never locked by
+ * itself: that would cost a WAL record, and the run lock already keeps
+ * everyone but a heartbeat (which the delete waits for) away from it.
+ */
 static bool
 complete_attempt(const char *token, Jsonb *result)
 {
+	static EnginePlan lock = {NULL,
+		"SELECT " RUN_COLUMNS_OF("r.") ", " TASK_COLUMNS_OF("t.")
+		" FROM durable.activity_tasks t JOIN durable.runs r ON r.run_id = t.run_id"
+		" WHERE t.task_id = $1 FOR UPDATE OF r",
+	1, {INT8OID}};
+	static EnginePlan end = {NULL,
+		"WITH gone AS (DELETE FROM durable.activity_tasks"
+		"   WHERE task_id = $1 AND attempt = $2 AND status = 'started' RETURNING run_id)"
+		" INSERT INTO durable.history (run_id, event_id, event_time, event_type, details)"
+		" SELECT gone.run_id, e.event_id, e.event_time, e.event_type, e.details"
+		"   FROM gone, (VALUES ($3, $4, $5, $6), ($3 + 1, $7, $8, $9))"
+		"     AS e (event_id, event_time, event_type, details)",
+		9, {INT8OID, INT4OID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID,
+	TIMESTAMPTZOID, TEXTOID, JSONBOID}};
 	EngineScope scope;
 	ClaimedAttempt a;
-	bool		current;
+	HandedOut  *h = find_handed_out(token);
+	int64		task_id;
+	int32		attempt;
+	Datum		values[9];
+	bool		current = false;
 
 	engine_enter(&scope);
-	current = lock_current_attempt(token, &a);
+	if (h != NULL)
+	{
+		/* handed out by this backend: all but the run is known */
+		pg_uuid_t  *run_id = palloc(sizeof(pg_uuid_t));
+
+		memcpy(run_id, &h->run_id, sizeof(pg_uuid_t));
+		task_id = h->task_id;
+		attempt = h->attempt;
+		memset(&a, 0, sizeof(a));
+		a.task_id = task_id;
+		a.attempt = attempt;
+		a.handle = h->handle;
+		a.status = "started";
+		a.task_queue = pstrdup(h->task_queue);
+		a.worker = h->has_worker ? pstrdup(h->worker) : NULL;
+		a.started_at = h->started_at;
+		current = engine_lock_run(UUIDPGetDatum(run_id), &a.run, false) &&
+			strcmp(a.run.status, "running") == 0;
+	}
+	else
+	{
+		token_parse(token, &task_id, &attempt);
+		values[0] = Int64GetDatum(task_id);
+		if (engine_exec(&lock, values, NULL, 1) == 1)
+		{
+			engine_fill_locked_run(&a.run, 1);
+			fill_attempt(&a, task_id, RUN_NCOLUMNS + 1);
+			current = strcmp(a.run.status, "running") == 0 && a.attempt == attempt &&
+				strcmp(a.status, "started") == 0;
+		}
+	}
 	if (current)
 	{
+		NewEvent	events[2];
 		JsonBuf		jb;
 
+		started_event(&a, &events[0]);
 		json_begin(&jb);
 		json_add_int(&jb, "handle", a.handle);
 		json_add_int(&jb, "attempt", a.attempt);
 		if (result)
 			json_add_jsonb(&jb, "result", result);
-		activity_append_ended(&a, "ActivityTaskCompleted", json_end(&jb),
-							  GetCurrentTimestamp());
-		activity_resolve(&a, true);
+		events[1].type = "ActivityTaskCompleted";
+		events[1].details = json_end(&jb);
+		events[1].when = GetCurrentTimestamp();
+
+		values[0] = Int64GetDatum(task_id);
+		values[1] = Int32GetDatum(attempt);
+		values[2] = Int64GetDatum(a.run.next_event_id);
+		for (int k = 0; k < 2; k++)
+		{
+			values[3 + 3 * k] = TimestampTzGetDatum(events[k].when);
+			values[4 + 3 * k] = CStringGetTextDatum(events[k].type);
+			values[5 + 3 * k] = JsonbPGetDatum(events[k].details);
+		}
+		current = engine_exec(&end, values, NULL, 0) == 2;
+		if (current)
+		{
+			engine_events_appended(&a.run, 2, events);
+			finish_activity(&a, true);
+		}
 	}
 	engine_leave(&scope);
 	return current;
@@ -984,10 +1193,23 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	for (int i = 0; i < offer.ntasks; i++)
 	{
-		EagerTask  *t = &offer.tasks[i];
+		EagerTask  *e = &offer.tasks[i];
+		Attempt		t;
 
-		put_task(req.rsinfo, t->task_id, 1, t->workflow_id, t->activity, t->input,
-				 (Datum) 0, true);
+		t.task_id = e->task_id;
+		t.attempt = 1;
+		t.workflow_id = e->workflow_id;
+		t.activity = e->activity;
+		t.input = e->input;
+		t.heartbeat_details = (Datum) 0;
+		t.no_details = true;
+		t.run_id = UUIDPGetDatum(&e->run_id);
+		t.handle = e->handle;
+		t.task_queue = req.queue;
+		t.worker = req.worker;
+		t.started_at = e->started_at;
+		t.has_timeouts = e->has_timeouts;
+		put_task(req.rsinfo, &t);
 	}
 	eager_streak += offer.ntasks;
 	if (offer.ntasks < req.max_tasks)

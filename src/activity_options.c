@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 #include "utils/float.h"
 #include "utils/fmgrprotos.h"
+#include "utils/memutils.h"
 
 #define DEFAULT_INITIAL_INTERVAL_S	1.0
 #define DEFAULT_BACKOFF_COEFFICIENT	2.0
@@ -142,21 +143,16 @@ parse_retry(Jsonb *retry, RetryPolicy *policy)
 static Jsonb *
 retry_policy_to_jsonb(RetryPolicy *p)
 {
-	StringInfoData buf;
+	JsonBuf		jb;
 
-	initStringInfo(&buf);
-	appendStringInfo(&buf,
-					 "{\"initial_interval\": %s, \"backoff_coefficient\": %s, "
-					 "\"maximum_interval\": %s, \"maximum_attempts\": %d",
-					 float8out_internal(p->initial_interval_s),
-					 float8out_internal(p->backoff_coefficient),
-					 float8out_internal(p->maximum_interval_s), p->maximum_attempts);
+	json_begin(&jb);
+	json_add_float(&jb, "initial_interval", p->initial_interval_s);
+	json_add_float(&jb, "backoff_coefficient", p->backoff_coefficient);
+	json_add_float(&jb, "maximum_interval", p->maximum_interval_s);
+	json_add_int(&jb, "maximum_attempts", p->maximum_attempts);
 	if (p->non_retryable_errors)
-		appendStringInfo(&buf, ", \"non_retryable_errors\": %s",
-						 JsonbToCString(NULL, &p->non_retryable_errors->root,
-										VARSIZE(p->non_retryable_errors)));
-	appendStringInfoChar(&buf, '}');
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+		json_add_jsonb(&jb, "non_retryable_errors", p->non_retryable_errors);
+	return json_end(&jb);
 }
 
 void
@@ -199,8 +195,26 @@ activity_parse_options(Jsonb *options, ActivityOptions *out)
 	DEFAULT_MAXIMUM_INTERVAL_S, 0, NULL};
 	double		timeouts[lengthof(timeout_names)] = {0};
 	JsonBuf		jb;
+	static Jsonb *default_retry_policy = NULL;
+	static Jsonb *no_timeouts = NULL;
 
 	out->priority = 0;
+	/* no options, the usual case: the defaults, built once */
+	if (options == NULL)
+	{
+		if (default_retry_policy == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			json_begin(&jb);
+			no_timeouts = json_end(&jb);
+			default_retry_policy = retry_policy_to_jsonb(&policy);
+			MemoryContextSwitchTo(old);
+		}
+		out->retry_policy = default_retry_policy;
+		out->timeouts = no_timeouts;
+		return;
+	}
 	if (options != NULL)
 	{
 		JsonbIterator *it;

@@ -190,7 +190,7 @@ typedef struct CachedPlan_
 	SPIPlanPtr	plan;
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[12];
+	Oid			argtypes[18];
 } EnginePlan;
 
 extern bool engine_try_in_subxact(bool (*fn) (void *arg), void *arg);
@@ -239,8 +239,10 @@ typedef struct NewEvent
 } NewEvent;
 
 extern void engine_append_events(LockedRun *run, int n, const NewEvent *events);
+extern void engine_events_appended(LockedRun *run, int n, const NewEvent *events);
 extern void engine_append_event(LockedRun *run, const char *event_type,
 								Jsonb *details, TimestampTz when);
+extern void engine_save_next_event_id(LockedRun *run);
 extern void engine_request_workflow_task(LockedRun *run);
 
 /* A small JSON object builder for event details. */
@@ -335,7 +337,7 @@ extern double activity_timeout_seconds(Jsonb *timeouts, const char *name);
 extern void activity_schedule(LockedRun *run, int32 handle, const char *activity,
 							  const char *task_queue, Jsonb *input,
 							  ActivityOptions *options, TimestampTz now,
-							  const NewEvent *before);
+							  const NewEvent *before, bool save_run);
 extern void activity_cancel_all(LockedRun *run);
 extern bool activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now);
 extern int	activity_eager_mark(void);

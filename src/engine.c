@@ -333,12 +333,23 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 			values[4 + 3 * k] = JsonbPGetDatum(events[i + k].details);
 		}
 		engine_exec(now == 2 ? &two : &one, values, NULL, 0);
-		for (int k = 0; k < now; k++)
-		{
-			history_note_appended(run, run->next_event_id, events[i + k].when,
-								  events[i + k].type, events[i + k].details);
-			run->next_event_id++;
-		}
+		engine_events_appended(run, now, &events[i]);
+	}
+}
+
+/*
+ * The bookkeeping of events a statement has just inserted with ids from the
+ * run's next_event_id on: the run's counter, and this backend's cached
+ * history of it.
+ */
+void
+engine_events_appended(LockedRun *run, int n, const NewEvent *events)
+{
+	for (int k = 0; k < n; k++)
+	{
+		history_note_appended(run, run->next_event_id, events[k].when,
+							  events[k].type, events[k].details);
+		run->next_event_id++;
 	}
 }
 
@@ -349,6 +360,18 @@ engine_append_event(LockedRun *run, const char *event_type, Jsonb *details,
 	NewEvent	event = {event_type, details, when};
 
 	engine_append_events(run, 1, &event);
+}
+
+/* Records the appended events on the run row (nothing else changed). */
+void
+engine_save_next_event_id(LockedRun *run)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.runs SET next_event_id = $2 WHERE run_id = $1",
+	2, {UUIDOID, INT8OID}};
+	Datum		values[2] = {run->run_id, Int64GetDatum(run->next_event_id)};
+
+	engine_exec(&plan, values, NULL, 0);
 }
 
 /*

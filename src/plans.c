@@ -123,7 +123,14 @@ engine_exec(EnginePlan *plan, Datum *values, const char *nulls, long count)
 
 	if (plan->plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(plan->sql, plan->nargs, plan->argtypes);
+		/*
+		 * One generic plan, made once: every statement of ours is planned
+		 * for its indexes whatever its parameters, and the plan cache would
+		 * otherwise plan again at every execution any statement whose
+		 * custom plans look cheaper than the generic one (a LIMIT $n does).
+		 */
+		SPIPlanPtr	p = SPI_prepare_cursor(plan->sql, plan->nargs, plan->argtypes,
+										   CURSOR_OPT_GENERIC_PLAN);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s",

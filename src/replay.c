@@ -394,16 +394,19 @@ start_timer(Replay *r, NewCommand *cmd)
 /*
  * The commands the code issued in this task, then its cancellations.
  * Returns true when a cancellation by the code took effect at once: the code
- * needs another task to see it.
+ * needs another task to see it.  *run_saved is set when the run's
+ * next_event_id was recorded on the way (with the last activity: only when
+ * nothing follows it and the run needs no other change).
  */
 static bool
-record_commands(Replay *r)
+record_commands(Replay *r, bool *run_saved)
 {
 	ListCell   *lc;
 	bool		resolved = false;
 	NewEvent	task_completed;
 	NewEvent   *first = &task_completed;
 
+	*run_saved = false;
 	/* WorkflowTaskCompleted goes with the first activity's event (one INSERT) */
 	task_completed_event(r, list_length(r->new_commands) + list_length(r->cancels),
 						 &task_completed);
@@ -412,8 +415,14 @@ record_commands(Replay *r)
 		NewCommand *cmd = lfirst(lc);
 
 		if (cmd->kind == COMMAND_ACTIVITY)
+		{
+			bool		last = lnext(r->new_commands, lc) == NULL && r->cancels == NIL &&
+				!r->run->task_pending;
+
 			activity_schedule(r->run, cmd->handle, cmd->activity, cmd->task_queue,
-							  cmd->input, &cmd->options, r->task_time, first);
+							  cmd->input, &cmd->options, r->task_time, first, last);
+			*run_saved = last;
+		}
 		else
 		{
 			if (first)
@@ -465,11 +474,21 @@ record_outcome(Replay *r, Outcome outcome, Jsonb *result, ErrorData *edata)
 	switch (outcome)
 	{
 		case OUTCOME_SUSPENDED:
-			if (record_commands(r))
-				engine_request_workflow_task(r->run);
-			else
-				update_run(r, "running", NULL, NULL, NULL);
-			break;
+			{
+				bool		run_saved;
+
+				if (record_commands(r, &run_saved))
+					engine_request_workflow_task(r->run);
+				else if (!r->run->task_pending)
+				{
+					/* a task run inline: nothing else about the run changes */
+					if (!run_saved)
+						engine_save_next_event_id(r->run);
+				}
+				else
+					update_run(r, "running", NULL, NULL, NULL);
+				break;
+			}
 
 		case OUTCOME_RETURNED:
 			append_task_completed(r, 0);
