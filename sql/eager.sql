@@ -176,6 +176,23 @@ SELECT task_failure IS NULL AS not_parked, pending_activities->0->>'state' AS st
   FROM durable.describe('loop-2');
 SELECT durable.fail_activity(:'token', 'give up', retryable => false);
 
+-- An activity handed out by eager dispatch has its attempt's timeouts like
+-- any claimed one: here start_to_close times it out, and the retry goes
+-- through the queue.
+CREATE FUNCTION then_timed(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.activity('first', NULL, 'eager-to');
+  RETURN durable.activity('timed', NULL, 'eager-to',
+                          '{"start_to_close": "0.3 s", "retry": {"initial_interval": "0.1 s"}}');
+END $$;
+SELECT durable.start_workflow('then_timed', '{}', 'eager-to-1');
+SELECT task_token AS token FROM durable.poll_activity('eager-to', wait => '10 s') \gset
+SELECT activity, attempt FROM durable.complete_and_poll(:'token', NULL, 'eager-to');
+SELECT activity, attempt FROM durable.poll_activity('eager-to', wait => '10 s') \gset
+\echo :activity :attempt
+SELECT event_type, details->>'timeout' AS timeout FROM durable.history('eager-to-1')
+ WHERE event_type = 'ActivityTaskTimedOut';
+
 -- A session that has created temporary objects leaves the task to the
 -- worker (code run by the worker never sees temporary objects).  Last in
 -- this file: that holds for the rest of the session.

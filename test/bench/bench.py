@@ -20,7 +20,8 @@ pgbench for the ceiling.  Scenarios:
                at the same instant): fired/s and lateness; the idle
                worker's CPU with 1,000,000 pending timers
   replay       a workflow of 1,000 sequential activities: the workflow task
-               at step 1,000 versus step 10
+               at step 1,000 versus step 10 (run inline by complete_activity,
+               and by the worker)
 """
 import argparse
 import threading
@@ -405,22 +406,28 @@ def timers(conn, args):
     return result
 
 
-def replay(conn, args):
+def replay_steps(conn, args, inline):
+    """One run of bench_steps done one activity at a time; per step, the time
+    from completing an activity to holding the next task: the workflow task
+    between them (replay included) runs inside complete_activity when inline,
+    in the worker otherwise."""
     clean(conn)
     steps = 200 if args.quick else 1000
+    q(conn, "SET durable.eager_workflow_tasks = %s" % ("on" if inline else "off"))
     q(conn, "SELECT durable.start_workflow('bench_steps', jsonb_build_object('steps', %s, 'queue', 'rp'), 'replay-1')", (steps,))
     cur = conn.cursor()
     per_step = []
     cur.execute("SELECT task_token FROM durable.poll_activity('rp', wait => '10 s')")
     token = cur.fetchone()[0]
     for step in range(1, steps + 1):
-        cur.execute("SELECT durable.complete_activity(%s, '1')", (token,))
         t0 = time.perf_counter()
+        cur.execute("SELECT durable.complete_activity(%s, '1')", (token,))
         if step == steps:
             break
         cur.execute("SELECT task_token FROM durable.poll_activity('rp', wait => '10 s')")
         token = cur.fetchone()[0]
         per_step.append((time.perf_counter() - t0) * 1000)
+    q(conn, "RESET durable.eager_workflow_tasks")
     # medians of 50 tasks each (20 in --quick): one task is well under a
     # millisecond, and this machine's noise is not
     k = 20 if args.quick else 50
@@ -428,6 +435,10 @@ def replay(conn, args):
     late = statistics.median(per_step[-k:])
     return {"steps": steps, "task_ms_at_step_10": round(early, 2),
             "task_ms_at_last_step": round(late, 2), "ratio": round(late / early, 2)}
+
+
+def replay(conn, args):
+    return {"inline": replay_steps(conn, args, True), "worker": replay_steps(conn, args, False)}
 
 
 def main():
@@ -536,9 +547,11 @@ def print_table(results):
             t["pending_timers"], t["idle_worker"]["seconds"]),
             "%s, %s" % (t["idle_worker"]["cpu_ms"], t["idle_worker"]["wakeups"]), ""))
     if "replay" in s:
-        r = s["replay"]
-        rows.append(("replay: task ms around step 10 / around step %d" % r["steps"],
-                     "%s / %s" % (r["task_ms_at_step_10"], r["task_ms_at_last_step"]), "x%.2f" % r["ratio"]))
+        for mode, label in (("inline", "run by complete_activity"), ("worker", "run by the worker")):
+            r = s["replay"][mode]
+            rows.append(("replay, %s: step ms around step 10 / %d" % (label, r["steps"]),
+                         "%s / %s" % (r["task_ms_at_step_10"], r["task_ms_at_last_step"]),
+                         "x%.2f" % r["ratio"]))
     width = max(len(r[0]) for r in rows) if rows else 10
     print()
     for name, value, note in rows:
