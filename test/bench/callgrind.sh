@@ -1,0 +1,76 @@
+#!/bin/bash
+# Instructions per activity, counted by callgrind: a measure of the hot path
+# that this shared, noisy machine cannot blur (timings move by 15% from run
+# to run; instruction counts by well under 1%).  As root:
+#   bash test/bench/callgrind.sh [WORKFLOWS]      (default 40, of 10 steps)
+# Builds and installs durable, starts a throwaway server with every process
+# under callgrind, lets the worker start WORKFLOWS workflows of 10
+# activities, then one connection (test/bench/one_worker.c) does all their
+# activities with complete_and_poll.  Prints the instructions per activity
+# of every server process (the worker's included), and of that connection's
+# backend: in all, and in complete_and_poll itself (the rest is the
+# protocol, the commit and the backend's start).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORKFLOWS=${1:-40}
+PORT=${DURABLE_CALLGRIND_PORT:-54340}
+DIR=/tmp/durable-callgrind
+export PATH=/usr/lib/postgresql/15/bin:$PATH
+
+bash "$ROOT/scripts/install-deps.sh"
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+make -C "$ROOT" -s
+make -C "$ROOT" -s install
+
+if [ -f "$DIR/data/postmaster.pid" ]; then
+    su postgres -s /bin/bash -c "pg_ctl -D $DIR/data -m immediate -w stop" >/dev/null 2>&1 || true
+fi
+rm -rf "$DIR"; mkdir -p "$DIR/out"
+gcc -O2 -Wall -o "$DIR/one_worker" "$ROOT/test/bench/one_worker.c" -I"$(pg_config --includedir)" -lpq
+chown -R postgres "$DIR"
+
+as_postgres() { su postgres -s /bin/bash -c "cd $DIR && export PATH='$PATH' PGHOST=127.0.0.1 PGPORT=$PORT PGDATABASE=bench && $*"; }
+as_postgres "initdb -D data -A trust >/dev/null"
+cat >> "$DIR/data/postgresql.conf" <<EOF
+shared_preload_libraries = 'durable'
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
+EOF
+as_postgres "valgrind --tool=callgrind --trace-children=yes --callgrind-out-file=$DIR/out/cg.%p -q postgres -D data > server.log 2>&1 &"
+trap 'as_postgres "pg_ctl -D data -m fast -w stop" >/dev/null 2>&1 || true' EXIT
+for _ in $(seq 1 120); do as_postgres "pg_isready -q" && break; sleep 1; done
+
+as_postgres "PGDATABASE=postgres createdb bench && psql -Xq -c 'CREATE EXTENSION durable'"
+as_postgres "psql -Xq" <<EOF
+CREATE FUNCTION bench_steps(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS \$\$
+DECLARE total int := 0;
+BEGIN
+  FOR i IN 1..(input->>'steps')::int LOOP
+    total := total + (durable.activity('step', to_jsonb(i), input->>'queue'))::int;
+  END LOOP;
+  RETURN to_jsonb(total);
+END \$\$;
+SELECT count(durable.start_workflow('bench_steps', '{"steps": 10, "queue": "cg"}', 'cg-' || i))
+  FROM generate_series(1, $WORKFLOWS) i;
+EOF
+# the worker (slow under callgrind) runs every first workflow task
+for _ in $(seq 1 300); do
+    [ "$(as_postgres "psql -XAtc 'SELECT count(*) FROM durable.activity_tasks'")" = "$WORKFLOWS" ] && break
+    sleep 1
+done
+as_postgres "./one_worker cg $((WORKFLOWS * 10))" > "$DIR/one_worker.out"
+as_postgres "pg_ctl -D data -m fast -w stop" >/dev/null
+trap - EXIT
+
+pid=$(awk '/^pid/ {print $2}' "$DIR/one_worker.out")
+done_=$(awk '/^done/ {print $2}' "$DIR/one_worker.out")
+total=$(awk '/^totals:/ {print $2}' "$DIR/out/cg.$pid")
+callgrind_annotate --inclusive=yes "$DIR/out/cg.$pid" > "$DIR/profile.txt" 2>/dev/null
+in_call=$(awk '/durable_complete_and_poll/ {gsub(",", "", $1); print $1; exit}' "$DIR/profile.txt")
+all=$(cat "$DIR"/out/cg.* | awk '/^totals:/ {s += $2} END {printf "%.0f", s}')
+echo "activities: $done_ (one connection, complete_and_poll)"
+echo "instructions per activity, all server processes: $((all / done_)) (the worker's first tasks and the server's start included)"
+echo "instructions per activity, backend in all:      $((total / done_))"
+echo "instructions per activity, in complete_and_poll: $((in_call / done_))"
+echo "profile (inclusive, by function): $DIR/profile.txt"
