@@ -42,15 +42,9 @@ trap 'as_postgres "pg_ctl -D data -m fast -w stop" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 1 120); do as_postgres "pg_isready -q" && break; sleep 1; done
 
 as_postgres "PGDATABASE=postgres createdb bench && psql -Xq -c 'CREATE EXTENSION durable'"
+cp "$ROOT/test/bench/workflows.sql" "$DIR/" && chown postgres "$DIR/workflows.sql"
+as_postgres "psql -Xq -f workflows.sql"
 as_postgres "psql -Xq" <<EOF
-CREATE FUNCTION bench_steps(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS \$\$
-DECLARE total int := 0;
-BEGIN
-  FOR i IN 1..(input->>'steps')::int LOOP
-    total := total + (durable.activity('step', to_jsonb(i), input->>'queue'))::int;
-  END LOOP;
-  RETURN to_jsonb(total);
-END \$\$;
 SELECT count(durable.start_workflow('bench_steps', '{"steps": 10, "queue": "cg"}', 'cg-' || i))
   FROM generate_series(1, $WORKFLOWS) i;
 EOF
