@@ -345,13 +345,23 @@ END;
 -- Activity workers' API: claim, complete and fail activity tasks.
 ------------------------------------------------------------------------------
 
+-- What a poll hands a worker: one claimed attempt of an activity.  (A named
+-- type rather than RETURNS TABLE: PostgreSQL builds a TABLE function's row
+-- type again from its catalog entry at every call.)
+CREATE TYPE durable.activity_task AS (
+    task_token          pg_catalog.text,
+    workflow_id         pg_catalog.text,
+    activity            pg_catalog.text,
+    input               pg_catalog.jsonb,
+    attempt             pg_catalog.int4,
+    heartbeat_details   pg_catalog.jsonb
+);
+
 CREATE FUNCTION durable.poll_activity(task_queue pg_catalog.text,
                                       worker pg_catalog.text DEFAULT NULL,
                                       wait pg_catalog.interval DEFAULT '0',
                                       max_tasks pg_catalog.int4 DEFAULT 1)
-    RETURNS TABLE (task_token pg_catalog.text, workflow_id pg_catalog.text,
-                   activity pg_catalog.text, input pg_catalog.jsonb,
-                   attempt pg_catalog.int4, heartbeat_details pg_catalog.jsonb)
+    RETURNS SETOF durable.activity_task
     LANGUAGE c VOLATILE ROWS 1 AS 'MODULE_PATHNAME', 'durable_poll_activity';
 
 CREATE FUNCTION durable.complete_activity(task_token pg_catalog.text,
@@ -373,10 +383,8 @@ CREATE FUNCTION durable.complete_and_poll(task_token pg_catalog.text,
                                           task_queue pg_catalog.text,
                                           worker pg_catalog.text DEFAULT NULL,
                                           max_tasks pg_catalog.int4 DEFAULT 1)
-    RETURNS TABLE (task_token pg_catalog.text, workflow_id pg_catalog.text,
-                   activity pg_catalog.text, input pg_catalog.jsonb,
-                   attempt pg_catalog.int4, heartbeat_details pg_catalog.jsonb)
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_complete_and_poll';
+    RETURNS SETOF durable.activity_task
+    LANGUAGE c VOLATILE ROWS 1 AS 'MODULE_PATHNAME', 'durable_complete_and_poll';
 
 -- Progress of a long activity; true means: stop (cancellation requested, or
 -- this attempt is no longer current).

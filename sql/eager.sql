@@ -176,6 +176,27 @@ SELECT task_failure IS NULL AS not_parked, pending_activities->0->>'state' AS st
   FROM durable.describe('loop-2');
 SELECT durable.fail_activity(:'token', 'give up', retryable => false);
 
+-- The completing role must act for the run's owner: the owner's code would
+-- run in its session.  A worker role that is not a member of the owner's
+-- leaves the task to the worker.
+CREATE ROLE regress_durable_eager_worker;
+GRANT EXECUTE ON FUNCTION durable.poll_activity(text, text, interval, int),
+                          durable.complete_activity(text, jsonb)
+   TO regress_durable_eager_worker;
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-role"}', 'eager-role-1');
+SELECT task_token AS token FROM durable.poll_activity('eager-role', wait => '10 s') \gset
+BEGIN;
+SET LOCAL ROLE regress_durable_eager_worker;
+SELECT durable.complete_activity(:'token', '1');
+RESET ROLE;
+SELECT * FROM tasks_of('eager-role-1');
+COMMIT;
+SELECT activity, input FROM durable.poll_activity('eager-role', wait => '10 s');
+REVOKE ALL ON FUNCTION durable.poll_activity(text, text, interval, int),
+                       durable.complete_activity(text, jsonb)
+  FROM regress_durable_eager_worker;
+DROP ROLE regress_durable_eager_worker;
+
 -- An activity handed out by eager dispatch has its attempt's timeouts like
 -- any claimed one: here start_to_close times it out, and the retry goes
 -- through the queue.

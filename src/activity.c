@@ -486,28 +486,34 @@ delete_task(int64 task_id)
 	engine_exec(&plan, values, NULL, 0);
 }
 
-/* The task row of an activity that is over is gone: what follows. */
+/*
+ * The task row of an activity that is over is gone: what follows.  The
+ * workflow task that follows may run right here when a client's role
+ * (caller) ended the activity (see replay_task_inline); InvalidOid: the
+ * worker runs it.
+ */
 static void
-finish_activity(ClaimedAttempt *a, bool run_task_now)
+finish_activity(ClaimedAttempt *a, Oid caller)
 {
 	/* one fewer in flight: a poller held back by max_in_flight may go */
 	if (a->task_queue[0] != '\0')
 		durable_wake_queue_at_commit(a->task_queue);
 	drop_task_timers(a, true);
-	if (!run_task_now || !replay_task_inline(&a->run))
+	if (!OidIsValid(caller) || !replay_task_inline(&a->run, caller))
 		engine_request_workflow_task(&a->run);
 }
 
 /*
  * The activity is over (completed, failed, timed out or canceled for good).
- * With run_task_now, the workflow task that follows may run right here
- * (replay_task_inline); else, or if it does not, the worker runs it.
+ * With a caller (a client's role), the workflow task that follows may run
+ * right here (replay_task_inline); else, or if it does not, the worker runs
+ * it.
  */
 void
-activity_resolve(ClaimedAttempt *a, bool run_task_now)
+activity_resolve(ClaimedAttempt *a, Oid caller)
 {
 	delete_task(a->task_id);
-	finish_activity(a, run_task_now);
+	finish_activity(a, caller);
 }
 
 /*
@@ -544,7 +550,7 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 
 	if (!will_retry)
 	{
-		activity_resolve(a, false);
+		activity_resolve(a, InvalidOid);
 		return;
 	}
 	{
@@ -607,7 +613,7 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attem
 	{
 		json_add_bool(&jb, "final", true);
 		engine_append_event(&a.run, "ActivityTaskTimedOut", json_end(&jb), now);
-		activity_resolve(&a, false);
+		activity_resolve(&a, InvalidOid);
 	}
 	else
 		activity_attempt_unsuccessful(&a, "ActivityTaskTimedOut", &jb, true, NULL, now);
@@ -1134,7 +1140,7 @@ complete_attempt(const char *token, Jsonb *result)
 		if (current)
 		{
 			engine_events_appended(&a.run, 2, events);
-			finish_activity(&a, true);
+			finish_activity(&a, scope.caller);
 		}
 	}
 	engine_leave(&scope);
@@ -1342,7 +1348,7 @@ durable_cancel_activity(PG_FUNCTION_ARGS)
 			json_add_jsonb(&jb, "details", details);
 		activity_append_ended(&a, "ActivityTaskCanceled", json_end(&jb),
 							  GetCurrentTimestamp());
-		activity_resolve(&a, true);
+		activity_resolve(&a, scope.caller);
 	}
 	engine_leave(&scope);
 	if (!requested)

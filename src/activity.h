@@ -37,7 +37,7 @@ extern bool activity_lock_task(int64 task_id, ClaimedAttempt *a);
 extern void activity_append_started(ClaimedAttempt *a);
 extern void activity_append_ended(ClaimedAttempt *a, const char *event_type,
 								  Jsonb *details, TimestampTz when);
-extern void activity_resolve(ClaimedAttempt *a, bool run_task_now);
+extern void activity_resolve(ClaimedAttempt *a, Oid caller);
 extern void activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type,
 										  JsonBuf *jb, bool retryable,
 										  const char *error_type, TimestampTz now);

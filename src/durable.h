@@ -302,7 +302,7 @@ extern long timers_ms_until_next(TimestampTz *next);
 /* ---- replay.c ---- */
 extern int	replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy);
 extern Jsonb *replay_query(LockedRun *run, const char *query, Jsonb *args);
-extern bool replay_task_inline(LockedRun *run);
+extern bool replay_task_inline(LockedRun *run, Oid caller);
 
 /* ---- history.c ---- */
 extern void history_note_appended(LockedRun *run, int64 event_id, TimestampTz time,

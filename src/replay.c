@@ -560,21 +560,25 @@ execute_task(LockedRun *run, RunHistory *h)
 /* ---- running a task where its cause happened ---- */
 
 /*
- * May this backend run the workflow task of a run it holds, now?  Not when
- * durable.eager_workflow_tasks is off; not in a REPEATABLE READ or
- * SERIALIZABLE transaction (the task must see the latest history, which the
- * run lock guarantees only to a fresh snapshot); not in a session with
- * temporary objects (code run by the worker never sees any); not without a
- * running worker whose settings the code can run under.
+ * May this backend run the workflow task of a run it holds, now, for the
+ * role caller?  Not when durable.eager_workflow_tasks is off; not unless
+ * caller has the privileges of the run's owner (the owner's code would run
+ * in the caller's session, among its settings and cursors: a session that
+ * acts for the owner anyway, as durable.query() requires too); not in a
+ * REPEATABLE READ or SERIALIZABLE transaction (the task must see the latest
+ * history, which the run lock guarantees only to a fresh snapshot); not in a
+ * session with temporary objects (code run by the worker never sees any);
+ * not without a running worker whose settings the code can run under.
  */
 static bool
-may_run_task_here(LockedRun *run)
+may_run_task_here(LockedRun *run, Oid caller)
 {
 	Oid			temp_namespace;
 	Oid			temp_toast_namespace;
 
 	if (!durable_eager_workflow_tasks || IsolationUsesXactSnapshot() ||
-		run->task_failed || strcmp(run->status, "running") != 0)
+		run->task_failed || strcmp(run->status, "running") != 0 ||
+		!has_privs_of_role(caller, run->owner))
 		return false;
 	GetTempNamespaceState(&temp_namespace, &temp_toast_namespace);
 	return !OidIsValid(temp_namespace) && environment_available();
@@ -612,14 +616,14 @@ run_inline_task(void *arg)
 }
 
 bool
-replay_task_inline(LockedRun *run)
+replay_task_inline(LockedRun *run, Oid caller)
 {
 	LockedRun	saved = *run;
 	int			eager_mark = activity_eager_mark();
 	InlineTask	task = {run, false};
 	ErrorData  *edata;
 
-	if (!may_run_task_here(run))
+	if (!may_run_task_here(run, caller))
 		return false;
 	edata = engine_in_subxact(run_inline_task, &task);
 	if (edata == NULL)

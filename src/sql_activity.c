@@ -132,7 +132,7 @@ record_outcome(ClaimedAttempt *a, SqlOutcome *out, TimestampTz now)
 		if (out->result)
 			json_add_jsonb(&jb, "result", out->result);
 		activity_append_ended(a, "ActivityTaskCompleted", json_end(&jb), now);
-		activity_resolve(a, false);
+		activity_resolve(a, InvalidOid);
 		return;
 	}
 	activity_append_started(a);
