@@ -65,7 +65,7 @@ typedef enum WorkerSlotState
 } WorkerSlotState;
 
 /* The settings workflow code runs under, as the worker has them (environment.c). */
-#define DURABLE_ENV_SETTINGS	17
+#define DURABLE_ENV_SETTINGS	18
 #define DURABLE_ENV_VALUE_LEN	64
 
 typedef struct WorkerSlot

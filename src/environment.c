@@ -41,6 +41,7 @@ static const char *const environment_settings[DURABLE_ENV_SETTINGS] = {
 	"backslash_quote",
 	"quote_all_identifiers",
 	"timezone_abbreviations",
+	"row_security",
 };
 
 /* This backend's copy of its database worker's values. */
@@ -119,7 +120,9 @@ environment_adopt(void)
 	{
 		const char *value = GetConfigOption(environment_settings[i], true, false);
 
-		if (value == NULL || strcmp(value, adopted_values[i]) == 0)
+		/* "": the worker had no such setting; nothing to adopt */
+		if (value == NULL || adopted_values[i][0] == '\0' ||
+			strcmp(value, adopted_values[i]) == 0)
 			continue;
 		(void) set_config_option(environment_settings[i], adopted_values[i],
 								 PGC_USERSET, PGC_S_SESSION,
