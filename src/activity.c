@@ -844,13 +844,12 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 			int max_tasks, long *retry_ms)
 {
 	static EnginePlan claim = {NULL,
-		"WITH ready AS ("
-		"  SELECT task_id FROM durable.activity_tasks"
-		"   WHERE task_queue = $1 AND status = 'scheduled' AND ready_at <= $4"
-		"   ORDER BY priority DESC, ready_at, task_id LIMIT $2 FOR UPDATE SKIP LOCKED)"
-		" UPDATE durable.activity_tasks t"
+		"UPDATE durable.activity_tasks t"
 		"    SET status = 'started', started_at = $4, worker = $3"
-		"   FROM ready WHERE t.task_id = ready.task_id"
+		"  WHERE t.task_id = ANY (ARRAY("
+		"    SELECT task_id FROM durable.activity_tasks"
+		"     WHERE task_queue = $1 AND status = 'scheduled' AND ready_at <= $4"
+		"     ORDER BY priority DESC, ready_at, task_id LIMIT $2 FOR UPDATE SKIP LOCKED))"
 		" RETURNING t.task_id, t.attempt, t.workflow_id, t.activity, t.input,"
 		"           t.heartbeat_details, t.run_id, t.timeouts, t.handle",
 	4, {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
