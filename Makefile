@@ -8,6 +8,8 @@ DATA = durable--0.1.sql
 PGFILEDESC = "durable - durable execution of workflows inside PostgreSQL"
 
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration
+# task tokens are signed with OpenSSL's SHA-256 (PostgreSQL links it too)
+SHLIB_LINK = -lcrypto
 
 # pg_regress (sql/, expected/) against a server that preloads durable
 REGRESS = api errors replay security timers activities eager
