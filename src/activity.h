@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * activity.h
- *	  One attempt of an activity, shared by activity.c (remote activities,
- *	  done by apps' workers) and sql_activity.c (SQL activities, done by
- *	  the worker itself).
+ *	  One attempt of an activity, shared by activity.c (scheduling, timeouts,
+ *	  how an attempt ends), activity_workers.c (the API of apps' activity
+ *	  workers) and sql_activity.c (SQL activities, done by the worker
+ *	  itself).
  *
  *-------------------------------------------------------------------------
  */
@@ -30,9 +31,27 @@ typedef struct ClaimedAttempt
 	bool		cancel_requested;
 } ClaimedAttempt;
 
+/* The columns of a task that ClaimedAttempt holds (with a table alias prefix). */
+#define TASK_COLUMNS_OF(p) \
+	p "handle, " p "attempt, " p "status, " p "activity, " p "task_queue, " \
+	p "worker, " p "started_at, " p "retry_policy, " p "timeouts, " \
+	p "cancel_requested, " p "input"
+
 /* SQL activities have no task queue: no poller can claim them. */
 #define SQL_ACTIVITY_QUEUE	""
 
+static inline TimestampTz
+plus_seconds(TimestampTz t, double seconds)
+{
+	return t + (TimestampTz) (seconds * USECS_PER_SEC);
+}
+
+/* activity.c */
+extern void activity_start_timeout(Datum run_id, int64 task_id, int32 attempt,
+								   Jsonb *timeouts, const char *timeout, TimestampTz from);
+extern void activity_fill_attempt(ClaimedAttempt *a, int64 task_id, int first_col);
+extern void activity_started_event(ClaimedAttempt *a, NewEvent *event);
+extern void activity_finish(ClaimedAttempt *a, Oid caller);
 extern bool activity_lock_task(int64 task_id, ClaimedAttempt *a);
 extern void activity_append_started(ClaimedAttempt *a);
 extern void activity_append_ended(ClaimedAttempt *a, const char *event_type,
@@ -41,5 +60,12 @@ extern void activity_resolve(ClaimedAttempt *a, Oid caller);
 extern void activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type,
 										  JsonBuf *jb, bool retryable,
 										  const char *error_type, TimestampTz now);
+
+/* activity_workers.c: eager dispatch, for activity_schedule() */
+extern bool activity_eager_takes(const char *task_queue);
+extern const char *activity_eager_worker(void);
+extern void activity_eager_add(int64 task_id, LockedRun *run, int32 handle,
+							   const char *activity, Jsonb *input, bool has_timeouts,
+							   TimestampTz started_at);
 
 #endif							/* DURABLE_ACTIVITY_H */

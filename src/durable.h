@@ -8,10 +8,12 @@
  * database), worker.c (the per-database worker loop), replay.c (running a
  * workflow task, answering a query), workflow_api.c (the deterministic API),
  * history.c (a run's parsed history, cached by the worker), client.c
- * (starting, signaling and watching runs), activity.c (activity tasks and
- * the workers' API), activity_options.c (retry policies, timeouts,
- * priority), sql_activity.c (SQL activities run by the worker), timers.c
- * (the timer queue), token.c (task tokens), engine.c (running internal
+ * (starting, signaling and watching runs), activity.c (activity tasks),
+ * activity_workers.c (the API of activity workers), environment.c (the
+ * settings workflow code runs under), activity_options.c (retry policies,
+ * timeouts, priority), sql_activity.c (SQL activities run by the worker),
+ * timers.c (the timer queue), token.c (task tokens), plans.c (how the
+ * engine's statements are planned and run), engine.c (running internal
  * queries as the extension owner, history appends, JSON building).
  *
  *-------------------------------------------------------------------------

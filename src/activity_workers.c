@@ -1,0 +1,891 @@
+/*-------------------------------------------------------------------------
+ *
+ * activity_workers.c
+ *	  The SQL API of activity workers: poll_activity(), complete_activity(),
+ *	  complete_and_poll(), fail_activity(), heartbeat_activity(),
+ *	  cancel_activity(); and how attempts are handed to them: claimed from
+ *	  the queue within its limits, or dispatched eagerly by
+ *	  complete_and_poll() from the run it just advanced.
+ *
+ * Each attempt is claimed by one poller (FOR UPDATE SKIP LOCKED) and gets
+ * its own token.  A waiting poller sleeps on its queue's condition variable,
+ * broadcast when a transaction that made a task ready commits.  The attempts
+ * a backend handed out are remembered, so that completing one on the same
+ * connection (the usual loop) takes the shortest path.
+ *
+ * Lock order, as in activity.c: the run row, then the task row, then its
+ * timers; heartbeats, which do not take the run, take the task then its
+ * timers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "activity.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#define MAX_POLL_TASKS				1000
+
+PG_FUNCTION_INFO_V1(durable_poll_activity);
+PG_FUNCTION_INFO_V1(durable_complete_activity);
+PG_FUNCTION_INFO_V1(durable_fail_activity);
+PG_FUNCTION_INFO_V1(durable_heartbeat_activity);
+PG_FUNCTION_INFO_V1(durable_cancel_activity);
+PG_FUNCTION_INFO_V1(durable_complete_and_poll);
+
+/* ---- eager dispatch ---- */
+
+/* An activity handed straight to complete_and_poll()'s caller. */
+typedef struct EagerTask
+{
+	int64		task_id;
+	char	   *workflow_id;
+	char	   *activity;
+	Jsonb	   *input;
+	pg_uuid_t	run_id;
+	int32		handle;
+	bool		has_timeouts;
+	TimestampTz started_at;
+} EagerTask;
+
+/*
+ * complete_and_poll()'s offer while it completes an activity: when the run
+ * advances inline and schedules activities on the caller's task queue, they
+ * go to the caller at once (claimed in the same transaction), up to its free
+ * slots.  Not for a queue with limits, whose starts pollers count.
+ */
+typedef struct EagerOffer
+{
+	MemoryContext cxt;			/* of complete_and_poll(): the tasks live there */
+	const char *queue;
+	const char *worker;
+	int			slots;			/* tasks it may still take */
+	int			limited;		/* -1: not looked up yet; else 0 or 1 */
+	int			ntasks;
+	EagerTask  *tasks;
+} EagerOffer;
+
+static EagerOffer *eager_offer = NULL;
+
+/* Activities handed out by eager dispatch since this backend last claimed from a queue. */
+static int	eager_streak = 0;
+
+/*
+ * Does this queue have limits (a durable.task_queues row)?  The answer for
+ * the last queue asked about is remembered until configure_task_queue()
+ * changes any queue's limits (a version in shared memory, bumped at the
+ * commit of such a change and read before looking).
+ */
+static bool
+queue_has_limits(const char *queue)
+{
+	static EnginePlan plan = {NULL,
+	"SELECT 1 FROM durable.task_queues WHERE task_queue = $1", 1, {TEXTOID}};
+	static char known_queue[NAMEDATALEN * 2];
+	static uint64 known_version = 0;
+	static bool known_limited;
+	uint64		version = durable_queue_limits_version();
+	Datum		values[1];
+
+	if (version == known_version && strcmp(queue, known_queue) == 0)
+		return known_limited;
+	values[0] = CStringGetTextDatum(queue);
+	known_limited = engine_exec(&plan, values, NULL, 1) > 0;
+	if (strlen(queue) < sizeof(known_queue))
+	{
+		strcpy(known_queue, queue);
+		known_version = version;
+	}
+	return known_limited;
+}
+
+/* May an activity scheduled on task_queue go to the caller of complete_and_poll()? */
+bool
+activity_eager_takes(const char *task_queue)
+{
+	EagerOffer *offer = eager_offer;
+
+	if (offer == NULL || offer->slots == 0 || strcmp(task_queue, offer->queue) != 0)
+		return false;
+	if (offer->limited < 0)
+		offer->limited = queue_has_limits(task_queue) ? 1 : 0;
+	return offer->limited == 0;
+}
+
+void
+activity_eager_add(int64 task_id, LockedRun *run, int32 handle, const char *activity,
+				   Jsonb *input, bool has_timeouts, TimestampTz started_at)
+{
+	EagerOffer *offer = eager_offer;
+	MemoryContext old = MemoryContextSwitchTo(offer->cxt);
+	EagerTask  *t = &offer->tasks[offer->ntasks++];
+
+	t->task_id = task_id;
+	t->workflow_id = pstrdup(run->workflow_id);
+	t->activity = pstrdup(activity);
+	t->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
+	memcpy(&t->run_id, DatumGetUUIDP(run->run_id), sizeof(pg_uuid_t));
+	t->handle = handle;
+	t->has_timeouts = has_timeouts;
+	t->started_at = started_at;
+	offer->slots--;
+	MemoryContextSwitchTo(old);
+}
+
+/* The worker name of the complete_and_poll() call that takes them. */
+const char *
+activity_eager_worker(void)
+{
+	return eager_offer ? eager_offer->worker : NULL;
+}
+
+/* How many eager tasks are offered so far (see activity_eager_discard). */
+int
+activity_eager_mark(void)
+{
+	return eager_offer ? eager_offer->ntasks : 0;
+}
+
+/* The work that offered the tasks after mark was rolled back: take them back. */
+void
+activity_eager_discard(int mark)
+{
+	if (eager_offer == NULL)
+		return;
+	eager_offer->slots += eager_offer->ntasks - mark;
+	eager_offer->ntasks = mark;
+}
+
+/* ---- the attempt a token names ---- */
+
+/* An attempt's run and task, by task_id: lock what the caller needs. */
+#define ATTEMPT_QUERY \
+	"SELECT " RUN_COLUMNS_OF("r.") ", " TASK_COLUMNS_OF("t.") \
+	" FROM durable.activity_tasks t JOIN durable.runs r ON r.run_id = t.run_id" \
+	" WHERE t.task_id = $1"
+
+/*
+ * Locks the run, then the task (always in that order: the worker locks
+ * runs first too; FOR UPDATE OF locks in the order it names them), in one
+ * statement, and checks the token's attempt is the current started one of
+ * an open run.
+ */
+static bool
+lock_current_attempt(const char *token, ClaimedAttempt *a)
+{
+	static EnginePlan plan = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r, t", 1, {INT8OID}};
+	Datum		values[1];
+	int64		task_id;
+	int32		attempt;
+
+	token_parse(token, &task_id, &attempt);
+	values[0] = Int64GetDatum(task_id);
+	if (engine_exec(&plan, values, NULL, 1) == 0)
+		return false;
+	engine_fill_locked_run(&a->run, 1);
+	activity_fill_attempt(a, task_id, RUN_NCOLUMNS + 1);
+	return strcmp(a->run.status, "running") == 0 && a->attempt == attempt &&
+		strcmp(a->status, "started") == 0;
+}
+
+/* ---- poll_activity ---- */
+
+static void
+check_task_queue_name(text *queue)
+{
+	if (VARSIZE_ANY_EXHDR(queue) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("task queue name must not be empty")));
+}
+
+#define CLAIM_COLUMNS 9
+
+/*
+ * The attempts this backend handed out last, with what completing one
+ * needs: a worker usually completes on the connection it polled with
+ * (complete_and_poll), and then the token needs no HMAC to be checked and
+ * the run is locked by its id, without reading the task row first.  Whether
+ * the attempt is still the current one is checked by the statement that
+ * ends it, as always.  Attempts with timeouts (which have timers to drop)
+ * or long names are not kept: they take the general path.
+ */
+#define HANDED_OUT		8
+#define HANDED_OUT_TOKEN_LEN	80
+
+typedef struct HandedOut
+{
+	char		token[HANDED_OUT_TOKEN_LEN];	/* "" : free */
+	int64		task_id;
+	int32		attempt;
+	pg_uuid_t	run_id;
+	int32		handle;
+	char		task_queue[NAMEDATALEN];
+	bool		has_worker;
+	char		worker[NAMEDATALEN];
+	TimestampTz started_at;
+} HandedOut;
+
+static HandedOut handed_out[HANDED_OUT];
+static int	next_handed_out = 0;
+
+/* An attempt that this function hands out. */
+typedef struct Attempt
+{
+	int64		task_id;
+	int32		attempt;
+	const char *workflow_id;
+	const char *activity;
+	Jsonb	   *input;
+	Datum		heartbeat_details;
+	bool		no_details;
+	/* for handed_out */
+	Datum		run_id;
+	int32		handle;
+	const char *task_queue;
+	const char *worker;
+	TimestampTz started_at;
+	bool		has_timeouts;
+} Attempt;
+
+static void
+remember_handed_out(const char *token, Attempt *t)
+{
+	HandedOut  *h = &handed_out[next_handed_out++ % HANDED_OUT];
+
+	h->token[0] = '\0';
+	if (t->has_timeouts || strlen(token) >= HANDED_OUT_TOKEN_LEN ||
+		strlen(t->task_queue) >= NAMEDATALEN ||
+		(t->worker && strlen(t->worker) >= NAMEDATALEN))
+		return;
+	h->task_id = t->task_id;
+	h->attempt = t->attempt;
+	memcpy(&h->run_id, DatumGetUUIDP(t->run_id), sizeof(pg_uuid_t));
+	h->handle = t->handle;
+	strcpy(h->task_queue, t->task_queue);
+	h->has_worker = t->worker != NULL;
+	if (t->worker)
+		strcpy(h->worker, t->worker);
+	h->started_at = t->started_at;
+	strcpy(h->token, token);
+}
+
+static HandedOut *
+find_handed_out(const char *token)
+{
+	for (int i = 0; i < HANDED_OUT; i++)
+		if (handed_out[i].token[0] != '\0' && strcmp(handed_out[i].token, token) == 0)
+			return &handed_out[i];
+	return NULL;
+}
+
+/* Puts an attempt handed out into the function's result. */
+static void
+put_task(ReturnSetInfo *rsinfo, Attempt *t)
+{
+	Datum		out[6];
+	bool		outnull[6] = {false, false, false, t->input == NULL, false, t->no_details};
+	char	   *token = token_make(t->task_id, t->attempt);
+
+	remember_handed_out(token, t);
+	out[0] = CStringGetTextDatum(token);
+	out[1] = CStringGetTextDatum(t->workflow_id);
+	out[2] = CStringGetTextDatum(t->activity);
+	out[3] = t->input ? JsonbPGetDatum(t->input) : (Datum) 0;
+	out[4] = Int32GetDatum(t->attempt);
+	out[5] = t->heartbeat_details;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, outnull);
+}
+
+/*
+ * How many tasks this poll may claim under the queue's limits (locking the
+ * queue's row until the poll ends, so pollers of a limited queue take turns).
+ * When it is 0, *retry_ms says when the rate limit allows the next start
+ * (-1: when a task in flight ends).  A queue without limits: max_tasks.
+ */
+static int
+tasks_allowed(const char *queue, int max_tasks, TimestampTz now, long *retry_ms,
+			  double *tokens_left)
+{
+	static EnginePlan limits = {NULL,
+		"SELECT max_in_flight, max_starts_per_second, tokens, refilled_at"
+		" FROM durable.task_queues WHERE task_queue = $1 FOR UPDATE",
+	1, {TEXTOID}};
+	static EnginePlan in_flight = {NULL,
+		"SELECT count(*) FROM durable.activity_tasks WHERE task_queue = $1 AND status = 'started'",
+	1, {TEXTOID}};
+	Datum		values[1] = {CStringGetTextDatum(queue)};
+	bool		no_max,
+				no_rate,
+				isnull;
+	int32		max_in_flight;
+	double		rate;
+	int			allowed = max_tasks;
+
+	*retry_ms = -1;
+	*tokens_left = -1;
+	if (engine_exec(&limits, values, NULL, 1) == 0)
+		return max_tasks;
+	max_in_flight = DatumGetInt32(engine_get(0, 1, &no_max));
+	rate = DatumGetFloat8(engine_get(0, 2, &no_rate));
+	if (!no_rate)
+	{
+		double		tokens = DatumGetFloat8(engine_get(0, 3, &isnull));
+		TimestampTz refilled_at = DatumGetTimestampTz(engine_get(0, 4, &isnull));
+		double		elapsed = Max(now - refilled_at, 0) / (double) USECS_PER_SEC;
+
+		/* the bucket holds a second's worth of starts, and at least one */
+		tokens = Min(Max(rate, 1.0), tokens + rate * elapsed);
+		*tokens_left = tokens;
+		allowed = Min(allowed, (int) tokens);
+		if (allowed < 1)
+			*retry_ms = (long) ((1.0 - tokens) / rate * 1000.0) + 1;
+	}
+	if (!no_max)
+	{
+		int64		running;
+
+		engine_exec(&in_flight, values, NULL, 1);
+		running = DatumGetInt64(engine_get(0, 1, &isnull));
+		allowed = Min(allowed, (int) Max(max_in_flight - running, 0));
+	}
+	return Max(allowed, 0);
+}
+
+static void
+spend_tokens(const char *queue, double tokens, TimestampTz now)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.task_queues SET tokens = $2, refilled_at = $3 WHERE task_queue = $1",
+	3, {TEXTOID, FLOAT8OID, TIMESTAMPTZOID}};
+	Datum		values[3] = {CStringGetTextDatum(queue), Float8GetDatum(tokens),
+	TimestampTzGetDatum(now)};
+
+	engine_exec(&plan, values, NULL, 0);
+}
+
+/*
+ * Claims up to max_tasks ready tasks of the queue (highest priority first,
+ * then oldest) into the tuplestore.  Returns how many.
+ */
+static int
+claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
+			int max_tasks, long *retry_ms)
+{
+	static EnginePlan claim = {NULL,
+		"UPDATE durable.activity_tasks t"
+		"    SET status = 'started', started_at = $4, worker = $3"
+		"  WHERE t.task_id = ANY (ARRAY("
+		"    SELECT task_id FROM durable.activity_tasks"
+		"     WHERE task_queue = $1 AND status = 'scheduled' AND ready_at <= $4"
+		"     ORDER BY priority DESC, ready_at, task_id LIMIT $2 FOR UPDATE SKIP LOCKED))"
+		" RETURNING t.task_id, t.attempt, t.workflow_id, t.activity, t.input,"
+		"           t.heartbeat_details, t.run_id, t.timeouts, t.handle",
+	4, {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
+	EngineScope scope;
+	Datum		values[4];
+	char		nulls[4] = "    ";
+	TimestampTz now = GetCurrentTimestamp();
+	double		tokens;
+	int			n;
+
+	engine_enter(&scope);
+	max_tasks = tasks_allowed(queue, max_tasks, now, retry_ms, &tokens);
+	if (max_tasks == 0)
+	{
+		engine_leave(&scope);
+		return 0;
+	}
+	values[0] = CStringGetTextDatum(queue);
+	values[1] = Int32GetDatum(max_tasks);
+	values[2] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
+	if (!worker)
+		nulls[2] = 'n';
+	values[3] = TimestampTzGetDatum(now);
+	n = engine_exec(&claim, values, nulls, 0);
+	eager_streak = 0;			/* the queue had its turn */
+	if (n > 0)
+	{
+		/* read the claimed rows before other queries of ours run */
+		Datum	   *rows = palloc(sizeof(Datum) * CLAIM_COLUMNS * n);
+		bool	   *rownulls = palloc(sizeof(bool) * CLAIM_COLUMNS * n);
+
+		durable_wake_queue_at_abort(queue);
+		for (int i = 0; i < n; i++)
+			for (int col = 0; col < CLAIM_COLUMNS; col++)
+				rows[i * CLAIM_COLUMNS + col] =
+					engine_get(i, col + 1, &rownulls[i * CLAIM_COLUMNS + col]);
+		for (int i = 0; i < n; i++)
+		{
+			Datum	   *row = &rows[i * CLAIM_COLUMNS];
+			bool	   *rownull = &rownulls[i * CLAIM_COLUMNS];
+			int64		task_id = DatumGetInt64(row[0]);
+			int32		attempt = DatumGetInt32(row[1]);
+			Jsonb	   *timeouts = DatumGetJsonbP(row[7]);
+
+			Attempt		t;
+
+			activity_start_timeout(row[6], task_id, attempt, timeouts, "start_to_close", now);
+			activity_start_timeout(row[6], task_id, attempt, timeouts, "heartbeat", now);
+			t.task_id = task_id;
+			t.attempt = attempt;
+			t.workflow_id = TextDatumGetCString(row[2]);
+			t.activity = TextDatumGetCString(row[3]);
+			t.input = rownull[4] ? NULL : DatumGetJsonbP(row[4]);
+			t.heartbeat_details = row[5];
+			t.no_details = rownull[5];
+			t.run_id = row[6];
+			t.handle = DatumGetInt32(row[8]);
+			t.task_queue = queue;
+			t.worker = worker;
+			t.started_at = now;
+			t.has_timeouts = JB_ROOT_COUNT(timeouts) > 0;
+			put_task(rsinfo, &t);
+		}
+		if (tokens >= 0)
+			spend_tokens(queue, tokens - n, now);
+	}
+	engine_leave(&scope);
+	return n;
+}
+
+typedef struct ClaimRequest
+{
+	ReturnSetInfo *rsinfo;
+	const char *queue;
+	const char *worker;
+	int			max_tasks;
+	long		retry_ms;		/* out: when a rate limit allows more (-1) */
+} ClaimRequest;
+
+static bool
+claim_some(void *arg)
+{
+	ClaimRequest *req = arg;
+
+	return claim_tasks(req->rsinfo, req->queue, req->worker, req->max_tasks,
+					   &req->retry_ms) > 0;
+}
+
+/*
+ * The queue (argument "first"), worker (first + 1) and max_tasks (the one
+ * after the next) of a poll, checked, into req.
+ */
+static void
+poll_args(FunctionCallInfo fcinfo, int first, ClaimRequest *req)
+{
+	int			max_tasks_arg = first + (first == 0 ? 3 : 2);
+
+	if (PG_ARGISNULL(first))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task queue must not be null")));
+	check_task_queue_name(PG_GETARG_TEXT_PP(first));
+	req->rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	req->queue = text_to_cstring(PG_GETARG_TEXT_PP(first));
+	req->worker = PG_ARGISNULL(first + 1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(first + 1));
+	req->max_tasks = PG_ARGISNULL(max_tasks_arg) ? 1 : PG_GETARG_INT32(max_tasks_arg);
+	req->retry_ms = -1;
+	if (req->max_tasks < 1 || req->max_tasks > MAX_POLL_TASKS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_tasks must be between 1 and %d", MAX_POLL_TASKS)));
+}
+
+Datum
+durable_poll_activity(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ClaimRequest args;
+	const char *queue;
+	const char *worker;
+	long		wait_ms;
+	int			max_tasks;
+	TimestampTz deadline;
+	WakeChannel *channel;
+
+	durable_require_preload();
+	poll_args(fcinfo, 0, &args);
+	wait_ms = PG_ARGISNULL(2) ? 0 : interval_arg_ms(PG_GETARG_INTERVAL_P(2), "wait");
+	wait_ms = Min(wait_ms, durable_max_poll_wait_ms);
+	queue = args.queue;
+	worker = args.worker;
+	max_tasks = args.max_tasks;
+	if (wait_ms > 0 && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("poll_activity cannot wait inside a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errhint("Poll in a READ COMMITTED transaction, or pass wait => '0'.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+	channel = durable_queue_channel(queue);
+
+	if (wait_ms == 0)
+	{
+		ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1};
+
+		(void) claim_some(&req);
+		return (Datum) 0;
+	}
+
+	durable_poller_waits(queue, 1);
+	PG_TRY();
+	{
+		for (;;)
+		{
+			ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1};
+			uint64		seen = channel_broadcasts(channel);
+			TimestampTz now;
+			long		sleep_ms;
+
+			/* an empty look leaves no lock behind while we sleep */
+			if (engine_try_in_subxact(claim_some, &req))
+				break;
+			now = GetCurrentTimestamp();
+			if (now >= deadline)
+				break;
+			sleep_ms = TimestampDifferenceMilliseconds(now, deadline);
+			if (req.retry_ms >= 0)
+				sleep_ms = Min(sleep_ms, req.retry_ms);
+			channel_sleep(channel, seen, sleep_ms);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_FINALLY();
+	{
+		durable_poller_waits(queue, -1);
+	}
+	PG_END_TRY();
+	return (Datum) 0;
+}
+
+/* ---- complete, fail, heartbeat, cancel ---- */
+
+static char *
+required_token(FunctionCallInfo fcinfo)
+{
+	durable_require_preload();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task token must not be null")));
+	return text_to_cstring(PG_GETARG_TEXT_PP(0));
+}
+
+/*
+ * Completes the attempt of the token; false if it is no longer current.
+ * The hot path of every activity worker, in two statements: the first locks
+ * the run (and reads the task, unless this backend handed the attempt out
+ * and knows it); the second deletes the task row, if the attempt is still
+ * the current started one, and appends ActivityTaskStarted and
+ * ActivityTaskCompleted only if it did.  The task row is never locked by
+ * itself: that would cost a WAL record, and the run lock already keeps
+ * everyone but a heartbeat (which the delete waits for) away from it.
+ */
+static bool
+complete_attempt(const char *token, Jsonb *result)
+{
+	static EnginePlan lock = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r", 1, {INT8OID}};
+	static EnginePlan end = {NULL,
+		"WITH gone AS (DELETE FROM durable.activity_tasks"
+		"   WHERE task_id = $1 AND attempt = $2 AND status = 'started' RETURNING run_id)"
+		" INSERT INTO durable.history (run_id, event_id, event_time, event_type, details)"
+		" SELECT gone.run_id, e.event_id, e.event_time, e.event_type, e.details"
+		"   FROM gone, (VALUES ($3, $4, $5, $6), ($3 + 1, $7, $8, $9))"
+		"     AS e (event_id, event_time, event_type, details)",
+		9, {INT8OID, INT4OID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID,
+	TIMESTAMPTZOID, TEXTOID, JSONBOID}};
+	EngineScope scope;
+	ClaimedAttempt a;
+	HandedOut  *h = find_handed_out(token);
+	int64		task_id;
+	int32		attempt;
+	Datum		values[9];
+	bool		current = false;
+
+	engine_enter(&scope);
+	if (h != NULL)
+	{
+		/* handed out by this backend: all but the run is known */
+		pg_uuid_t  *run_id = palloc(sizeof(pg_uuid_t));
+
+		memcpy(run_id, &h->run_id, sizeof(pg_uuid_t));
+		task_id = h->task_id;
+		attempt = h->attempt;
+		memset(&a, 0, sizeof(a));
+		a.task_id = task_id;
+		a.attempt = attempt;
+		a.handle = h->handle;
+		a.status = "started";
+		a.task_queue = pstrdup(h->task_queue);
+		a.worker = h->has_worker ? pstrdup(h->worker) : NULL;
+		a.started_at = h->started_at;
+		current = engine_lock_run(UUIDPGetDatum(run_id), &a.run, false) &&
+			strcmp(a.run.status, "running") == 0;
+	}
+	else
+	{
+		token_parse(token, &task_id, &attempt);
+		values[0] = Int64GetDatum(task_id);
+		if (engine_exec(&lock, values, NULL, 1) == 1)
+		{
+			engine_fill_locked_run(&a.run, 1);
+			activity_fill_attempt(&a, task_id, RUN_NCOLUMNS + 1);
+			current = strcmp(a.run.status, "running") == 0 && a.attempt == attempt &&
+				strcmp(a.status, "started") == 0;
+		}
+	}
+	if (current)
+	{
+		NewEvent	events[2];
+		JsonBuf		jb;
+
+		activity_started_event(&a, &events[0]);
+		json_begin(&jb);
+		json_add_int(&jb, "handle", a.handle);
+		json_add_int(&jb, "attempt", a.attempt);
+		if (result)
+			json_add_jsonb(&jb, "result", result);
+		events[1].type = "ActivityTaskCompleted";
+		events[1].details = json_end(&jb);
+		events[1].when = GetCurrentTimestamp();
+
+		values[0] = Int64GetDatum(task_id);
+		values[1] = Int32GetDatum(attempt);
+		values[2] = Int64GetDatum(a.run.next_event_id);
+		for (int k = 0; k < 2; k++)
+		{
+			values[3 + 3 * k] = TimestampTzGetDatum(events[k].when);
+			values[4 + 3 * k] = CStringGetTextDatum(events[k].type);
+			values[5 + 3 * k] = JsonbPGetDatum(events[k].details);
+		}
+		current = engine_exec(&end, values, NULL, 0) == 2;
+		if (current)
+		{
+			engine_events_appended(&a.run, 2, events);
+			activity_finish(&a, scope.caller);
+		}
+	}
+	engine_leave(&scope);
+	return current;
+}
+
+Datum
+durable_complete_activity(PG_FUNCTION_ARGS)
+{
+	char	   *token = required_token(fcinfo);
+	Jsonb	   *result = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+
+	PG_RETURN_BOOL(complete_attempt(token, result));
+}
+
+/*
+ * durable.complete_and_poll(token, result, task_queue, worker, max_tasks):
+ * complete_activity, then poll_activity without waiting, in one call: a busy
+ * worker's loop at one round trip and one commit per activity.
+ *
+ * Eager dispatch: when the completion lets the run go on at once (see
+ * replay_task_inline) and its next activities are on this task queue, they
+ * are the tasks returned, already claimed, without going through the queue.
+ * A connection takes at most durable.eager_dispatch_limit of them in a row
+ * before it claims the oldest task of the queue again, so that tasks waiting
+ * there are not passed over for long.
+ */
+Datum
+durable_complete_and_poll(PG_FUNCTION_ARGS)
+{
+	char	   *token = required_token(fcinfo);
+	Jsonb	   *result = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	ClaimRequest req;
+	EagerOffer	offer;
+
+	poll_args(fcinfo, 2, &req);
+	offer.cxt = CurrentMemoryContext;
+	offer.queue = req.queue;
+	offer.worker = req.worker;
+	offer.slots = Max(0, Min(req.max_tasks, durable_eager_dispatch_limit - eager_streak));
+	offer.limited = -1;
+	offer.ntasks = 0;
+	offer.tasks = palloc(sizeof(EagerTask) * req.max_tasks);
+
+	eager_offer = &offer;
+	PG_TRY();
+	{
+		(void) complete_attempt(token, result);
+	}
+	PG_FINALLY();
+	{
+		eager_offer = NULL;
+	}
+	PG_END_TRY();
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < offer.ntasks; i++)
+	{
+		EagerTask  *e = &offer.tasks[i];
+		Attempt		t;
+
+		t.task_id = e->task_id;
+		t.attempt = 1;
+		t.workflow_id = e->workflow_id;
+		t.activity = e->activity;
+		t.input = e->input;
+		t.heartbeat_details = (Datum) 0;
+		t.no_details = true;
+		t.run_id = UUIDPGetDatum(&e->run_id);
+		t.handle = e->handle;
+		t.task_queue = req.queue;
+		t.worker = req.worker;
+		t.started_at = e->started_at;
+		t.has_timeouts = e->has_timeouts;
+		put_task(req.rsinfo, &t);
+	}
+	eager_streak += offer.ntasks;
+	if (offer.ntasks < req.max_tasks)
+	{
+		req.max_tasks -= offer.ntasks;
+		(void) claim_some(&req);
+	}
+	return (Datum) 0;
+}
+
+Datum
+durable_fail_activity(PG_FUNCTION_ARGS)
+{
+	char	   *token = required_token(fcinfo);
+	char	   *error;
+	bool		retryable = PG_ARGISNULL(2) ? true : PG_GETARG_BOOL(2);
+	char	   *error_type = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	EngineScope scope;
+	ClaimedAttempt a;
+	bool		current;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("activity error message must not be null"),
+				 errhint("Describe why the activity failed; it is recorded in the history.")));
+	error = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	engine_enter(&scope);
+	current = lock_current_attempt(token, &a);
+	if (current)
+	{
+		JsonBuf		jb;
+
+		activity_append_started(&a);
+		json_begin(&jb);
+		json_add_int(&jb, "handle", a.handle);
+		json_add_int(&jb, "attempt", a.attempt);
+		json_add_str(&jb, "activity", a.activity);
+		json_add_str(&jb, "error", error);
+		if (error_type)
+			json_add_str(&jb, "error_type", error_type);
+		json_add_bool(&jb, "retryable", retryable);
+		activity_attempt_unsuccessful(&a, "ActivityTaskFailed", &jb, retryable, error_type,
+							 GetCurrentTimestamp());
+	}
+	engine_leave(&scope);
+	PG_RETURN_BOOL(current);
+}
+
+/*
+ * Records progress and resets the heartbeat timeout.  Returns true when the
+ * worker should stop: cancellation was requested, or the attempt is no
+ * longer current (timed out, run closed).
+ */
+Datum
+durable_heartbeat_activity(PG_FUNCTION_ARGS)
+{
+	static EnginePlan beat = {NULL,
+		"UPDATE durable.activity_tasks SET heartbeat_details = $3, last_heartbeat_at = $4"
+		" WHERE task_id = $1 AND attempt = $2 AND status = 'started'"
+		" RETURNING cancel_requested, timeouts",
+	4, {INT8OID, INT4OID, JSONBOID, TIMESTAMPTZOID}};
+	static EnginePlan move = {NULL,
+		"UPDATE durable.timers SET fire_at = $3 WHERE task_id = $1 AND attempt = $2"
+		" AND kind = 'activity_timeout' AND timeout = 'heartbeat'",
+	3, {INT8OID, INT4OID, TIMESTAMPTZOID}};
+	char	   *token = required_token(fcinfo);
+	Jsonb	   *details = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	TimestampTz now = GetCurrentTimestamp();
+	EngineScope scope;
+	int64		task_id;
+	int32		attempt;
+	Datum		values[4];
+	char		nulls[4] = "    ";
+	bool		stop = true;
+
+	engine_enter(&scope);
+	token_parse(token, &task_id, &attempt);
+	values[0] = Int64GetDatum(task_id);
+	values[1] = Int32GetDatum(attempt);
+	values[2] = details ? JsonbPGetDatum(details) : (Datum) 0;
+	nulls[2] = details ? ' ' : 'n';
+	values[3] = TimestampTzGetDatum(now);
+	if (engine_exec(&beat, values, nulls, 1) == 1)
+	{
+		bool		isnull;
+		double		seconds;
+
+		stop = DatumGetBool(engine_get(0, 1, &isnull));
+		seconds = activity_timeout_seconds(DatumGetJsonbP(engine_get(0, 2, &isnull)),
+										   "heartbeat");
+		if (seconds > 0)
+		{
+			values[2] = TimestampTzGetDatum(plus_seconds(now, seconds));
+			engine_exec(&move, values, NULL, 0);
+		}
+	}
+	engine_leave(&scope);
+	PG_RETURN_BOOL(stop);
+}
+
+/*
+ * The worker stopped the activity after a cancellation request: the
+ * workflow sees it canceled.  Returns false when the attempt is no longer
+ * current.
+ */
+Datum
+durable_cancel_activity(PG_FUNCTION_ARGS)
+{
+	char	   *token = required_token(fcinfo);
+	Jsonb	   *details = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	EngineScope scope;
+	ClaimedAttempt a;
+	bool		current;
+	bool		requested = true;
+
+	engine_enter(&scope);
+	current = lock_current_attempt(token, &a);
+	if (current && !a.cancel_requested)
+		requested = false;
+	else if (current)
+	{
+		JsonBuf		jb;
+
+		json_begin(&jb);
+		json_add_int(&jb, "handle", a.handle);
+		json_add_int(&jb, "attempt", a.attempt);
+		if (details)
+			json_add_jsonb(&jb, "details", details);
+		activity_append_ended(&a, "ActivityTaskCanceled", json_end(&jb),
+							  GetCurrentTimestamp());
+		activity_resolve(&a, scope.caller);
+	}
+	engine_leave(&scope);
+	if (!requested)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cancellation of this activity was not requested"),
+				 errhint("Report a failure with durable.fail_activity() instead.")));
+	PG_RETURN_BOOL(current);
+}
