@@ -197,6 +197,19 @@ REVOKE ALL ON FUNCTION durable.poll_activity(text, text, interval, int),
   FROM regress_durable_eager_worker;
 DROP ROLE regress_durable_eager_worker;
 
+-- A claim that rolls back did not happen: the attempt claimed again records
+-- the worker and time of the claim that committed, even on the connection
+-- that made both.
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-rb"}', 'eager-rb-1');
+SELECT wait_scheduled('eager-rb-1');
+BEGIN;
+SELECT count(*) FROM durable.poll_activity('eager-rb', worker => 'rolled back');
+ROLLBACK;
+SELECT task_token AS token FROM durable.poll_activity('eager-rb', worker => 'kept') \gset
+SELECT durable.complete_activity(:'token', '1');
+SELECT details->>'worker' AS worker FROM durable.history('eager-rb-1')
+ WHERE event_type = 'ActivityTaskStarted';
+
 -- An activity handed out by eager dispatch has its attempt's timeouts like
 -- any claimed one: here start_to_close times it out, and the retry goes
 -- through the queue.

@@ -231,10 +231,51 @@ typedef struct HandedOut
 	bool		has_worker;
 	char		worker[NAMEDATALEN];
 	TimestampTz started_at;
+	/* the (sub)transaction that claimed it, until that commits (else 0) */
+	SubTransactionId claimed_in;
 } HandedOut;
 
 static HandedOut handed_out[HANDED_OUT];
 static int	next_handed_out = 0;
+static bool handed_out_callbacks = false;
+
+/*
+ * A claim that does not commit did not happen: the same attempt may be
+ * claimed again, by another worker at another time, and what this backend
+ * remembered of it would be wrong.
+ */
+static void
+forget_handed_out_since(SubTransactionId subid)
+{
+	for (int i = 0; i < HANDED_OUT; i++)
+		if (handed_out[i].claimed_in != InvalidSubTransactionId &&
+			handed_out[i].claimed_in >= subid)
+		{
+			handed_out[i].token[0] = '\0';
+			handed_out[i].claimed_in = InvalidSubTransactionId;
+		}
+}
+
+static void
+handed_out_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		for (int i = 0; i < HANDED_OUT; i++)
+			handed_out[i].claimed_in = InvalidSubTransactionId;
+	}
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+			 event == XACT_EVENT_PREPARE)
+		forget_handed_out_since(TopSubTransactionId);
+}
+
+static void
+handed_out_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget_handed_out_since(mySubid);
+}
 
 /* An attempt that this function hands out. */
 typedef struct Attempt
@@ -260,7 +301,14 @@ remember_handed_out(const char *token, Attempt *t)
 {
 	HandedOut  *h = &handed_out[next_handed_out++ % HANDED_OUT];
 
+	if (!handed_out_callbacks)
+	{
+		RegisterXactCallback(handed_out_xact_callback, NULL);
+		RegisterSubXactCallback(handed_out_subxact_callback, NULL);
+		handed_out_callbacks = true;
+	}
 	h->token[0] = '\0';
+	h->claimed_in = InvalidSubTransactionId;
 	if (t->has_timeouts || strlen(token) >= HANDED_OUT_TOKEN_LEN ||
 		strlen(t->task_queue) >= NAMEDATALEN ||
 		(t->worker && strlen(t->worker) >= NAMEDATALEN))
@@ -274,6 +322,7 @@ remember_handed_out(const char *token, Attempt *t)
 	if (t->worker)
 		strcpy(h->worker, t->worker);
 	h->started_at = t->started_at;
+	h->claimed_in = GetCurrentSubTransactionId();
 	strcpy(h->token, token);
 }
 
