@@ -84,56 +84,41 @@ drop_task_timers(ClaimedAttempt *a, bool all)
 
 /* ---- scheduling, from a workflow task ---- */
 
-/* The statement that records a new activity: its events, then its task row. */
-#define EVENTS_CTE(rows) \
-	"WITH e AS (INSERT INTO durable.history" \
-	" (run_id, event_id, event_time, event_type, details) VALUES " rows ") "
-#define ONE_EVENT	"($1, $12, $13, $14, $15)"
-#define TWO_EVENTS	ONE_EVENT ", ($1, $12 + 1, $16, $17, $18)"
+/* The statement that inserts a new activity's task row. */
 #define INSERT_TASK(status_columns, status_values) \
 	"INSERT INTO durable.activity_tasks (run_id, handle, workflow_id, activity," \
 	" task_queue, input, retry_policy, timeouts, priority, scheduled_at, ready_at" \
 	status_columns ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10" \
 	status_values ") RETURNING task_id"
-#define SAVE_RUN(n) \
-	", u AS (UPDATE durable.runs SET next_event_id = $12 + " #n " WHERE run_id = $1) "
+#define SAVE_RUN	"WITH u AS (UPDATE durable.runs SET next_event_id = $12 WHERE run_id = $1) "
 #define READY_TASK		INSERT_TASK("", "")
 #define STARTED_TASK	INSERT_TASK(", status, started_at, worker", ", 'started', $10, $11")
-#define SCHEDULE_ARGS \
-	18, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, \
-		 INT4OID, TIMESTAMPTZOID, TEXTOID, INT8OID, \
-		 TIMESTAMPTZOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, TEXTOID, JSONBOID}
+#define INSERT_TASK_ARGS \
+	12, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, \
+		 INT4OID, TIMESTAMPTZOID, TEXTOID, INT8OID}
 
 /*
  * Appends the events (one or two) and inserts the task row of a new
- * activity, in one statement: ready for the queue's pollers, or already
- * started by complete_and_poll()'s caller (eager dispatch).  With save_run,
- * the same statement records the run's next_event_id (the caller has no
- * more events to append).  Returns the task_id.
+ * activity: ready for the queue's pollers, or already started by
+ * complete_and_poll()'s caller (eager dispatch).  With save_run, the same
+ * statement records the run's next_event_id (the caller has no more events
+ * to append).  Returns the task_id.
  */
 static int64
 insert_task(LockedRun *run, int32 handle, const char *activity,
 			const char *task_queue, Jsonb *input, ActivityOptions *options,
 			TimestampTz now, bool eager, int nevents, NewEvent *events, bool save_run)
 {
-	/* [two events][eager][save_run] */
-	static EnginePlan plans[2][2][2] = {
-		{{{NULL, EVENTS_CTE(ONE_EVENT) READY_TASK, SCHEDULE_ARGS},
-		{NULL, EVENTS_CTE(ONE_EVENT) SAVE_RUN(1) READY_TASK, SCHEDULE_ARGS}},
-		{{NULL, EVENTS_CTE(ONE_EVENT) STARTED_TASK, SCHEDULE_ARGS},
-		{NULL, EVENTS_CTE(ONE_EVENT) SAVE_RUN(1) STARTED_TASK, SCHEDULE_ARGS}}},
-		{{{NULL, EVENTS_CTE(TWO_EVENTS) READY_TASK, SCHEDULE_ARGS},
-		{NULL, EVENTS_CTE(TWO_EVENTS) SAVE_RUN(2) READY_TASK, SCHEDULE_ARGS}},
-		{{NULL, EVENTS_CTE(TWO_EVENTS) STARTED_TASK, SCHEDULE_ARGS},
-		{NULL, EVENTS_CTE(TWO_EVENTS) SAVE_RUN(2) STARTED_TASK, SCHEDULE_ARGS}}}};
-	Datum		values[18];
-	char		nulls[18];
+	/* [eager][save_run] */
+	static EnginePlan plans[2][2] = {
+		{{NULL, READY_TASK, INSERT_TASK_ARGS}, {NULL, SAVE_RUN READY_TASK, INSERT_TASK_ARGS}},
+		{{NULL, STARTED_TASK, INSERT_TASK_ARGS}, {NULL, SAVE_RUN STARTED_TASK, INSERT_TASK_ARGS}}};
+	Datum		values[12];
+	char		nulls[12];
 	bool		isnull;
-	int64		task_id;
 
-	Assert(nevents == 1 || nevents == 2);
+	engine_append_events(run, nevents, events);
 	memset(nulls, ' ', sizeof(nulls));
-	memset(values, 0, sizeof(values));
 	values[0] = run->run_id;
 	values[1] = Int32GetDatum(handle);
 	values[2] = CStringGetTextDatum(run->workflow_id);
@@ -146,26 +131,14 @@ insert_task(LockedRun *run, int32 handle, const char *activity,
 	values[7] = JsonbPGetDatum(options->timeouts);
 	values[8] = Int32GetDatum(options->priority);
 	values[9] = TimestampTzGetDatum(now);
+	values[10] = (Datum) 0;
 	if (eager && activity_eager_worker() != NULL)
 		values[10] = CStringGetTextDatum(activity_eager_worker());
 	else
 		nulls[10] = 'n';
 	values[11] = Int64GetDatum(run->next_event_id);
-	for (int k = 0; k < 2; k++)
-	{
-		if (k < nevents)
-		{
-			values[12 + 3 * k] = TimestampTzGetDatum(events[k].when);
-			values[13 + 3 * k] = CStringGetTextDatum(events[k].type);
-			values[14 + 3 * k] = JsonbPGetDatum(events[k].details);
-		}
-		else
-			nulls[12 + 3 * k] = nulls[13 + 3 * k] = nulls[14 + 3 * k] = 'n';
-	}
-	engine_exec(&plans[nevents - 1][eager ? 1 : 0][save_run ? 1 : 0], values, nulls, 1);
-	task_id = DatumGetInt64(engine_get(0, 1, &isnull));
-	engine_events_appended(run, nevents, events);
-	return task_id;
+	engine_exec(&plans[eager ? 1 : 0][save_run ? 1 : 0], values, nulls, 1);
+	return DatumGetInt64(engine_get(0, 1, &isnull));
 }
 
 /*

@@ -644,20 +644,15 @@ complete_attempt(const char *token, Jsonb *result)
 {
 	static EnginePlan lock = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r", 1, {INT8OID}};
 	static EnginePlan end = {NULL,
-		"WITH gone AS (DELETE FROM durable.activity_tasks"
-		"   WHERE task_id = $1 AND attempt = $2 AND status = 'started' RETURNING run_id)"
-		" INSERT INTO durable.history (run_id, event_id, event_time, event_type, details)"
-		" SELECT gone.run_id, e.event_id, e.event_time, e.event_type, e.details"
-		"   FROM gone, (VALUES ($3, $4, $5, $6), ($3 + 1, $7, $8, $9))"
-		"     AS e (event_id, event_time, event_type, details)",
-		9, {INT8OID, INT4OID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID,
-	TIMESTAMPTZOID, TEXTOID, JSONBOID}};
+		"DELETE FROM durable.activity_tasks"
+		" WHERE task_id = $1 AND attempt = $2 AND status = 'started'",
+	2, {INT8OID, INT4OID}};
 	EngineScope scope;
 	ClaimedAttempt a;
 	HandedOut  *h = find_handed_out(token);
 	int64		task_id;
 	int32		attempt;
-	Datum		values[9];
+	Datum		values[2];
 	bool		current = false;
 
 	engine_enter(&scope);
@@ -709,17 +704,10 @@ complete_attempt(const char *token, Jsonb *result)
 
 		values[0] = Int64GetDatum(task_id);
 		values[1] = Int32GetDatum(attempt);
-		values[2] = Int64GetDatum(a.run.next_event_id);
-		for (int k = 0; k < 2; k++)
-		{
-			values[3 + 3 * k] = TimestampTzGetDatum(events[k].when);
-			values[4 + 3 * k] = CStringGetTextDatum(events[k].type);
-			values[5 + 3 * k] = JsonbPGetDatum(events[k].details);
-		}
-		current = engine_exec(&end, values, NULL, 0) == 2;
+		current = engine_exec(&end, values, NULL, 0) == 1;
 		if (current)
 		{
-			engine_events_appended(&a.run, 2, events);
+			engine_append_events(&a.run, 2, events);
 			activity_finish(&a, scope.caller);
 		}
 	}

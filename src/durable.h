@@ -241,7 +241,6 @@ typedef struct NewEvent
 } NewEvent;
 
 extern void engine_append_events(LockedRun *run, int n, const NewEvent *events);
-extern void engine_events_appended(LockedRun *run, int n, const NewEvent *events);
 extern void engine_append_event(LockedRun *run, const char *event_type,
 								Jsonb *details, TimestampTz when);
 extern void engine_save_next_event_id(LockedRun *run);
