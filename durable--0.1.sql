@@ -67,6 +67,9 @@ CREATE INDEX runs_task_due ON durable.runs (task_due_at)
     WHERE task_pending AND task_failure IS NULL AND status = 'running';
 
 -- History: the append-only event log of each run, Temporal's event names.
+-- The engine appends rows the way PostgreSQL writes its catalogs (heap and
+-- index inserts, no INSERT statement): a trigger or rule on this table would
+-- not see them.
 CREATE TABLE durable.history (
     run_id          pg_catalog.uuid NOT NULL,
     event_id        pg_catalog.int8 NOT NULL,
