@@ -183,5 +183,18 @@ END $$;
 SELECT durable.start_workflow('spin', '{}', workflow_id => 'spin-1');
 SELECT wait_task_failure('spin-1');
 SELECT status, task_failure->'failure'->>'sqlstate' AS sqlstate FROM durable.describe('spin-1');
+-- A query replays such code under the caller's own statement_timeout, which
+-- ends the query (it does not answer from what the code declared so far).
+CREATE FUNCTION spin_answering(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.on_query('state', '"spinning"');
+  LOOP
+  END LOOP;
+END $$;
+SELECT durable.start_workflow('spin_answering', '{}', workflow_id => 'spin-2');
+SELECT wait_task_failure('spin-2');
+SET statement_timeout = '200ms';
+SELECT durable.query('spin-2', 'state');
+RESET statement_timeout;
 ALTER SYSTEM RESET durable.workflow_task_timeout;
 SELECT pg_reload_conf();

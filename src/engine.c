@@ -32,6 +32,7 @@
 #include "catalog/pg_type.h"
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "tcop/utility.h"
 #include "utils/resowner.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -354,10 +355,15 @@ insert_index_entries(ResultRelInfo *rri, TupleTableSlot *slot, HeapTuple tuple)
 void
 engine_append_events(LockedRun *run, int n, const NewEvent *events)
 {
-	Relation	rel = table_open(history_relid(), RowExclusiveLock);
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
-	TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+	Relation	rel;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
 
+	/* what an INSERT would check first (a hot standby's sessions included) */
+	PreventCommandIfReadOnly("INSERT INTO durable.history");
+	rel = table_open(history_relid(), RowExclusiveLock);
+	rri = makeNode(ResultRelInfo);
+	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
 	for (int i = 0; i < n; i++)

@@ -259,6 +259,13 @@ history_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 static void
 note_read(Datum run_id)
 {
+	SubTransactionId subid = GetCurrentSubTransactionId();
+
+	/* the same run read again by the same subtransaction: noted already */
+	if (n_read_runs > 0 && read_runs[n_read_runs - 1].subid == subid &&
+		memcmp(&read_runs[n_read_runs - 1].run_id, DatumGetUUIDP(run_id),
+			   sizeof(pg_uuid_t)) == 0)
+		return;
 	if (!callbacks_registered)
 	{
 		RegisterXactCallback(history_xact_callback, NULL);
@@ -273,7 +280,7 @@ note_read(Datum run_id)
 			repalloc(read_runs, sizeof(ReadRun) * read_runs_allocated);
 	}
 	memcpy(&read_runs[n_read_runs].run_id, DatumGetUUIDP(run_id), sizeof(pg_uuid_t));
-	read_runs[n_read_runs].subid = GetCurrentSubTransactionId();
+	read_runs[n_read_runs].subid = subid;
 	n_read_runs++;
 }
 

@@ -28,7 +28,6 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "storage/latch.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -36,6 +35,7 @@
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -86,7 +86,6 @@ start_task_timeout(void)
 {
 	if (task_timeout == MAX_TIMEOUTS)
 		task_timeout = RegisterTimeout(USER_TIMEOUT, task_timeout_handler);
-	task_timed_out = false;
 	enable_timeout_after(task_timeout, durable_workflow_task_timeout_ms);
 }
 
@@ -264,6 +263,8 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 
 		setting_up = false;
 		current_replay = r;
+		/* a query runs with no timeout of ours: none of an earlier task counts */
+		task_timed_out = false;
 		/* a query runs under its caller's own statement_timeout */
 		if (!r->query_mode)
 			start_task_timeout();
@@ -866,6 +867,9 @@ replay_query(LockedRun *run, const char *query, Jsonb *args)
 	r->query_mode = true;
 	load_history(r, history_load(run, false));
 	outcome = call_workflow(r, &result, &edata);
+	/* the caller's cancel or statement_timeout ends the query */
+	if (outcome == OUTCOME_CANCELED)
+		ReThrowError(edata);
 	if (outcome == OUTCOME_TASK_FAILED)
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
