@@ -144,60 +144,15 @@ token_mac(int64 task_id, int32 attempt, uint8 *mac)
 	memcpy(mac, full, TOKEN_MAC_BYTES);
 }
 
-/*
- * The tokens this backend issued last: a worker usually hands back the
- * token it got from the same connection (complete_and_poll), which then
- * needs no second HMAC to be checked.
- */
-#define ISSUED_TOKENS	8
-#define TOKEN_MAX_LEN	80
-
-typedef struct IssuedToken
-{
-	char		token[TOKEN_MAX_LEN];
-	int64		task_id;
-	int32		attempt;
-	Oid			key_table;		/* signed with the key of this table */
-} IssuedToken;
-
-static IssuedToken issued[ISSUED_TOKENS];
-static int	next_issued = 0;
-
 char *
 token_make(int64 task_id, int32 attempt)
 {
 	uint8		mac[TOKEN_MAC_BYTES];
 	char		hex[TOKEN_MAC_BYTES * 2 + 1];
-	char	   *token;
-	IssuedToken *remember = &issued[next_issued++ % ISSUED_TOKENS];
 
 	token_mac(task_id, attempt, mac);
 	hex[hex_encode((char *) mac, TOKEN_MAC_BYTES, hex)] = '\0';
-	token = psprintf(INT64_FORMAT ".%d.%s", task_id, attempt, hex);
-	strlcpy(remember->token, token, TOKEN_MAX_LEN);
-	remember->task_id = task_id;
-	remember->attempt = attempt;
-	remember->key_table = cached_table;
-	return token;
-}
-
-/* A token this backend issued, under the key it still uses? */
-static bool
-issued_here(const char *token, int64 *task_id, int32 *attempt)
-{
-	Oid			table = key_table();
-
-	for (int i = 0; i < ISSUED_TOKENS; i++)
-	{
-		if (issued[i].key_table == table && OidIsValid(table) &&
-			strcmp(issued[i].token, token) == 0)
-		{
-			*task_id = issued[i].task_id;
-			*attempt = issued[i].attempt;
-			return true;
-		}
-	}
-	return false;
+	return psprintf(INT64_FORMAT ".%d.%s", task_id, attempt, hex);
 }
 
 /* Compares in constant time, so timing tells nothing about the mac. */
@@ -231,8 +186,6 @@ token_parse(const char *token, int64 *task_id, int32 *attempt)
 	uint8		given[TOKEN_MAC_BYTES];
 	uint8		expected[TOKEN_MAC_BYTES];
 
-	if (issued_here(token, task_id, attempt))
-		return;
 	if (sscanf(token, "%lld.%d.%32[0-9a-f]%n", &id, &att, hex, &consumed) != 3 ||
 		consumed != (int) strlen(token) || strlen(hex) != TOKEN_MAC_BYTES * 2 ||
 		id <= 0 || att <= 0)
