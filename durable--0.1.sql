@@ -411,10 +411,18 @@ REVOKE ALL ON FUNCTION durable.poll_activity(pg_catalog.text, pg_catalog.text, p
     durable.complete_and_poll(pg_catalog.text, pg_catalog.jsonb, pg_catalog.text,
                               pg_catalog.text, pg_catalog.int4) FROM PUBLIC;
 
--- Internal: tells backends, at commit, that queue limits changed.
-CREATE FUNCTION durable._task_queue_configured() RETURNS pg_catalog.void
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_task_queue_configured';
-REVOKE ALL ON FUNCTION durable._task_queue_configured() FROM PUBLIC;
+-- Internal: tells backends, at commit, that queue limits changed (they
+-- remember which queues have none, and claim from those without looking).
+-- A trigger, so that rows restored by pg_restore or written by hand count too;
+-- not on the token bucket's columns, which every start on a rate-limited
+-- queue updates.
+CREATE FUNCTION durable._task_queues_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'durable_task_queues_changed';
+REVOKE ALL ON FUNCTION durable._task_queues_changed() FROM PUBLIC;
+CREATE TRIGGER task_queues_changed
+    AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF task_queue, max_in_flight, max_starts_per_second
+    ON durable.task_queues
+    FOR EACH STATEMENT EXECUTE FUNCTION durable._task_queues_changed();
 
 -- Per-queue controls; NULL lifts a limit.
 CREATE FUNCTION durable.configure_task_queue(task_queue pg_catalog.text,
@@ -445,7 +453,6 @@ BEGIN
                max_starts_per_second = excluded.max_starts_per_second,
                tokens = least(q.tokens, coalesce(greatest(excluded.max_starts_per_second, 1), 0));
     END IF;
-    PERFORM durable._task_queue_configured();
 END
 $$;
 REVOKE ALL ON FUNCTION durable.configure_task_queue(pg_catalog.text, pg_catalog.int4, pg_catalog.float8) FROM PUBLIC;

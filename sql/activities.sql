@@ -325,6 +325,27 @@ SELECT durable.configure_task_queue('limited');
 SELECT count(*) FROM durable.task_queues WHERE task_queue = 'limited';
 SELECT durable.configure_task_queue('limited', max_in_flight => 0);
 SELECT durable.configure_task_queue('', max_in_flight => 1);
+-- a backend remembers that a queue has no limits (its claims skip the
+-- lookup) until limits change anywhere: by configure_task_queue(), in its own
+-- transaction too, or by rows written by hand (as pg_restore would)
+SELECT durable.start_workflow('fan_out', '{"n": 6, "queue": "later"}', workflow_id => 'later-1');
+CREATE TEMP TABLE later_got AS SELECT * FROM durable.poll_activity('later', wait => '10 s');
+SELECT durable.configure_task_queue('later', max_in_flight => 2);
+INSERT INTO later_got SELECT * FROM durable.poll_activity('later', max_tasks => 5);
+SELECT count(*) AS in_flight_limit_2 FROM later_got;
+BEGIN;
+SELECT durable.configure_task_queue('later', max_in_flight => 3);
+INSERT INTO later_got SELECT * FROM durable.poll_activity('later', max_tasks => 5);
+SELECT count(*) AS in_flight_limit_3 FROM later_got;
+ROLLBACK;
+UPDATE durable.task_queues SET max_in_flight = 4 WHERE task_queue = 'later';
+INSERT INTO later_got SELECT * FROM durable.poll_activity('later', max_tasks => 5);
+SELECT count(*) AS in_flight_limit_4 FROM later_got;
+DELETE FROM durable.task_queues WHERE task_queue = 'later';
+INSERT INTO later_got SELECT * FROM durable.poll_activity('later', max_tasks => 5);
+SELECT count(*) AS no_limit FROM later_got;
+SELECT count(*) FILTER (WHERE durable.complete_activity(task_token, input)) AS completed FROM later_got;
+SELECT durable.result('later-1', wait => '10 s');
 
 -- complete_and_poll: complete one task and claim the next in one round trip
 SELECT durable.start_workflow('fan_out', '{"n": 2, "queue": "cp"}', workflow_id => 'cp-1');

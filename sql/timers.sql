@@ -203,6 +203,33 @@ SELECT event_type, details FROM durable.history('stuck-1') WHERE event_type LIKE
 SELECT durable.start_workflow('stuck', '{}', execution_timeout => '0 s');
 SELECT durable.start_workflow('stuck', '{}', execution_timeout => '-1 s');
 
+-- A run that closes drops what it left behind: its execution timeout's timer,
+-- activities and timers it never awaited.
+CREATE FUNCTION walks_away(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  IF (input->>'leave')::bool THEN
+    PERFORM durable.activity_async('never', NULL, 'walks_away_queue');
+    PERFORM durable.timer_async('1 hour');
+  END IF;
+  RETURN to_jsonb(durable.activity('once', NULL, 'walks_away_queue'));
+END $$;
+SELECT durable.start_workflow('walks_away', '{"leave": false}', workflow_id => 'walks-1',
+                              execution_timeout => '1 hour');
+SELECT durable.start_workflow('walks_away', '{"leave": true}', workflow_id => 'walks-2');
+DO $$
+DECLARE done int := 0;
+BEGIN
+  -- complete the two 'once' activities; 'never' stays claimed and open
+  WHILE done < 2 LOOP
+    SELECT done + count(*) FILTER (WHERE activity = 'once' AND durable.complete_activity(task_token, '1'))
+      INTO done FROM durable.poll_activity('walks_away_queue', wait => '10 s');
+  END LOOP;
+END $$;
+SELECT durable.result('walks-1', wait => '10 s'), durable.result('walks-2', wait => '10 s');
+SELECT workflow_id, status, pending_activities, pending_timers
+  FROM durable.describe('walks-1') UNION ALL
+SELECT workflow_id, status, pending_activities, pending_timers FROM durable.describe('walks-2');
+
 -- Bad arguments to the new functions.
 SELECT durable.signal(NULL, 'x');
 SELECT durable.signal('cart-1', NULL);

@@ -79,9 +79,11 @@ static int	eager_streak = 0;
 
 /*
  * Does this queue have limits (a durable.task_queues row)?  The answer for
- * the last queue asked about is remembered until configure_task_queue()
- * changes any queue's limits (a version in shared memory, bumped at the
- * commit of such a change and read before looking).
+ * the last queue asked about is remembered until any queue's limits change
+ * (a version in shared memory, bumped at the commit of such a change by the
+ * table's trigger, and read before looking).  A claim that starts just
+ * before the bump sees what a statement whose snapshot predates the commit
+ * would see.
  */
 static bool
 queue_has_limits(const char *queue)
@@ -94,11 +96,11 @@ queue_has_limits(const char *queue)
 	uint64		version = durable_queue_limits_version();
 	Datum		values[1];
 
-	if (version == known_version && strcmp(queue, known_queue) == 0)
+	if (version != 0 && version == known_version && strcmp(queue, known_queue) == 0)
 		return known_limited;
 	values[0] = CStringGetTextDatum(queue);
 	known_limited = engine_exec(&plan, values, NULL, 1) > 0;
-	if (strlen(queue) < sizeof(known_queue))
+	if (version != 0 && strlen(queue) < sizeof(known_queue))
 	{
 		strcpy(known_queue, queue);
 		known_version = version;
@@ -380,7 +382,7 @@ tasks_allowed(const char *queue, int max_tasks, TimestampTz now, long *retry_ms,
 
 	*retry_ms = -1;
 	*tokens_left = -1;
-	if (engine_exec(&limits, values, NULL, 1) == 0)
+	if (!queue_has_limits(queue) || engine_exec(&limits, values, NULL, 1) == 0)
 		return max_tasks;
 	max_in_flight = DatumGetInt32(engine_get(0, 1, &no_max));
 	rate = DatumGetFloat8(engine_get(0, 2, &no_rate));

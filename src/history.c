@@ -114,6 +114,8 @@ apply_event(RunHistory *h, int64 event_id, TimestampTz time, const char *type,
 
 	if (strcmp(type, "WorkflowTaskCompleted") == 0)
 		add_task_boundary(h, event_id, time);
+	else if (strcmp(type, "WorkflowExecutionStarted") == 0)
+		h->execution_timeout = jsonb_field(details, "execution_timeout") != NULL;
 	else if (strcmp(type, "ActivityTaskScheduled") == 0)
 	{
 		slot = slot_for_event(h, details);
@@ -174,6 +176,7 @@ init_history(RunHistory *h, MemoryContext cxt)
 	h->slots = palloc0(sizeof(CommandSlot) * h->slots_allocated);
 	h->max_recorded = 0;
 	h->open_commands = 0;
+	h->execution_timeout = false;
 	h->tasks_allocated = 16;
 	h->tasks = palloc(sizeof(TaskBoundary) * h->tasks_allocated);
 	h->ntasks = 0;

@@ -196,6 +196,8 @@ load_history(Replay *r, RunHistory *h)
 	r->nsignals = h->nsignals;
 	for (int i = 0; i < r->nsignals; i++)
 		r->signals[i].received = false;
+	r->open_commands = h->open_commands;
+	r->execution_timeout = h->execution_timeout;
 	MemoryContextSwitchTo(old);
 }
 
@@ -457,13 +459,21 @@ record_commands(Replay *r, bool *run_saved)
 	return resolved;
 }
 
-/* A closed run's pending activities and timers are dropped; result() waiters wake. */
+/*
+ * A closed run's pending activities and timers are dropped; result() waiters
+ * wake.  A run whose history leaves no command open has no task rows and no
+ * timers but its execution timeout (every event that resolves a command
+ * deletes its rows): most runs close with nothing to drop, and two DELETEs
+ * that find nothing cost a tenth of a one-step workflow.
+ */
 static void
 close_run(Replay *r)
 {
 	history_forget(r->run->run_id);
-	activity_cancel_all(r->run);
-	timers_cancel_all(r->run);
+	if (r->open_commands > 0)
+		activity_cancel_all(r->run);
+	if (r->open_commands > 0 || r->execution_timeout)
+		timers_cancel_all(r->run);
 	durable_wake_closed_at_commit(r->run->workflow_id);
 }
 

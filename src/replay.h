@@ -61,6 +61,7 @@ typedef struct RunHistory
 	int32		max_recorded;
 	int32		slots_allocated;
 	int32		open_commands;	/* commands not resolved yet */
+	bool		execution_timeout;	/* the run has one (a timer) */
 	TaskBoundary *tasks;
 	int			ntasks;
 	int			tasks_allocated;
@@ -116,6 +117,9 @@ typedef struct Replay
 	int			cursor;
 	SignalEvent *signals;		/* in arrival order */
 	int			nsignals;
+	/* what closing the run must drop: open commands' rows, the run's timer */
+	int32		open_commands;
+	bool		execution_timeout;
 
 	int32		issued;			/* handles the code has issued so far */
 	List	   *new_commands;	/* of NewCommand */

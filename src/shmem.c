@@ -19,6 +19,7 @@
 #include "durable.h"
 
 #include "access/xact.h"
+#include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -285,21 +286,34 @@ durable_queue_limits_changed_at_commit(void)
 	pending.queue_limits = true;
 }
 
-/* Read before looking at durable.task_queues; changes at every commit that changed it. */
+/*
+ * Read before looking at durable.task_queues; changes at every commit that
+ * changed it.  0 while this backend's own transaction has changed it: what it
+ * reads then holds for it alone.
+ */
 uint64
 durable_queue_limits_version(void)
 {
+	if (pending.queue_limits)
+		return 0;
 	return pg_atomic_read_u64(&durable_shared->queue_limits_version);
 }
 
-PG_FUNCTION_INFO_V1(durable_task_queue_configured);
+PG_FUNCTION_INFO_V1(durable_task_queues_changed);
 
-/* durable._task_queue_configured(), called by configure_task_queue(). */
+/*
+ * The statement trigger on durable.task_queues (limits set, removed, or rows
+ * restored): backends forget what they knew of queue limits once it commits.
+ */
 Datum
-durable_task_queue_configured(PG_FUNCTION_ARGS)
+durable_task_queues_changed(PG_FUNCTION_ARGS)
 {
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("durable._task_queues_changed() must be called as a trigger")));
 	durable_queue_limits_changed_at_commit();
-	PG_RETURN_VOID();
+	return PointerGetDatum(NULL);
 }
 
 void

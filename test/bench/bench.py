@@ -209,6 +209,15 @@ def ceiling(conn, args):
             "machine_cpu_us_per_commit": round(busy * 1e6 / os.sysconf("SC_CLK_TCK") / commits)}
 
 
+# name: (activities per workflow, complete_and_poll?, label)
+THROUGHPUT_VARIANTS = {
+    "1_step": (1, False, "1-activity workflows, poll + complete"),
+    "1_step_complete_and_poll": (1, True, "1-activity workflows, complete_and_poll"),
+    "10_steps": (10, False, "10-activity workflows, poll + complete"),
+    "10_steps_complete_and_poll": (10, True, "10-activity workflows, complete_and_poll"),
+}
+
+
 def throughput(conn, args, steps, n, combined=False):
     clean(conn)
     prefix = "tp%d-" % steps
@@ -420,8 +429,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument("--scale", type=int, default=1, help="multiply the throughput counts")
     parser.add_argument("--variant", action="append",
-                        choices=["1_step", "10_steps", "10_steps_complete_and_poll"],
-                        help="throughput: only these variants (default: all three)")
+                        choices=list(THROUGHPUT_VARIANTS),
+                        help="throughput: only these variants (default: all four)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     scenarios = args.scenario or ["ceiling", "throughput", "sql", "fanout", "latency", "timers", "replay"]
@@ -441,10 +450,9 @@ def main():
             ceiling_tps = r["commits_per_s"]
         elif s == "throughput":
             n1, n10 = (500, 100) if args.quick else (5000 * args.scale, 1000 * args.scale)
-            variants = {"1_step": lambda: throughput(conn, args, 1, n1),
-                        "10_steps": lambda: throughput(conn, args, 10, n10),
-                        "10_steps_complete_and_poll": lambda: throughput(conn, args, 10, n10, combined=True)}
-            r = {k: run() for k, run in variants.items() if not args.variant or k in args.variant}
+            r = {k: throughput(conn, args, steps, n1 if steps == 1 else n10, combined)
+                 for k, (steps, combined, _) in THROUGHPUT_VARIANTS.items()
+                 if not args.variant or k in args.variant}
         elif s == "sql":
             r = sql_activities(conn, args)
         elif s == "fanout":
@@ -460,7 +468,7 @@ def main():
         print("%-10s %s" % (s, json.dumps(r)), flush=True)
 
     if ceiling_tps:
-        for key in ("1_step", "10_steps", "10_steps_complete_and_poll"):
+        for key in THROUGHPUT_VARIANTS:
             t = results["scenarios"].get("throughput", {}).get(key)
             if t:
                 t["activities_per_s_vs_ceiling"] = round(t["activities_per_s"] / ceiling_tps, 3)
@@ -484,8 +492,7 @@ def print_table(results):
     if "ceiling" in s:
         rows.append(("ceiling: one-row INSERT commits/s", s["ceiling"]["commits_per_s"], ""))
         rows.append(("ceiling: machine CPU us per commit", s["ceiling"]["machine_cpu_us_per_commit"], ""))
-    for key, label in (("1_step", "1-activity workflows"), ("10_steps", "10-activity workflows"),
-                       ("10_steps_complete_and_poll", "10-activity workflows, complete_and_poll")):
+    for key, (_, _, label) in THROUGHPUT_VARIANTS.items():
         t = s.get("throughput", {}).get(key)
         if t:
             rows.append(("%s: workflows/s" % label, t["workflows_per_s"], ""))

@@ -2,9 +2,9 @@
 # Instructions per activity, counted by callgrind: a measure of the hot path
 # that this shared, noisy machine cannot blur (timings move by 15% from run
 # to run; instruction counts by well under 1%).  As root:
-#   bash test/bench/callgrind.sh [WORKFLOWS]      (default 40, of 10 steps)
+#   bash test/bench/callgrind.sh [WORKFLOWS [STEPS]]   (default 40 workflows of 10 steps)
 # Builds and installs durable, starts a throwaway server with every process
-# under callgrind, lets the worker start WORKFLOWS workflows of 10
+# under callgrind, lets the worker start WORKFLOWS workflows of STEPS
 # activities, then one connection (test/bench/one_worker.c) does all their
 # activities with complete_and_poll.  Prints the instructions per activity
 # of every server process (the worker's included), and of that connection's
@@ -13,6 +13,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORKFLOWS=${1:-40}
+STEPS=${2:-10}
 PORT=${DURABLE_CALLGRIND_PORT:-54340}
 DIR=/tmp/durable-callgrind
 export PATH=/usr/lib/postgresql/15/bin:$PATH
@@ -45,7 +46,7 @@ as_postgres "PGDATABASE=postgres createdb bench && psql -Xq -c 'CREATE EXTENSION
 cp "$ROOT/test/bench/workflows.sql" "$DIR/" && chown postgres "$DIR/workflows.sql"
 as_postgres "psql -Xq -f workflows.sql"
 as_postgres "psql -Xq" <<EOF
-SELECT count(durable.start_workflow('bench_steps', '{"steps": 10, "queue": "cg"}', 'cg-' || i))
+SELECT count(durable.start_workflow('bench_steps', '{"steps": $STEPS, "queue": "cg"}', 'cg-' || i))
   FROM generate_series(1, $WORKFLOWS) i;
 EOF
 # the worker (slow under callgrind) runs every first workflow task
@@ -53,7 +54,7 @@ for _ in $(seq 1 300); do
     [ "$(as_postgres "psql -XAtc 'SELECT count(*) FROM durable.activity_tasks'")" = "$WORKFLOWS" ] && break
     sleep 1
 done
-as_postgres "./one_worker cg $((WORKFLOWS * 10))" > "$DIR/one_worker.out"
+as_postgres "./one_worker cg $((WORKFLOWS * STEPS))" > "$DIR/one_worker.out"
 as_postgres "pg_ctl -D data -m fast -w stop" >/dev/null
 trap - EXIT
 
