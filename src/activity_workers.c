@@ -633,22 +633,19 @@ required_token(FunctionCallInfo fcinfo)
 
 /*
  * Completes the attempt of the token; false if it is no longer current.
- * The hot path of every activity worker, in two statements: the first locks
- * the run (and reads the task, unless this backend handed the attempt out
- * and knows it); the second deletes the task row, if the attempt is still
- * the current started one, and appends ActivityTaskStarted and
- * ActivityTaskCompleted only if it did.  The task row is never locked by
- * itself: that would cost a WAL record, and the run lock already keeps
- * everyone but a heartbeat (which the delete waits for) away from it.
+ * The hot path of every activity worker, in two steps: the first locks the
+ * run (and reads the task, unless this backend handed the attempt out and
+ * knows it: then no statement, see rows.c); the second deletes the task
+ * row, if the attempt is still the current started one, and appends
+ * ActivityTaskStarted and ActivityTaskCompleted only if it did.  The task
+ * row is never locked by itself: that would cost a WAL record, and the run
+ * lock already keeps everyone but a heartbeat (which the delete waits for)
+ * away from it.
  */
 static bool
 complete_attempt(const char *token, Jsonb *result)
 {
 	static EnginePlan lock = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r", 1, {INT8OID}};
-	static EnginePlan end = {NULL,
-		"DELETE FROM durable.activity_tasks"
-		" WHERE task_id = $1 AND attempt = $2 AND status = 'started'",
-	2, {INT8OID, INT4OID}};
 	EngineScope scope;
 	ClaimedAttempt a;
 	HandedOut  *h = find_handed_out(token);
@@ -704,9 +701,7 @@ complete_attempt(const char *token, Jsonb *result)
 		events[1].details = json_end(&jb);
 		events[1].when = GetCurrentTimestamp();
 
-		values[0] = Int64GetDatum(task_id);
-		values[1] = Int32GetDatum(attempt);
-		current = engine_exec(&end, values, NULL, 0) == 1;
+		current = engine_delete_started_task(task_id, attempt);
 		if (current)
 		{
 			engine_append_events(&a.run, 2, events);

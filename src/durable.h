@@ -221,6 +221,17 @@ typedef struct LockedRun
 
 extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);
 extern bool engine_read_run(Datum run_id, LockedRun *run);
+
+/* rows.c: the hot row operations, without statements */
+typedef enum RunLockMode
+{
+	RUN_READ,
+	RUN_LOCK,
+	RUN_LOCK_OR_SKIP
+} RunLockMode;
+
+extern bool engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode);
+extern bool engine_delete_started_task(int64 task_id, int32 attempt);
 /*
  * The columns of a run that LockedRun holds, as queries read them (with a
  * table alias prefix, e.g. "r."): see engine_fill_locked_run().

@@ -19,12 +19,6 @@
  */
 #include "durable.h"
 
-#include "access/table.h"
-#include "access/genam.h"
-#include "access/heapam.h"
-#include "catalog/index.h"
-#include "executor/executor.h"
-#include "nodes/makefuncs.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_authid.h"
@@ -32,7 +26,6 @@
 #include "catalog/pg_type.h"
 #include "access/xact.h"
 #include "miscadmin.h"
-#include "tcop/utility.h"
 #include "utils/resowner.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -48,15 +41,7 @@
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
-typedef enum RunLockMode
-{
-	RUN_READ,
-	RUN_LOCK,
-	RUN_LOCK_OR_SKIP
-} RunLockMode;
 
-
-static bool engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode);
 
 Oid
 engine_owner(void)
@@ -274,7 +259,7 @@ engine_fill_locked_run(LockedRun *run, int first_col)
 bool
 engine_read_run(Datum run_id, LockedRun *run)
 {
-	return engine_lock_run_mode(run_id, run, RUN_READ);
+	return engine_find_run(run_id, run, RUN_READ);
 }
 
 /*
@@ -284,134 +269,7 @@ engine_read_run(Datum run_id, LockedRun *run)
 bool
 engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked)
 {
-	return engine_lock_run_mode(run_id, run, skip_locked ? RUN_LOCK_OR_SKIP : RUN_LOCK);
-}
-
-static bool
-engine_lock_run_mode(Datum run_id, LockedRun *run, RunLockMode mode)
-{
-	static EnginePlan wait_plan = {NULL,
-		"SELECT " RUN_COLUMNS " FROM durable.runs WHERE run_id = $1 FOR UPDATE",
-	1, {UUIDOID}};
-	static EnginePlan skip_plan = {NULL,
-		"SELECT " RUN_COLUMNS " FROM durable.runs WHERE run_id = $1 FOR UPDATE SKIP LOCKED",
-	1, {UUIDOID}};
-	static EnginePlan read_plan = {NULL,
-		"SELECT " RUN_COLUMNS " FROM durable.runs WHERE run_id = $1",
-	1, {UUIDOID}};
-	EnginePlan *plan = mode == RUN_READ ? &read_plan :
-		mode == RUN_LOCK_OR_SKIP ? &skip_plan : &wait_plan;
-	Datum		values[1] = {run_id};
-
-	if (engine_exec(plan, values, NULL, 1) == 0)
-		return false;
-	engine_fill_locked_run(run, 1);
-	return true;
-}
-
-static void engine_events_appended(LockedRun *run, int n, const NewEvent *events);
-
-/* The OID of durable.history, looked up once per backend and extension. */
-static Oid
-history_relid(void)
-{
-	static Oid	relid = InvalidOid;
-
-	if (!OidIsValid(relid) || !SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
-		relid = get_relname_relid("history", get_namespace_oid("durable", false));
-	if (!OidIsValid(relid))
-		elog(ERROR, "durable.history does not exist");
-	return relid;
-}
-
-/* Index entries for a heap tuple just inserted (plain column indexes only). */
-static void
-insert_index_entries(ResultRelInfo *rri, TupleTableSlot *slot, HeapTuple tuple)
-{
-	for (int i = 0; i < rri->ri_NumIndices; i++)
-	{
-		Relation	index = rri->ri_IndexRelationDescs[i];
-		IndexInfo  *info = rri->ri_IndexRelationInfo[i];
-		Datum		values[INDEX_MAX_KEYS];
-		bool		isnull[INDEX_MAX_KEYS];
-
-		Assert(info->ii_Expressions == NIL && info->ii_Predicate == NIL);
-		FormIndexDatum(info, slot, NULL, values, isnull);
-		index_insert(index, values, isnull, &tuple->t_self, rri->ri_RelationDesc,
-					 info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info);
-	}
-}
-
-/*
- * Appends events to a locked run's history, with ids from its
- * next_event_id on.  The rows are written as PostgreSQL writes its catalogs:
- * heap_insert() and an insert into the table's one index (its primary key),
- * with no statement around them.  A statement would cost more to set up
- * than the rows cost to write, and history rows need nothing a statement
- * gives: no defaults, no CHECKs, no triggers, no RLS on inserts (only the
- * extension owner writes the table).  Unique violations are reported as by
- * an INSERT.
- */
-void
-engine_append_events(LockedRun *run, int n, const NewEvent *events)
-{
-	Relation	rel;
-	ResultRelInfo *rri;
-	TupleTableSlot *slot;
-
-	/* what an INSERT would check first (a hot standby's sessions included) */
-	PreventCommandIfReadOnly("INSERT INTO durable.history");
-	rel = table_open(history_relid(), RowExclusiveLock);
-	rri = makeNode(ResultRelInfo);
-	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
-	for (int i = 0; i < n; i++)
-	{
-		Datum		values[5];
-		bool		nulls[5] = {false, false, false, false, false};
-		HeapTuple	tuple;
-
-		values[0] = run->run_id;
-		values[1] = Int64GetDatum(run->next_event_id + i);
-		values[2] = TimestampTzGetDatum(events[i].when);
-		values[3] = CStringGetTextDatum(events[i].type);
-		values[4] = JsonbPGetDatum(events[i].details);
-		tuple = heap_form_tuple(RelationGetDescr(rel), values, nulls);
-		heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
-		ExecStoreHeapTuple(tuple, slot, false);
-		insert_index_entries(rri, slot, tuple);
-		heap_freetuple(tuple);
-	}
-	ExecDropSingleTupleTableSlot(slot);
-	ExecCloseIndices(rri);
-	table_close(rel, NoLock);
-	engine_events_appended(run, n, events);
-}
-
-/*
- * The bookkeeping of events a statement has just inserted with ids from the
- * run's next_event_id on: the run's counter, and this backend's cached
- * history of it.
- */
-static void
-engine_events_appended(LockedRun *run, int n, const NewEvent *events)
-{
-	for (int k = 0; k < n; k++)
-	{
-		history_note_appended(run, run->next_event_id, events[k].when,
-							  events[k].type, events[k].details);
-		run->next_event_id++;
-	}
-}
-
-void
-engine_append_event(LockedRun *run, const char *event_type, Jsonb *details,
-					TimestampTz when)
-{
-	NewEvent	event = {event_type, details, when};
-
-	engine_append_events(run, 1, &event);
+	return engine_find_run(run_id, run, skip_locked ? RUN_LOCK_OR_SKIP : RUN_LOCK);
 }
 
 /* Records the appended events on the run row (nothing else changed). */
