@@ -227,6 +227,41 @@ SELECT activity, attempt FROM durable.poll_activity('eager-to', wait => '10 s') 
 SELECT event_type, details->>'timeout' AS timeout FROM durable.history('eager-to-1')
  WHERE event_type = 'ActivityTaskTimedOut';
 
+-- Many steps of one run in one transaction: the run row's page fills with
+-- versions no one may prune yet, and its updates stop being heap-only (they
+-- need index entries).  The run is still found through every index.
+CREATE FUNCTION many_steps(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE total int := 0;
+BEGIN
+  FOR i IN 1..200 LOOP
+    total := total + durable.activity('step', to_jsonb(i), 'eager-many')::int;
+  END LOOP;
+  RETURN to_jsonb(total);
+END $$;
+SELECT durable.start_workflow('many_steps', '{}', 'eager-many-1');
+SELECT task_token AS token, input FROM durable.poll_activity('eager-many', wait => '10 s') \gset
+SELECT set_config('eager.token', :'token', false), set_config('eager.input', :'input', false) \gset
+DO $$
+DECLARE token text := current_setting('eager.token');
+        input jsonb := current_setting('eager.input')::jsonb;
+        t durable.activity_task;
+BEGIN
+  LOOP
+    SELECT * INTO t FROM durable.complete_and_poll(token, input, 'eager-many');
+    EXIT WHEN t.task_token IS NULL;
+    token := t.task_token;
+    input := t.input;
+  END LOOP;
+END $$;
+SELECT durable.result('eager-many-1');
+SET enable_seqscan = off;
+SELECT count(*) AS by_run_id FROM durable.runs
+ WHERE run_id = (SELECT run_id FROM durable.describe('eager-many-1'));
+SELECT count(*) AS by_workflow_id FROM durable.runs WHERE workflow_id = 'eager-many-1';
+SELECT next_event_id - 1 = (SELECT max(event_id) FROM durable.history('eager-many-1')) AS counted
+  FROM durable.runs WHERE workflow_id = 'eager-many-1';
+RESET enable_seqscan;
+
 -- A session that has created temporary objects leaves the task to the
 -- worker (code run by the worker never sees temporary objects).  Last in
 -- this file: that holds for the rest of the session.

@@ -84,61 +84,38 @@ drop_task_timers(ClaimedAttempt *a, bool all)
 
 /* ---- scheduling, from a workflow task ---- */
 
-/* The statement that inserts a new activity's task row. */
-#define INSERT_TASK(status_columns, status_values) \
-	"INSERT INTO durable.activity_tasks (run_id, handle, workflow_id, activity," \
-	" task_queue, input, retry_policy, timeouts, priority, scheduled_at, ready_at" \
-	status_columns ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10" \
-	status_values ") RETURNING task_id"
-#define SAVE_RUN	"WITH u AS (UPDATE durable.runs SET next_event_id = $12 WHERE run_id = $1) "
-#define READY_TASK		INSERT_TASK("", "")
-#define STARTED_TASK	INSERT_TASK(", status, started_at, worker", ", 'started', $10, $11")
-#define INSERT_TASK_ARGS \
-	12, {UUIDOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, \
-		 INT4OID, TIMESTAMPTZOID, TEXTOID, INT8OID}
-
 /*
  * Appends the events (one or two) and inserts the task row of a new
  * activity: ready for the queue's pollers, or already started by
- * complete_and_poll()'s caller (eager dispatch).  With save_run, the same
- * statement records the run's next_event_id (the caller has no more events
- * to append).  Returns the task_id.
+ * complete_and_poll()'s caller (eager dispatch).  With save_run, the run's
+ * next_event_id is recorded too (the caller has no more events to append).
+ * Returns the task_id.
  */
 static int64
 insert_task(LockedRun *run, int32 handle, const char *activity,
 			const char *task_queue, Jsonb *input, ActivityOptions *options,
 			TimestampTz now, bool eager, int nevents, NewEvent *events, bool save_run)
 {
-	/* [eager][save_run] */
-	static EnginePlan plans[2][2] = {
-		{{NULL, READY_TASK, INSERT_TASK_ARGS}, {NULL, SAVE_RUN READY_TASK, INSERT_TASK_ARGS}},
-		{{NULL, STARTED_TASK, INSERT_TASK_ARGS}, {NULL, SAVE_RUN STARTED_TASK, INSERT_TASK_ARGS}}};
-	Datum		values[12];
-	char		nulls[12];
-	bool		isnull;
+	NewTask		task;
+	int64		task_id;
 
 	engine_append_events(run, nevents, events);
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = run->run_id;
-	values[1] = Int32GetDatum(handle);
-	values[2] = CStringGetTextDatum(run->workflow_id);
-	values[3] = CStringGetTextDatum(activity);
-	values[4] = CStringGetTextDatum(task_queue);
-	values[5] = jsonb_datum_or_null(input, &isnull);
-	if (isnull)
-		nulls[5] = 'n';
-	values[6] = JsonbPGetDatum(options->retry_policy);
-	values[7] = JsonbPGetDatum(options->timeouts);
-	values[8] = Int32GetDatum(options->priority);
-	values[9] = TimestampTzGetDatum(now);
-	values[10] = (Datum) 0;
-	if (eager && activity_eager_worker() != NULL)
-		values[10] = CStringGetTextDatum(activity_eager_worker());
-	else
-		nulls[10] = 'n';
-	values[11] = Int64GetDatum(run->next_event_id);
-	engine_exec(&plans[eager ? 1 : 0][save_run ? 1 : 0], values, nulls, 1);
-	return DatumGetInt64(engine_get(0, 1, &isnull));
+	task.run_id = run->run_id;
+	task.handle = handle;
+	task.workflow_id = run->workflow_id;
+	task.activity = activity;
+	task.task_queue = task_queue;
+	task.input = input;
+	task.retry_policy = options->retry_policy;
+	task.timeouts = options->timeouts;
+	task.priority = options->priority;
+	task.now = now;
+	task.started = eager;
+	task.worker = eager ? activity_eager_worker() : NULL;
+	task_id = engine_insert_task(&task);
+	if (save_run)
+		engine_save_next_event_id(run);
+	return task_id;
 }
 
 /*

@@ -232,6 +232,25 @@ typedef enum RunLockMode
 
 extern bool engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode);
 extern bool engine_delete_started_task(int64 task_id, int32 attempt);
+
+/* A new activity's task row. */
+typedef struct NewTask
+{
+	Datum		run_id;
+	int32		handle;
+	const char *workflow_id;
+	const char *activity;
+	const char *task_queue;
+	Jsonb	   *input;			/* or NULL */
+	Jsonb	   *retry_policy;
+	Jsonb	   *timeouts;
+	int32		priority;
+	TimestampTz now;			/* scheduled (and started) at */
+	bool		started;		/* by the caller of complete_and_poll() */
+	const char *worker;			/* that caller's worker name, or NULL */
+} NewTask;
+
+extern int64 engine_insert_task(const NewTask *task);
 /*
  * The columns of a run that LockedRun holds, as queries read them (with a
  * table alias prefix, e.g. "r."): see engine_fill_locked_run().

@@ -272,18 +272,6 @@ engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked)
 	return engine_find_run(run_id, run, skip_locked ? RUN_LOCK_OR_SKIP : RUN_LOCK);
 }
 
-/* Records the appended events on the run row (nothing else changed). */
-void
-engine_save_next_event_id(LockedRun *run)
-{
-	static EnginePlan plan = {NULL,
-		"UPDATE durable.runs SET next_event_id = $2 WHERE run_id = $1",
-	2, {UUIDOID, INT8OID}};
-	Datum		values[2] = {run->run_id, Int64GetDatum(run->next_event_id)};
-
-	engine_exec(&plan, values, NULL, 0);
-}
-
 /*
  * Records the appended events on the run row and makes a workflow task due,
  * waking the worker when this transaction commits.

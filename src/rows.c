@@ -29,8 +29,11 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_enum.h"
+#include "commands/sequence.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -250,6 +253,72 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 	return found;
 }
 
+/*
+ * Records the appended events on the locked run's row (nothing else
+ * changes): as "UPDATE durable.runs SET next_event_id = ... WHERE run_id =
+ * ...", a heap-only update when the page has room (no indexed column
+ * changes), with index entries otherwise.
+ */
+void
+engine_save_next_event_id(LockedRun *run)
+{
+	static Oid	relid = InvalidOid;
+	Relation	rel;
+	EState	   *estate;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+	AttrNumber	attnum;
+	ItemPointerData tid;
+#if PG_VERSION_NUM >= 160000
+	TU_UpdateIndexes update_indexes;
+#else
+	bool		update_indexes;
+#endif
+
+	PreventCommandIfReadOnly("UPDATE durable.runs");
+	snapshot = begin_statement();
+	rel = table_open(durable_relid(&relid, "runs"), RowExclusiveLock);
+	estate = CreateExecutorState();
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
+	/* the caller holds the row locked: this is its newest version */
+	if (!find_by_primary_key(rel, F_UUID_EQ, run->run_id, snapshot, slot))
+		elog(ERROR, "workflow run to update was not found");
+	attnum = run_attnums(RelationGetRelid(rel))->next_event_id;
+	slot_getallattrs(slot);
+	tid = slot->tts_tid;
+	slot = ExecCopySlot(ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual), slot);
+	slot->tts_values[attnum - 1] = Int64GetDatum(run->next_event_id);
+	slot->tts_isnull[attnum - 1] = false;
+	simple_table_tuple_update(rel, &tid, slot, snapshot, &update_indexes);
+#if PG_VERSION_NUM >= 160000
+	if (update_indexes != TU_None)
+#else
+	if (update_indexes)
+#endif
+	{
+		ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+		/*
+		 * Not flagged as an update: that flag only adds the hint that an
+		 * index's key is unchanged, which the executor finds in the range
+		 * table this update has none of.
+		 */
+		InitResultRelInfo(rri, rel, 1, NULL, 0);
+		ExecOpenIndices(rri, false);
+#if PG_VERSION_NUM >= 160000
+		ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL,
+							  update_indexes == TU_Summarizing);
+#else
+		ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+#endif
+		ExecCloseIndices(rri);
+	}
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	PopActiveSnapshot();
+}
+
 /* ---- the task row of an attempt that ended ---- */
 
 /*
@@ -310,6 +379,177 @@ engine_delete_started_task(int64 task_id, int32 attempt)
 	table_close(rel, NoLock);
 	PopActiveSnapshot();
 	return deleted;
+}
+
+/* ---- the task row of a new activity ---- */
+
+/* Where NewTask's columns are in durable.activity_tasks, and what they hold. */
+typedef struct TaskColumns
+{
+	Oid			relid;
+	Oid			task_id_sequence;
+	Oid			scheduled,		/* the status enum's values */
+				started;
+	AttrNumber	task_id,
+				run_id,
+				handle,
+				workflow_id,
+				activity,
+				task_queue,
+				input,
+				retry_policy,
+				timeouts,
+				priority,
+				attempt,
+				status,
+				scheduled_at,
+				ready_at,
+				started_at,
+				worker,
+				cancel_requested;
+} TaskColumns;
+
+static Oid
+enum_value(Oid enumtype, const char *label)
+{
+	Oid			value = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
+										ObjectIdGetDatum(enumtype),
+										CStringGetDatum(label));
+
+	if (!OidIsValid(value))
+		elog(ERROR, "enum type %u has no value %s", enumtype, label);
+	return value;
+}
+
+static AttrNumber
+known_column(Oid relid, const char *column, Bitmapset **known)
+{
+	AttrNumber	attnum = column_attnum(relid, column);
+
+	*known = bms_add_member(*known, attnum);
+	return attnum;
+}
+
+/*
+ * Looks the columns up once per backend (and table).  Every other column
+ * must be one that an INSERT naming these would leave NULL: a column with a
+ * default this code does not know about is an error, not a silent NULL.
+ */
+static const TaskColumns *
+task_columns(Relation rel)
+{
+	static TaskColumns c = {InvalidOid};
+	Oid			relid = RelationGetRelid(rel);
+	TupleDesc	desc = RelationGetDescr(rel);
+	Bitmapset  *known = NULL;
+
+	if (c.relid == relid)
+		return &c;
+	c.task_id = known_column(relid, "task_id", &known);
+	c.run_id = known_column(relid, "run_id", &known);
+	c.handle = known_column(relid, "handle", &known);
+	c.workflow_id = known_column(relid, "workflow_id", &known);
+	c.activity = known_column(relid, "activity", &known);
+	c.task_queue = known_column(relid, "task_queue", &known);
+	c.input = known_column(relid, "input", &known);
+	c.retry_policy = known_column(relid, "retry_policy", &known);
+	c.timeouts = known_column(relid, "timeouts", &known);
+	c.priority = known_column(relid, "priority", &known);
+	c.attempt = known_column(relid, "attempt", &known);
+	c.status = known_column(relid, "status", &known);
+	c.scheduled_at = known_column(relid, "scheduled_at", &known);
+	c.ready_at = known_column(relid, "ready_at", &known);
+	c.started_at = known_column(relid, "started_at", &known);
+	c.worker = known_column(relid, "worker", &known);
+	c.cancel_requested = known_column(relid, "cancel_requested", &known);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && !bms_is_member(att->attnum, known) &&
+			(att->atthasdef || att->attnotnull || att->attgenerated))
+			elog(ERROR, "column %s of durable.activity_tasks is not known to this version of durable",
+				 NameStr(att->attname));
+	}
+	c.scheduled = enum_value(TupleDescAttr(desc, c.status - 1)->atttypid, "scheduled");
+	c.started = enum_value(TupleDescAttr(desc, c.status - 1)->atttypid, "started");
+#if PG_VERSION_NUM >= 170000
+	c.task_id_sequence = getIdentitySequence(rel, c.task_id, false);
+#else
+	c.task_id_sequence = getIdentitySequence(relid, c.task_id, false);
+#endif
+	c.relid = relid;
+	return &c;
+}
+
+/*
+ * Inserts the task row of a new activity, as an INSERT naming these columns
+ * would (task_id from its identity sequence, the others NULL, uniqueness and
+ * partial indexes as the executor checks them): scheduled, or already
+ * started by the caller of complete_and_poll().  Returns its task_id.
+ */
+int64
+engine_insert_task(const NewTask *t)
+{
+	static Oid	relid = InvalidOid;
+	Relation	rel;
+	const TaskColumns *c;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	Datum	   *values;
+	bool	   *nulls;
+	int64		task_id;
+
+	PreventCommandIfReadOnly("INSERT INTO durable.activity_tasks");
+	rel = table_open(durable_relid(&relid, "activity_tasks"), RowExclusiveLock);
+	c = task_columns(rel);
+	task_id = nextval_internal(c->task_id_sequence, false);
+
+	estate = CreateExecutorState();
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	values = slot->tts_values;
+	nulls = slot->tts_isnull;
+	ExecClearTuple(slot);
+	memset(nulls, true, sizeof(bool) * RelationGetDescr(rel)->natts);
+#define SET(col, value) (values[c->col - 1] = (value), nulls[c->col - 1] = false)
+	SET(task_id, Int64GetDatum(task_id));
+	SET(run_id, t->run_id);
+	SET(handle, Int32GetDatum(t->handle));
+	SET(workflow_id, CStringGetTextDatum(t->workflow_id));
+	SET(activity, CStringGetTextDatum(t->activity));
+	SET(task_queue, CStringGetTextDatum(t->task_queue));
+	if (t->input)
+		SET(input, JsonbPGetDatum(t->input));
+	SET(retry_policy, JsonbPGetDatum(t->retry_policy));
+	SET(timeouts, JsonbPGetDatum(t->timeouts));
+	SET(priority, Int32GetDatum(t->priority));
+	SET(attempt, Int32GetDatum(1));
+	SET(status, ObjectIdGetDatum(t->started ? c->started : c->scheduled));
+	SET(scheduled_at, TimestampTzGetDatum(t->now));
+	SET(ready_at, TimestampTzGetDatum(t->now));
+	if (t->started)
+		SET(started_at, TimestampTzGetDatum(t->now));
+	if (t->started && t->worker)
+		SET(worker, CStringGetTextDatum(t->worker));
+	SET(cancel_requested, BoolGetDatum(false));
+#undef SET
+	ExecStoreVirtualTuple(slot);
+
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	simple_table_tuple_insert(rel, slot);
+#if PG_VERSION_NUM >= 160000
+	ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL, false);
+#else
+	ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+#endif
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	return task_id;
 }
 
 /* ---- history rows ---- */
