@@ -100,6 +100,29 @@ column_attnum(Oid relid, const char *column)
 	return attnum;
 }
 
+/*
+ * The index entries of the tuple just written from slot, as the executor
+ * makes them: partial indexes' predicates, unique and exclusion checks.
+ * (An update is not flagged as one: the flag only adds the hint that an
+ * index's key is unchanged, which the executor would look for in a range
+ * table these writes have none of.)
+ */
+static void
+add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate, bool summarizing_only)
+{
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+#if PG_VERSION_NUM >= 160000
+	ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL, summarizing_only);
+#else
+	Assert(!summarizing_only);
+	ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+#endif
+	ExecCloseIndices(rri);
+}
+
 /* ---- the run row ---- */
 
 /* Where LockedRun's columns are in durable.runs (by name: columns may be added). */
@@ -292,27 +315,11 @@ engine_save_next_event_id(LockedRun *run)
 	simple_table_tuple_update(rel, &tid, slot, snapshot, &update_indexes);
 #if PG_VERSION_NUM >= 160000
 	if (update_indexes != TU_None)
+		add_index_entries(rel, slot, estate, update_indexes == TU_Summarizing);
 #else
 	if (update_indexes)
+		add_index_entries(rel, slot, estate, false);
 #endif
-	{
-		ResultRelInfo *rri = makeNode(ResultRelInfo);
-
-		/*
-		 * Not flagged as an update: that flag only adds the hint that an
-		 * index's key is unchanged, which the executor finds in the range
-		 * table this update has none of.
-		 */
-		InitResultRelInfo(rri, rel, 1, NULL, 0);
-		ExecOpenIndices(rri, false);
-#if PG_VERSION_NUM >= 160000
-		ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL,
-							  update_indexes == TU_Summarizing);
-#else
-		ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
-#endif
-		ExecCloseIndices(rri);
-	}
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
@@ -495,7 +502,6 @@ engine_insert_task(const NewTask *t)
 	Relation	rel;
 	const TaskColumns *c;
 	EState	   *estate;
-	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	Datum	   *values;
 	bool	   *nulls;
@@ -536,16 +542,8 @@ engine_insert_task(const NewTask *t)
 #undef SET
 	ExecStoreVirtualTuple(slot);
 
-	rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
 	simple_table_tuple_insert(rel, slot);
-#if PG_VERSION_NUM >= 160000
-	ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL, false);
-#else
-	ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
-#endif
-	ExecCloseIndices(rri);
+	add_index_entries(rel, slot, estate, false);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
