@@ -208,8 +208,6 @@ check_task_queue_name(text *queue)
 				 errmsg("task queue name must not be empty")));
 }
 
-#define CLAIM_COLUMNS 9
-
 /*
  * The attempts this backend handed out last, with what completing one
  * needs: a worker usually completes on the connection it polled with
@@ -430,21 +428,10 @@ static int
 claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 			int max_tasks, long *retry_ms)
 {
-	static EnginePlan claim = {NULL,
-		"UPDATE durable.activity_tasks t"
-		"    SET status = 'started', started_at = $4, worker = $3"
-		"  WHERE t.task_id = ANY (ARRAY("
-		"    SELECT task_id FROM durable.activity_tasks"
-		"     WHERE task_queue = $1 AND status = 'scheduled' AND ready_at <= $4"
-		"     ORDER BY priority DESC, ready_at, task_id LIMIT $2 FOR UPDATE SKIP LOCKED))"
-		" RETURNING t.task_id, t.attempt, t.workflow_id, t.activity, t.input,"
-		"           t.heartbeat_details, t.run_id, t.timeouts, t.handle",
-	4, {TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
 	EngineScope scope;
-	Datum		values[4];
-	char		nulls[4] = "    ";
 	TimestampTz now = GetCurrentTimestamp();
 	double		tokens;
+	ClaimedTask *claimed;
 	int			n;
 
 	engine_enter(&scope);
@@ -454,55 +441,37 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		engine_leave(&scope);
 		return 0;
 	}
-	values[0] = CStringGetTextDatum(queue);
-	values[1] = Int32GetDatum(max_tasks);
-	values[2] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
-	if (!worker)
-		nulls[2] = 'n';
-	values[3] = TimestampTzGetDatum(now);
-	n = engine_exec(&claim, values, nulls, 0);
+	claimed = palloc(sizeof(ClaimedTask) * max_tasks);
+	n = engine_claim_tasks(queue, worker, now, max_tasks, claimed);
 	eager_streak = 0;			/* the queue had its turn */
 	if (n > 0)
-	{
-		/* read the claimed rows before other queries of ours run */
-		Datum	   *rows = palloc(sizeof(Datum) * CLAIM_COLUMNS * n);
-		bool	   *rownulls = palloc(sizeof(bool) * CLAIM_COLUMNS * n);
-
 		durable_wake_queue_at_abort(queue);
-		for (int i = 0; i < n; i++)
-			for (int col = 0; col < CLAIM_COLUMNS; col++)
-				rows[i * CLAIM_COLUMNS + col] =
-					engine_get(i, col + 1, &rownulls[i * CLAIM_COLUMNS + col]);
-		for (int i = 0; i < n; i++)
-		{
-			Datum	   *row = &rows[i * CLAIM_COLUMNS];
-			bool	   *rownull = &rownulls[i * CLAIM_COLUMNS];
-			int64		task_id = DatumGetInt64(row[0]);
-			int32		attempt = DatumGetInt32(row[1]);
-			Jsonb	   *timeouts = DatumGetJsonbP(row[7]);
+	for (int i = 0; i < n; i++)
+	{
+		ClaimedTask *c = &claimed[i];
+		Attempt		t;
 
-			Attempt		t;
-
-			activity_start_timeout(row[6], task_id, attempt, timeouts, "start_to_close", now);
-			activity_start_timeout(row[6], task_id, attempt, timeouts, "heartbeat", now);
-			t.task_id = task_id;
-			t.attempt = attempt;
-			t.workflow_id = TextDatumGetCString(row[2]);
-			t.activity = TextDatumGetCString(row[3]);
-			t.input = rownull[4] ? NULL : DatumGetJsonbP(row[4]);
-			t.heartbeat_details = row[5];
-			t.no_details = rownull[5];
-			t.run_id = row[6];
-			t.handle = DatumGetInt32(row[8]);
-			t.task_queue = queue;
-			t.worker = worker;
-			t.started_at = now;
-			t.has_timeouts = JB_ROOT_COUNT(timeouts) > 0;
-			put_task(rsinfo, &t);
-		}
-		if (tokens >= 0)
-			spend_tokens(queue, tokens - n, now);
+		activity_start_timeout(c->run_id, c->task_id, c->attempt, c->timeouts,
+							   "start_to_close", now);
+		activity_start_timeout(c->run_id, c->task_id, c->attempt, c->timeouts,
+							   "heartbeat", now);
+		t.task_id = c->task_id;
+		t.attempt = c->attempt;
+		t.workflow_id = c->workflow_id;
+		t.activity = c->activity;
+		t.input = c->input;
+		t.heartbeat_details = c->heartbeat_details ? JsonbPGetDatum(c->heartbeat_details) : (Datum) 0;
+		t.no_details = c->heartbeat_details == NULL;
+		t.run_id = c->run_id;
+		t.handle = c->handle;
+		t.task_queue = queue;
+		t.worker = worker;
+		t.started_at = now;
+		t.has_timeouts = JB_ROOT_COUNT(c->timeouts) > 0;
+		put_task(rsinfo, &t);
 	}
+	if (n > 0 && tokens >= 0)
+		spend_tokens(queue, tokens - n, now);
 	engine_leave(&scope);
 	return n;
 }

@@ -251,6 +251,23 @@ typedef struct NewTask
 } NewTask;
 
 extern int64 engine_insert_task(const NewTask *task);
+
+/* A task claimed by a poll, with what handing it out needs. */
+typedef struct ClaimedTask
+{
+	int64		task_id;
+	int32		attempt;
+	int32		handle;
+	Datum		run_id;			/* uuid */
+	char	   *workflow_id;
+	char	   *activity;
+	Jsonb	   *input;			/* or NULL */
+	Jsonb	   *heartbeat_details;	/* or NULL */
+	Jsonb	   *timeouts;
+} ClaimedTask;
+
+extern int	engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
+							   int max_tasks, ClaimedTask *claimed);
 /*
  * The columns of a run that LockedRun holds, as queries read them (with a
  * table alias prefix, e.g. "r."): see engine_fill_locked_run().

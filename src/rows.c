@@ -123,6 +123,30 @@ add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate, bool summa
 	ExecCloseIndices(rri);
 }
 
+/*
+ * Replaces the row at tid (locked by this transaction) with slot's values:
+ * a heap-only update when no indexed column changes and the page has room,
+ * else with index entries for the new version.
+ */
+static void
+update_row(Relation rel, ItemPointer tid, TupleTableSlot *slot, Snapshot snapshot,
+		   EState *estate)
+{
+#if PG_VERSION_NUM >= 160000
+	TU_UpdateIndexes update_indexes;
+
+	simple_table_tuple_update(rel, tid, slot, snapshot, &update_indexes);
+	if (update_indexes != TU_None)
+		add_index_entries(rel, slot, estate, update_indexes == TU_Summarizing);
+#else
+	bool		update_indexes;
+
+	simple_table_tuple_update(rel, tid, slot, snapshot, &update_indexes);
+	if (update_indexes)
+		add_index_entries(rel, slot, estate, false);
+#endif
+}
+
 /* ---- the run row ---- */
 
 /* Where LockedRun's columns are in durable.runs (by name: columns may be added). */
@@ -204,16 +228,21 @@ fill_run(LockedRun *run, TupleTableSlot *slot, const RunAttnums *a)
  * SERIALIZABLE, a serialization failure.  False: skipped, or deleted.
  */
 static bool
-lock_row(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locked)
+lock_row(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locked,
+		 bool *traversed)
 {
 	TM_FailureData tmfd;
 	TM_Result	result;
+
+	tmfd.traversed = false;
 
 	result = table_tuple_lock(rel, &slot->tts_tid, snapshot, slot,
 							  GetCurrentCommandId(false), LockTupleExclusive,
 							  skip_locked ? LockWaitSkip : LockWaitBlock,
 							  IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
 							  &tmfd);
+	if (traversed)
+		*traversed = tmfd.traversed;
 	switch (result)
 	{
 		case TM_Ok:
@@ -266,7 +295,7 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 	slot = table_slot_create(rel, NULL);
 	found = find_by_primary_key(rel, F_UUID_EQ, run_id, snapshot, slot);
 	if (found && mode != RUN_READ)
-		found = lock_row(rel, slot, snapshot, mode == RUN_LOCK_OR_SKIP);
+		found = lock_row(rel, slot, snapshot, mode == RUN_LOCK_OR_SKIP, NULL);
 	if (found)
 		fill_run(run, slot, run_attnums(RelationGetRelid(rel)));
 
@@ -292,11 +321,6 @@ engine_save_next_event_id(LockedRun *run)
 	Snapshot	snapshot;
 	AttrNumber	attnum;
 	ItemPointerData tid;
-#if PG_VERSION_NUM >= 160000
-	TU_UpdateIndexes update_indexes;
-#else
-	bool		update_indexes;
-#endif
 
 	PreventCommandIfReadOnly("UPDATE durable.runs");
 	snapshot = begin_statement();
@@ -312,14 +336,7 @@ engine_save_next_event_id(LockedRun *run)
 	slot = ExecCopySlot(ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual), slot);
 	slot->tts_values[attnum - 1] = Int64GetDatum(run->next_event_id);
 	slot->tts_isnull[attnum - 1] = false;
-	simple_table_tuple_update(rel, &tid, slot, snapshot, &update_indexes);
-#if PG_VERSION_NUM >= 160000
-	if (update_indexes != TU_None)
-		add_index_entries(rel, slot, estate, update_indexes == TU_Summarizing);
-#else
-	if (update_indexes)
-		add_index_entries(rel, slot, estate, false);
-#endif
+	update_row(rel, &tid, slot, snapshot, estate);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
@@ -380,7 +397,7 @@ engine_delete_started_task(int64 task_id, int32 attempt)
 		if (result != TM_Updated && result != TM_Deleted)
 			elog(ERROR, "unexpected result %d deleting an activity task", (int) result);
 		/* its newest version, locked (or an error, or gone) */
-		found = lock_row(rel, slot, snapshot, false);
+		found = lock_row(rel, slot, snapshot, false, NULL);
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
@@ -413,7 +430,8 @@ typedef struct TaskColumns
 				ready_at,
 				started_at,
 				worker,
-				cancel_requested;
+				cancel_requested,
+				heartbeat_details;	/* not written by an insert */
 } TaskColumns;
 
 static Oid
@@ -469,6 +487,7 @@ task_columns(Relation rel)
 	c.started_at = known_column(relid, "started_at", &known);
 	c.worker = known_column(relid, "worker", &known);
 	c.cancel_requested = known_column(relid, "cancel_requested", &known);
+	c.heartbeat_details = column_attnum(relid, "heartbeat_details");
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -548,6 +567,146 @@ engine_insert_task(const NewTask *t)
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
 	return task_id;
+}
+
+/* ---- claiming ready tasks ---- */
+
+/* The ready tasks' index, durable.activity_tasks_ready. */
+static Oid
+ready_index(Relation rel)
+{
+	static Oid	indexid = InvalidOid;
+	static Oid	of_relid = InvalidOid;
+
+	if (of_relid != RelationGetRelid(rel) ||
+		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(indexid)))
+	{
+		indexid = get_relname_relid("activity_tasks_ready", RelationGetNamespace(rel));
+		if (!OidIsValid(indexid))
+			elog(ERROR, "index durable.activity_tasks_ready does not exist");
+		of_relid = RelationGetRelid(rel);
+	}
+	return indexid;
+}
+
+/* Is the task in slot ready, on queue, at now? */
+static bool
+task_is_ready(TupleTableSlot *slot, const TaskColumns *c, text *queue, TimestampTz now)
+{
+	bool		isnull;
+	text	   *row_queue;
+
+	if (DatumGetObjectId(slot_getattr(slot, c->status, &isnull)) != c->scheduled ||
+		DatumGetTimestampTz(slot_getattr(slot, c->ready_at, &isnull)) > now)
+		return false;
+	row_queue = DatumGetTextPP(slot_getattr(slot, c->task_queue, &isnull));
+	return VARSIZE_ANY_EXHDR(row_queue) == VARSIZE_ANY_EXHDR(queue) &&
+		memcmp(VARDATA_ANY(row_queue), VARDATA_ANY(queue), VARSIZE_ANY_EXHDR(queue)) == 0;
+}
+
+/* A jsonb column of slot, copied to outlive the engine's scope; NULL if null. */
+static Jsonb *
+slot_jsonb(TupleTableSlot *slot, AttrNumber attnum)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, attnum, &isnull);
+	Jsonb	   *j;
+	Jsonb	   *copy;
+
+	if (isnull)
+		return NULL;
+	j = DatumGetJsonbP(d);
+	copy = SPI_palloc(VARSIZE(j));
+	memcpy(copy, j, VARSIZE(j));
+	return copy;
+}
+
+static void
+fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
+{
+	bool		isnull;
+	pg_uuid_t  *run_id = SPI_palloc(sizeof(pg_uuid_t));
+
+	t->task_id = DatumGetInt64(slot_getattr(slot, c->task_id, &isnull));
+	t->attempt = DatumGetInt32(slot_getattr(slot, c->attempt, &isnull));
+	t->handle = DatumGetInt32(slot_getattr(slot, c->handle, &isnull));
+	memcpy(run_id, DatumGetUUIDP(slot_getattr(slot, c->run_id, &isnull)), sizeof(pg_uuid_t));
+	t->run_id = UUIDPGetDatum(run_id);
+	t->workflow_id = slot_text(slot, c->workflow_id);
+	t->activity = slot_text(slot, c->activity);
+	t->input = slot_jsonb(slot, c->input);
+	t->heartbeat_details = slot_jsonb(slot, c->heartbeat_details);
+	t->timeouts = slot_jsonb(slot, c->timeouts);
+}
+
+/*
+ * Claims up to max_tasks ready tasks of the queue into claimed[], highest
+ * priority first, then oldest, passing over rows someone holds; returns how
+ * many.  As the statement
+ *   UPDATE ... SET status = 'started', started_at = now, worker = worker
+ *    WHERE task_id = ANY (ARRAY(SELECT task_id ... WHERE task_queue = queue
+ *      AND status = 'scheduled' AND ready_at <= now ORDER BY priority DESC,
+ *      ready_at, task_id LIMIT max_tasks FOR UPDATE SKIP LOCKED))
+ * would, reading the ready tasks' index in its order: a row changed since the
+ * snapshot is locked in its newest version and looked at again (READ
+ * COMMITTED), or is a serialization failure (REPEATABLE READ).
+ */
+int
+engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
+				   int max_tasks, ClaimedTask *claimed)
+{
+	static Oid	relid = InvalidOid;
+	text	   *queue_text = cstring_to_text(queue);
+	Relation	rel;
+	Relation	index;
+	const TaskColumns *c;
+	EState	   *estate;
+	TupleTableSlot *slot;
+	TupleTableSlot *started;
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	ScanKeyData key;
+	int			n = 0;
+
+	PreventCommandIfReadOnly("UPDATE durable.activity_tasks");
+	snapshot = begin_statement();
+	rel = table_open(durable_relid(&relid, "activity_tasks"), RowExclusiveLock);
+	c = task_columns(rel);
+	index = index_open(ready_index(rel), AccessShareLock);
+	estate = CreateExecutorState();
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
+	started = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	/* the queue, compared under the index's collation as the planner would */
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(queue_text));
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	while (n < max_tasks && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		traversed;
+		ItemPointerData tid;
+
+		if (!task_is_ready(slot, c, queue_text, now) ||
+			!lock_row(rel, slot, snapshot, true, &traversed) ||
+			(traversed && !task_is_ready(slot, c, queue_text, now)))
+			continue;
+		tid = slot->tts_tid;
+		ExecCopySlot(started, slot);
+		started->tts_values[c->status - 1] = ObjectIdGetDatum(c->started);
+		started->tts_values[c->started_at - 1] = TimestampTzGetDatum(now);
+		started->tts_isnull[c->started_at - 1] = false;
+		started->tts_values[c->worker - 1] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
+		started->tts_isnull[c->worker - 1] = worker == NULL;
+		update_row(rel, &tid, started, snapshot, estate);
+		fill_claimed(&claimed[n++], started, c);
+	}
+	index_endscan(scan);
+	index_close(index, NoLock);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	PopActiveSnapshot();
+	return n;
 }
 
 /* ---- history rows ---- */
