@@ -288,9 +288,14 @@ typedef struct NewEvent
 } NewEvent;
 
 extern void engine_append_events(LockedRun *run, int n, const NewEvent *events);
+typedef void (*EventReader) (void *arg, int64 event_id, TimestampTz time,
+							 const char *type, Jsonb *details);
+extern void engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg);
 extern void engine_append_event(LockedRun *run, const char *event_type,
 								Jsonb *details, TimestampTz when);
 extern void engine_save_next_event_id(LockedRun *run);
+extern void engine_update_run(LockedRun *run, const char *status, Jsonb *result,
+							  Jsonb *failure, Jsonb *task_failure);
 extern void engine_request_workflow_task(LockedRun *run);
 
 /* A small JSON object builder for event details. */

@@ -186,33 +186,24 @@ init_history(RunHistory *h, MemoryContext cxt)
 	MemoryContextSwitchTo(old);
 }
 
+/* One event read from the table: applied, in the history's memory. */
+static void
+apply_read_event(void *arg, int64 event_id, TimestampTz time, const char *type,
+				 Jsonb *details)
+{
+	RunHistory *h = arg;
+	MemoryContext old = MemoryContextSwitchTo(h->cxt);
+
+	apply_event(h, event_id, time, type, DatumGetJsonbPCopy(JsonbPGetDatum(details)));
+	h->last_event_id = event_id;
+	MemoryContextSwitchTo(old);
+}
+
 /* Reads and applies the events after h->last_event_id. */
 static void
 read_new_events(RunHistory *h, Datum run_id)
 {
-	static EnginePlan plan = {NULL,
-		"SELECT event_id, event_time, event_type, details FROM durable.history"
-		" WHERE run_id = $1 AND event_id > $2 ORDER BY event_id",
-	2, {UUIDOID, INT8OID}};
-	Datum		values[2] = {run_id, Int64GetDatum(h->last_event_id)};
-	int			n = engine_exec(&plan, values, NULL, 0);
-	MemoryContext old = MemoryContextSwitchTo(h->cxt);
-
-	for (int i = 0; i < n; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int64		event_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		TimestampTz time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
-		char	   *type = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-		Jsonb	   *details = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
-
-		apply_event(h, event_id, time, type, details);
-		h->last_event_id = event_id;
-		pfree(type);
-	}
-	MemoryContextSwitchTo(old);
+	engine_read_events(run_id, h->last_event_id, apply_read_event, h);
 }
 
 /* Forgets the runs read since subtransaction subid began (all: 0). */

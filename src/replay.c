@@ -332,30 +332,7 @@ static void
 update_run(Replay *r, const char *status, Jsonb *result, Jsonb *failure,
 		   Jsonb *task_failure)
 {
-	static EnginePlan plan = {NULL,
-		"UPDATE durable.runs SET next_event_id = $2, task_pending = false,"
-		" status = $3::durable.run_status, result = $4, failure = $5, task_failure = $6,"
-		" closed_at = CASE WHEN $3 = 'running' THEN NULL ELSE $7 END"
-		" WHERE run_id = $1",
-	7, {UUIDOID, INT8OID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, TIMESTAMPTZOID}};
-	Datum		values[7];
-	char		nulls[7] = "       ";
-	bool		isnull;
-
-	values[0] = r->run->run_id;
-	values[1] = Int64GetDatum(r->run->next_event_id);
-	values[2] = CStringGetTextDatum(status);
-	values[3] = jsonb_datum_or_null(result, &isnull);
-	if (isnull)
-		nulls[3] = 'n';
-	values[4] = jsonb_datum_or_null(failure, &isnull);
-	if (isnull)
-		nulls[4] = 'n';
-	values[5] = jsonb_datum_or_null(task_failure, &isnull);
-	if (isnull)
-		nulls[5] = 'n';
-	values[6] = TimestampTzGetDatum(GetCurrentTimestamp());
-	engine_exec(&plan, values, nulls, 0);
+	engine_update_run(r->run, status, result, failure, task_failure);
 }
 
 static void

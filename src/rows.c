@@ -90,6 +90,18 @@ find_by_primary_key(Relation rel, RegProcedure eqproc, Datum key, Snapshot snaps
 	return found;
 }
 
+static Oid
+enum_value(Oid enumtype, const char *label)
+{
+	Oid			value = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
+										ObjectIdGetDatum(enumtype),
+										CStringGetDatum(label));
+
+	if (!OidIsValid(value))
+		elog(ERROR, "enum type %u has no value %s", enumtype, label);
+	return value;
+}
+
 static AttrNumber
 column_attnum(Oid relid, const char *column)
 {
@@ -161,7 +173,10 @@ typedef struct RunAttnums
 				status,
 				next_event_id,
 				task_failure,
-				task_pending;
+				task_pending,
+				result,
+				failure,
+				closed_at;
 } RunAttnums;
 
 static const RunAttnums *
@@ -180,6 +195,9 @@ run_attnums(Oid relid)
 		a.next_event_id = column_attnum(relid, "next_event_id");
 		a.task_failure = column_attnum(relid, "task_failure");
 		a.task_pending = column_attnum(relid, "task_pending");
+		a.result = column_attnum(relid, "result");
+		a.failure = column_attnum(relid, "failure");
+		a.closed_at = column_attnum(relid, "closed_at");
 		a.relid = relid;
 	}
 	return &a;
@@ -305,42 +323,99 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 	return found;
 }
 
+/* What a workflow task's outcome sets on its run's row (see engine_update_run). */
+typedef struct RunOutcome
+{
+	const char *status;
+	Jsonb	   *result;
+	Jsonb	   *failure;
+	Jsonb	   *task_failure;
+} RunOutcome;
+
+static void
+set_column(TupleTableSlot *slot, AttrNumber attnum, Datum value, bool isnull)
+{
+	slot->tts_values[attnum - 1] = value;
+	slot->tts_isnull[attnum - 1] = isnull;
+}
+
+static void
+set_jsonb(TupleTableSlot *slot, AttrNumber attnum, Jsonb *value)
+{
+	set_column(slot, attnum, value ? JsonbPGetDatum(value) : (Datum) 0, value == NULL);
+}
+
 /*
- * Records the appended events on the locked run's row (nothing else
- * changes): as "UPDATE durable.runs SET next_event_id = ... WHERE run_id =
- * ...", a heap-only update when the page has room (no indexed column
- * changes), with index entries otherwise.
+ * Writes the locked run's row: next_event_id, and the outcome if given. A
+ * heap-only update when no indexed column changes and the page has room,
+ * with index entries otherwise.
  */
-void
-engine_save_next_event_id(LockedRun *run)
+static void
+write_run(LockedRun *run, const RunOutcome *outcome)
 {
 	static Oid	relid = InvalidOid;
 	Relation	rel;
+	const RunAttnums *a;
 	EState	   *estate;
 	TupleTableSlot *slot;
 	Snapshot	snapshot;
-	AttrNumber	attnum;
 	ItemPointerData tid;
 
 	PreventCommandIfReadOnly("UPDATE durable.runs");
 	snapshot = begin_statement();
 	rel = table_open(durable_relid(&relid, "runs"), RowExclusiveLock);
+	a = run_attnums(RelationGetRelid(rel));
 	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
 	/* the caller holds the row locked: this is its newest version */
 	if (!find_by_primary_key(rel, F_UUID_EQ, run->run_id, snapshot, slot))
 		elog(ERROR, "workflow run to update was not found");
-	attnum = run_attnums(RelationGetRelid(rel))->next_event_id;
-	slot_getallattrs(slot);
 	tid = slot->tts_tid;
 	slot = ExecCopySlot(ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual), slot);
-	slot->tts_values[attnum - 1] = Int64GetDatum(run->next_event_id);
-	slot->tts_isnull[attnum - 1] = false;
+	set_column(slot, a->next_event_id, Int64GetDatum(run->next_event_id), false);
+	if (outcome)
+	{
+		bool		closes = strcmp(outcome->status, "running") != 0;
+		Oid			status_type = TupleDescAttr(RelationGetDescr(rel), a->status - 1)->atttypid;
+
+		set_column(slot, a->task_pending, BoolGetDatum(false), false);
+		set_column(slot, a->status, ObjectIdGetDatum(enum_value(status_type, outcome->status)), false);
+		set_jsonb(slot, a->result, outcome->result);
+		set_jsonb(slot, a->failure, outcome->failure);
+		set_jsonb(slot, a->task_failure, outcome->task_failure);
+		/* set when, and only when, the run leaves 'running' */
+		set_column(slot, a->closed_at, TimestampTzGetDatum(GetCurrentTimestamp()), !closes);
+	}
 	update_row(rel, &tid, slot, snapshot, estate);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
 	PopActiveSnapshot();
+}
+
+/*
+ * Records the appended events on the locked run's row (nothing else
+ * changes): as "UPDATE durable.runs SET next_event_id = ... WHERE run_id =
+ * ...".
+ */
+void
+engine_save_next_event_id(LockedRun *run)
+{
+	write_run(run, NULL);
+}
+
+/*
+ * A workflow task's outcome: the run's next_event_id, no task pending, its
+ * status (closed_at set if it leaves 'running'), result, failure and
+ * task_failure.
+ */
+void
+engine_update_run(LockedRun *run, const char *status, Jsonb *result, Jsonb *failure,
+				  Jsonb *task_failure)
+{
+	RunOutcome	outcome = {status, result, failure, task_failure};
+
+	write_run(run, &outcome);
 }
 
 /* ---- the task row of an attempt that ended ---- */
@@ -434,17 +509,6 @@ typedef struct TaskColumns
 				heartbeat_details;	/* not written by an insert */
 } TaskColumns;
 
-static Oid
-enum_value(Oid enumtype, const char *label)
-{
-	Oid			value = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
-										ObjectIdGetDatum(enumtype),
-										CStringGetDatum(label));
-
-	if (!OidIsValid(value))
-		elog(ERROR, "enum type %u has no value %s", enumtype, label);
-	return value;
-}
 
 static AttrNumber
 known_column(Oid relid, const char *column, Bitmapset **known)
@@ -743,6 +807,62 @@ events_appended(LockedRun *run, int n, const NewEvent *events)
 							  events[k].type, events[k].details);
 		run->next_event_id++;
 	}
+}
+
+/*
+ * Reads the run's events after event id "after", in order, handing each to
+ * reader (as "SELECT ... FROM durable.history WHERE run_id = $1 AND
+ * event_id > $2 ORDER BY event_id": its primary key read in order).  What
+ * reader gets lives until the engine's scope ends: it copies what it keeps.
+ */
+void
+engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
+{
+	static Oid	relid = InvalidOid;
+	static AttrNumber event_id,
+				event_time,
+				event_type,
+				details;
+	static Oid	attnums_of = InvalidOid;
+	Relation	rel;
+	Relation	index;
+	IndexScanDesc scan;
+	ScanKeyData keys[2];
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+
+	snapshot = begin_statement();
+	rel = table_open(durable_relid(&relid, "history"), AccessShareLock);
+	if (attnums_of != relid)
+	{
+		event_id = column_attnum(relid, "event_id");
+		event_time = column_attnum(relid, "event_time");
+		event_type = column_attnum(relid, "event_type");
+		details = column_attnum(relid, "details");
+		attnums_of = relid;
+	}
+	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	/* the primary key is (run_id, event_id) */
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, run_id);
+	ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
+	scan = index_beginscan(rel, index, snapshot, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		reader(arg,
+			   DatumGetInt64(slot_getattr(slot, event_id, &isnull)),
+			   DatumGetTimestampTz(slot_getattr(slot, event_time, &isnull)),
+			   TextDatumGetCString(slot_getattr(slot, event_type, &isnull)),
+			   DatumGetJsonbP(slot_getattr(slot, details, &isnull)));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+	PopActiveSnapshot();
 }
 
 /*
