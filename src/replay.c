@@ -347,13 +347,17 @@ task_completed_event(Replay *r, int ncommands, NewEvent *event)
 	event->when = r->task_time;
 }
 
+/* The last task of a run: WorkflowTaskCompleted, then the event that closes it. */
 static void
-append_task_completed(Replay *r, int ncommands)
+append_closing_events(Replay *r, const char *event_type, Jsonb *details)
 {
-	NewEvent	event;
+	NewEvent	events[2];
 
-	task_completed_event(r, ncommands, &event);
-	engine_append_events(r->run, 1, &event);
+	task_completed_event(r, 0, &events[0]);
+	events[1].type = event_type;
+	events[1].details = details;
+	events[1].when = r->task_time;
+	engine_append_events(r->run, 2, events);
 }
 
 static void
@@ -479,11 +483,9 @@ record_outcome(Replay *r, Outcome outcome, Jsonb *result, ErrorData *edata)
 			}
 
 		case OUTCOME_RETURNED:
-			append_task_completed(r, 0);
 			json_begin(&jb);
 			json_add_jsonb(&jb, "result", result);
-			engine_append_event(r->run, "WorkflowExecutionCompleted", json_end(&jb),
-								r->task_time);
+			append_closing_events(r, "WorkflowExecutionCompleted", json_end(&jb));
 			update_run(r, "completed", result, NULL, NULL);
 			close_run(r);
 			break;
@@ -492,11 +494,9 @@ record_outcome(Replay *r, Outcome outcome, Jsonb *result, ErrorData *edata)
 			{
 				Jsonb	   *failure = error_to_jsonb(edata);
 
-				append_task_completed(r, 0);
 				json_begin(&jb);
 				json_add_jsonb(&jb, "failure", failure);
-				engine_append_event(r->run, "WorkflowExecutionFailed", json_end(&jb),
-									r->task_time);
+				append_closing_events(r, "WorkflowExecutionFailed", json_end(&jb));
 				update_run(r, "failed", NULL, failure, NULL);
 				close_run(r);
 				break;
