@@ -2,53 +2,53 @@
  *
  * rows.c
  *	  The row operations of every step, done with the table and index access
- *	  methods instead of SQL statements: locking (or reading) a run's row,
- *	  appending to its history, and deleting the task row of an attempt
- *	  that ended.
+ *	  methods instead of SQL statements: here, locking (or reading) a run's
+ *	  row and writing it, reading and appending to its history, and what
+ *	  every such operation needs (rows.h); task rows are in task_rows.c.
  *
- * Every activity locks its run once, appends two to four history rows and
- * deletes its task row.  As statements, most of their cost was the
- * executor's set-up (plan nodes, expression states, result relations), paid
- * again at every call for work that is an index probe and a tuple lock, a
- * heap insert and an index insert, or an index probe and a delete.  So they
- * are written as PostgreSQL writes its catalogs.  Each does what the
- * statement's executor would have done for these tables (snapshot, command
- * id, table lock, concurrent updates handled as in READ COMMITTED or as a
- * serialization failure), and nothing else a statement adds applies to
- * them: the engine owns the tables, so row security does not, and they have
- * no triggers, rules or foreign keys (history has no defaults or CHECKs
- * either).
+ * An activity is a claim (or an eager hand-out), a run lock, a task delete,
+ * two to four history rows, a task insert and a run update.  As
+ * statements, most of their cost was the executor's set-up (plan nodes,
+ * expression states, result relations), paid again at every call for work
+ * that is an index probe and a tuple lock, a heap insert and its index
+ * entries, or an index probe and a delete.  So they are written as
+ * PostgreSQL writes its catalogs.  Each does what the statement's executor
+ * would have done for these tables: a command id and a snapshot taken as SPI
+ * takes them; the table locked in the statement's mode; a row changed
+ * concurrently followed to its newest version in READ COMMITTED (and looked
+ * at again where the statement's conditions could have changed), or a
+ * serialization failure in REPEATABLE READ; index entries, partial indexes'
+ * predicates and unique checks by the executor's own ExecInsertIndexTuples.
+ * Nothing else a statement adds applies to these tables: the engine owns
+ * them, so row security does not, and they have no triggers, rules,
+ * foreign keys or deferrable constraints (durable--0.1.sql says so where it
+ * defines them).
  *
  *-------------------------------------------------------------------------
  */
-#include "durable.h"
+#include "rows.h"
 
 #include "access/genam.h"
 #include "access/heapam.h"
-#include "access/nbtree.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
-#include "catalog/dependency.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_enum.h"
-#include "commands/sequence.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
-#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
 /* A durable table's OID, looked up once per backend (again if it was re-created). */
-static Oid
-durable_relid(Oid *cached, const char *name)
+Oid
+rows_relid(Oid *cached, const char *name)
 {
 	if (!OidIsValid(*cached) || !SearchSysCacheExists1(RELOID, ObjectIdGetDatum(*cached)))
 		*cached = get_relname_relid(name, get_namespace_oid("durable", false));
@@ -62,8 +62,8 @@ durable_relid(Oid *cached, const char *name)
  * transaction's earlier writes are seen, and a snapshot for it (the
  * transaction's, in REPEATABLE READ).  Pop it with PopActiveSnapshot().
  */
-static Snapshot
-begin_statement(void)
+Snapshot
+rows_begin_statement(void)
 {
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -72,8 +72,8 @@ begin_statement(void)
 }
 
 /* Finds the row whose one-column primary key equals key (eqproc: its = function). */
-static bool
-find_by_primary_key(Relation rel, RegProcedure eqproc, Datum key, Snapshot snapshot,
+bool
+rows_find_by_key(Relation rel, RegProcedure eqproc, Datum key, Snapshot snapshot,
 					TupleTableSlot *slot)
 {
 	Relation	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
@@ -90,8 +90,8 @@ find_by_primary_key(Relation rel, RegProcedure eqproc, Datum key, Snapshot snaps
 	return found;
 }
 
-static Oid
-enum_value(Oid enumtype, const char *label)
+Oid
+rows_enum_value(Oid enumtype, const char *label)
 {
 	Oid			value = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
 										ObjectIdGetDatum(enumtype),
@@ -102,8 +102,8 @@ enum_value(Oid enumtype, const char *label)
 	return value;
 }
 
-static AttrNumber
-column_attnum(Oid relid, const char *column)
+AttrNumber
+rows_attnum(Oid relid, const char *column)
 {
 	AttrNumber	attnum = get_attnum(relid, column);
 
@@ -119,8 +119,8 @@ column_attnum(Oid relid, const char *column)
  * index's key is unchanged, which the executor would look for in a range
  * table these writes have none of.)
  */
-static void
-add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate, bool summarizing_only)
+void
+rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate, bool summarizing_only)
 {
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 
@@ -140,8 +140,8 @@ add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate, bool summa
  * a heap-only update when no indexed column changes and the page has room,
  * else with index entries for the new version.
  */
-static void
-update_row(Relation rel, ItemPointer tid, TupleTableSlot *slot, Snapshot snapshot,
+void
+rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot, Snapshot snapshot,
 		   EState *estate)
 {
 #if PG_VERSION_NUM >= 160000
@@ -149,13 +149,13 @@ update_row(Relation rel, ItemPointer tid, TupleTableSlot *slot, Snapshot snapsho
 
 	simple_table_tuple_update(rel, tid, slot, snapshot, &update_indexes);
 	if (update_indexes != TU_None)
-		add_index_entries(rel, slot, estate, update_indexes == TU_Summarizing);
+		rows_add_index_entries(rel, slot, estate, update_indexes == TU_Summarizing);
 #else
 	bool		update_indexes;
 
 	simple_table_tuple_update(rel, tid, slot, snapshot, &update_indexes);
 	if (update_indexes)
-		add_index_entries(rel, slot, estate, false);
+		rows_add_index_entries(rel, slot, estate, false);
 #endif
 }
 
@@ -186,31 +186,48 @@ run_attnums(Oid relid)
 
 	if (a.relid != relid)
 	{
-		a.run_id = column_attnum(relid, "run_id");
-		a.workflow_id = column_attnum(relid, "workflow_id");
-		a.workflow = column_attnum(relid, "workflow");
-		a.owner = column_attnum(relid, "owner");
-		a.input = column_attnum(relid, "input");
-		a.status = column_attnum(relid, "status");
-		a.next_event_id = column_attnum(relid, "next_event_id");
-		a.task_failure = column_attnum(relid, "task_failure");
-		a.task_pending = column_attnum(relid, "task_pending");
-		a.result = column_attnum(relid, "result");
-		a.failure = column_attnum(relid, "failure");
-		a.closed_at = column_attnum(relid, "closed_at");
+		a.run_id = rows_attnum(relid, "run_id");
+		a.workflow_id = rows_attnum(relid, "workflow_id");
+		a.workflow = rows_attnum(relid, "workflow");
+		a.owner = rows_attnum(relid, "owner");
+		a.input = rows_attnum(relid, "input");
+		a.status = rows_attnum(relid, "status");
+		a.next_event_id = rows_attnum(relid, "next_event_id");
+		a.task_failure = rows_attnum(relid, "task_failure");
+		a.task_pending = rows_attnum(relid, "task_pending");
+		a.result = rows_attnum(relid, "result");
+		a.failure = rows_attnum(relid, "failure");
+		a.closed_at = rows_attnum(relid, "closed_at");
 		a.relid = relid;
 	}
 	return &a;
 }
 
 /* A column of the slot, as a C string in the caller's memory (SPI_palloc). */
-static char *
-slot_text(TupleTableSlot *slot, AttrNumber attnum)
+char *
+rows_text(TupleTableSlot *slot, AttrNumber attnum)
 {
 	bool		isnull;
 	Datum		d = slot_getattr(slot, attnum, &isnull);
 
 	return isnull ? NULL : engine_pstrdup(TextDatumGetCString(d));
+}
+
+/* A jsonb column of slot, copied to outlive the engine's scope; NULL if null. */
+Jsonb *
+rows_jsonb(TupleTableSlot *slot, AttrNumber attnum)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, attnum, &isnull);
+	Jsonb	   *j;
+	Jsonb	   *copy;
+
+	if (isnull)
+		return NULL;
+	j = DatumGetJsonbP(d);
+	copy = SPI_palloc(VARSIZE(j));
+	memcpy(copy, j, VARSIZE(j));
+	return copy;
 }
 
 /* LockedRun from the run's row, copied to outlive the engine's scope. */
@@ -222,8 +239,8 @@ fill_run(LockedRun *run, TupleTableSlot *slot, const RunAttnums *a)
 	Jsonb	   *input;
 	pg_uuid_t  *run_id;
 
-	run->workflow_id = slot_text(slot, a->workflow_id);
-	run->workflow = slot_text(slot, a->workflow);
+	run->workflow_id = rows_text(slot, a->workflow_id);
+	run->workflow = rows_text(slot, a->workflow);
 	run->owner = DatumGetObjectId(slot_getattr(slot, a->owner, &isnull));
 	input = DatumGetJsonbP(slot_getattr(slot, a->input, &isnull));
 	run->input = SPI_palloc(VARSIZE(input));
@@ -241,12 +258,13 @@ fill_run(LockedRun *run, TupleTableSlot *slot, const RunAttnums *a)
 
 /*
  * Locks the row in slot as SELECT ... FOR UPDATE [SKIP LOCKED] does: in READ
- * COMMITTED, the newest version of a row updated since the snapshot (its key
- * cannot change, so there is nothing to check again); in REPEATABLE READ and
+ * COMMITTED, the newest version of a row updated since the snapshot, into
+ * slot (*traversed says whether it is another version: the caller looks at
+ * it again if its conditions could have changed); in REPEATABLE READ and
  * SERIALIZABLE, a serialization failure.  False: skipped, or deleted.
  */
-static bool
-lock_row(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locked,
+bool
+rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locked,
 		 bool *traversed)
 {
 	TM_FailureData tmfd;
@@ -307,13 +325,13 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 
 	if (mode != RUN_READ)
 		PreventCommandIfReadOnly("SELECT FOR UPDATE");
-	snapshot = begin_statement();
-	rel = table_open(durable_relid(&relid, "runs"),
+	snapshot = rows_begin_statement();
+	rel = table_open(rows_relid(&relid, "runs"),
 					 mode == RUN_READ ? AccessShareLock : RowShareLock);
 	slot = table_slot_create(rel, NULL);
-	found = find_by_primary_key(rel, F_UUID_EQ, run_id, snapshot, slot);
+	found = rows_find_by_key(rel, F_UUID_EQ, run_id, snapshot, slot);
 	if (found && mode != RUN_READ)
-		found = lock_row(rel, slot, snapshot, mode == RUN_LOCK_OR_SKIP, NULL);
+		found = rows_lock(rel, slot, snapshot, mode == RUN_LOCK_OR_SKIP, NULL);
 	if (found)
 		fill_run(run, slot, run_attnums(RelationGetRelid(rel)));
 
@@ -362,13 +380,13 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	ItemPointerData tid;
 
 	PreventCommandIfReadOnly("UPDATE durable.runs");
-	snapshot = begin_statement();
-	rel = table_open(durable_relid(&relid, "runs"), RowExclusiveLock);
+	snapshot = rows_begin_statement();
+	rel = table_open(rows_relid(&relid, "runs"), RowExclusiveLock);
 	a = run_attnums(RelationGetRelid(rel));
 	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
 	/* the caller holds the row locked: this is its newest version */
-	if (!find_by_primary_key(rel, F_UUID_EQ, run->run_id, snapshot, slot))
+	if (!rows_find_by_key(rel, F_UUID_EQ, run->run_id, snapshot, slot))
 		elog(ERROR, "workflow run to update was not found");
 	tid = slot->tts_tid;
 	slot = ExecCopySlot(ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual), slot);
@@ -379,14 +397,14 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 		Oid			status_type = TupleDescAttr(RelationGetDescr(rel), a->status - 1)->atttypid;
 
 		set_column(slot, a->task_pending, BoolGetDatum(false), false);
-		set_column(slot, a->status, ObjectIdGetDatum(enum_value(status_type, outcome->status)), false);
+		set_column(slot, a->status, ObjectIdGetDatum(rows_enum_value(status_type, outcome->status)), false);
 		set_jsonb(slot, a->result, outcome->result);
 		set_jsonb(slot, a->failure, outcome->failure);
 		set_jsonb(slot, a->task_failure, outcome->task_failure);
 		/* set when, and only when, the run leaves 'running' */
 		set_column(slot, a->closed_at, TimestampTzGetDatum(GetCurrentTimestamp()), !closes);
 	}
-	update_row(rel, &tid, slot, snapshot, estate);
+	rows_update(rel, &tid, slot, snapshot, estate);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
@@ -416,361 +434,6 @@ engine_update_run(LockedRun *run, const char *status, Jsonb *result, Jsonb *fail
 	RunOutcome	outcome = {status, result, failure, task_failure};
 
 	write_run(run, &outcome);
-}
-
-/* ---- the task row of an attempt that ended ---- */
-
-/*
- * Deletes the task row of task_id if it is still at this attempt and
- * started, as "DELETE ... WHERE task_id = $1 AND attempt = $2 AND status =
- * 'started'" would: a row someone updated meanwhile (a heartbeat) is waited
- * for and looked at again in its newest version (a serialization failure in
- * REPEATABLE READ).  True if it deleted the row.
- */
-bool
-engine_delete_started_task(int64 task_id, int32 attempt)
-{
-	static Oid	relid = InvalidOid;
-	static AttrNumber attempt_attnum,
-				status_attnum;
-	static Oid	attnums_of = InvalidOid;
-	Relation	rel;
-	TupleTableSlot *slot;
-	Snapshot	snapshot;
-	bool		found;
-	bool		deleted = false;
-
-	PreventCommandIfReadOnly("DELETE FROM durable.activity_tasks");
-	snapshot = begin_statement();
-	rel = table_open(durable_relid(&relid, "activity_tasks"), RowExclusiveLock);
-	if (attnums_of != relid)
-	{
-		attempt_attnum = column_attnum(relid, "attempt");
-		status_attnum = column_attnum(relid, "status");
-		attnums_of = relid;
-	}
-	slot = table_slot_create(rel, NULL);
-	found = find_by_primary_key(rel, F_INT8EQ, Int64GetDatum(task_id), snapshot, slot);
-	while (found)
-	{
-		bool		isnull;
-		TM_FailureData tmfd;
-		TM_Result	result;
-
-		if (DatumGetInt32(slot_getattr(slot, attempt_attnum, &isnull)) != attempt ||
-			strcmp(DatumGetCString(DirectFunctionCall1(enum_out,
-													   slot_getattr(slot, status_attnum, &isnull))),
-				   "started") != 0)
-			break;
-		result = table_tuple_delete(rel, &slot->tts_tid, GetCurrentCommandId(true),
-									snapshot, InvalidSnapshot, true, &tmfd, false);
-		if (result == TM_Ok)
-		{
-			deleted = true;
-			break;
-		}
-		if (result != TM_Updated && result != TM_Deleted)
-			elog(ERROR, "unexpected result %d deleting an activity task", (int) result);
-		/* its newest version, locked (or an error, or gone) */
-		found = lock_row(rel, slot, snapshot, false, NULL);
-	}
-	ExecDropSingleTupleTableSlot(slot);
-	table_close(rel, NoLock);
-	PopActiveSnapshot();
-	return deleted;
-}
-
-/* ---- the task row of a new activity ---- */
-
-/* Where NewTask's columns are in durable.activity_tasks, and what they hold. */
-typedef struct TaskColumns
-{
-	Oid			relid;
-	Oid			task_id_sequence;
-	Oid			scheduled,		/* the status enum's values */
-				started;
-	AttrNumber	task_id,
-				run_id,
-				handle,
-				workflow_id,
-				activity,
-				task_queue,
-				input,
-				retry_policy,
-				timeouts,
-				priority,
-				attempt,
-				status,
-				scheduled_at,
-				ready_at,
-				started_at,
-				worker,
-				cancel_requested,
-				heartbeat_details;	/* not written by an insert */
-} TaskColumns;
-
-
-static AttrNumber
-known_column(Oid relid, const char *column, Bitmapset **known)
-{
-	AttrNumber	attnum = column_attnum(relid, column);
-
-	*known = bms_add_member(*known, attnum);
-	return attnum;
-}
-
-/*
- * Looks the columns up once per backend (and table).  Every other column
- * must be one that an INSERT naming these would leave NULL: a column with a
- * default this code does not know about is an error, not a silent NULL.
- */
-static const TaskColumns *
-task_columns(Relation rel)
-{
-	static TaskColumns c = {InvalidOid};
-	Oid			relid = RelationGetRelid(rel);
-	TupleDesc	desc = RelationGetDescr(rel);
-	Bitmapset  *known = NULL;
-
-	if (c.relid == relid)
-		return &c;
-	c.task_id = known_column(relid, "task_id", &known);
-	c.run_id = known_column(relid, "run_id", &known);
-	c.handle = known_column(relid, "handle", &known);
-	c.workflow_id = known_column(relid, "workflow_id", &known);
-	c.activity = known_column(relid, "activity", &known);
-	c.task_queue = known_column(relid, "task_queue", &known);
-	c.input = known_column(relid, "input", &known);
-	c.retry_policy = known_column(relid, "retry_policy", &known);
-	c.timeouts = known_column(relid, "timeouts", &known);
-	c.priority = known_column(relid, "priority", &known);
-	c.attempt = known_column(relid, "attempt", &known);
-	c.status = known_column(relid, "status", &known);
-	c.scheduled_at = known_column(relid, "scheduled_at", &known);
-	c.ready_at = known_column(relid, "ready_at", &known);
-	c.started_at = known_column(relid, "started_at", &known);
-	c.worker = known_column(relid, "worker", &known);
-	c.cancel_requested = known_column(relid, "cancel_requested", &known);
-	c.heartbeat_details = column_attnum(relid, "heartbeat_details");
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && !bms_is_member(att->attnum, known) &&
-			(att->atthasdef || att->attnotnull || att->attgenerated))
-			elog(ERROR, "column %s of durable.activity_tasks is not known to this version of durable",
-				 NameStr(att->attname));
-	}
-	c.scheduled = enum_value(TupleDescAttr(desc, c.status - 1)->atttypid, "scheduled");
-	c.started = enum_value(TupleDescAttr(desc, c.status - 1)->atttypid, "started");
-#if PG_VERSION_NUM >= 170000
-	c.task_id_sequence = getIdentitySequence(rel, c.task_id, false);
-#else
-	c.task_id_sequence = getIdentitySequence(relid, c.task_id, false);
-#endif
-	c.relid = relid;
-	return &c;
-}
-
-/*
- * Inserts the task row of a new activity, as an INSERT naming these columns
- * would (task_id from its identity sequence, the others NULL, uniqueness and
- * partial indexes as the executor checks them): scheduled, or already
- * started by the caller of complete_and_poll().  Returns its task_id.
- */
-int64
-engine_insert_task(const NewTask *t)
-{
-	static Oid	relid = InvalidOid;
-	Relation	rel;
-	const TaskColumns *c;
-	EState	   *estate;
-	TupleTableSlot *slot;
-	Datum	   *values;
-	bool	   *nulls;
-	int64		task_id;
-
-	PreventCommandIfReadOnly("INSERT INTO durable.activity_tasks");
-	rel = table_open(durable_relid(&relid, "activity_tasks"), RowExclusiveLock);
-	c = task_columns(rel);
-	task_id = nextval_internal(c->task_id_sequence, false);
-
-	estate = CreateExecutorState();
-	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
-	values = slot->tts_values;
-	nulls = slot->tts_isnull;
-	ExecClearTuple(slot);
-	memset(nulls, true, sizeof(bool) * RelationGetDescr(rel)->natts);
-#define SET(col, value) (values[c->col - 1] = (value), nulls[c->col - 1] = false)
-	SET(task_id, Int64GetDatum(task_id));
-	SET(run_id, t->run_id);
-	SET(handle, Int32GetDatum(t->handle));
-	SET(workflow_id, CStringGetTextDatum(t->workflow_id));
-	SET(activity, CStringGetTextDatum(t->activity));
-	SET(task_queue, CStringGetTextDatum(t->task_queue));
-	if (t->input)
-		SET(input, JsonbPGetDatum(t->input));
-	SET(retry_policy, JsonbPGetDatum(t->retry_policy));
-	SET(timeouts, JsonbPGetDatum(t->timeouts));
-	SET(priority, Int32GetDatum(t->priority));
-	SET(attempt, Int32GetDatum(1));
-	SET(status, ObjectIdGetDatum(t->started ? c->started : c->scheduled));
-	SET(scheduled_at, TimestampTzGetDatum(t->now));
-	SET(ready_at, TimestampTzGetDatum(t->now));
-	if (t->started)
-		SET(started_at, TimestampTzGetDatum(t->now));
-	if (t->started && t->worker)
-		SET(worker, CStringGetTextDatum(t->worker));
-	SET(cancel_requested, BoolGetDatum(false));
-#undef SET
-	ExecStoreVirtualTuple(slot);
-
-	simple_table_tuple_insert(rel, slot);
-	add_index_entries(rel, slot, estate, false);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
-	table_close(rel, NoLock);
-	return task_id;
-}
-
-/* ---- claiming ready tasks ---- */
-
-/* The ready tasks' index, durable.activity_tasks_ready. */
-static Oid
-ready_index(Relation rel)
-{
-	static Oid	indexid = InvalidOid;
-	static Oid	of_relid = InvalidOid;
-
-	if (of_relid != RelationGetRelid(rel) ||
-		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(indexid)))
-	{
-		indexid = get_relname_relid("activity_tasks_ready", RelationGetNamespace(rel));
-		if (!OidIsValid(indexid))
-			elog(ERROR, "index durable.activity_tasks_ready does not exist");
-		of_relid = RelationGetRelid(rel);
-	}
-	return indexid;
-}
-
-/* Is the task in slot ready, on queue, at now? */
-static bool
-task_is_ready(TupleTableSlot *slot, const TaskColumns *c, text *queue, TimestampTz now)
-{
-	bool		isnull;
-	text	   *row_queue;
-
-	if (DatumGetObjectId(slot_getattr(slot, c->status, &isnull)) != c->scheduled ||
-		DatumGetTimestampTz(slot_getattr(slot, c->ready_at, &isnull)) > now)
-		return false;
-	row_queue = DatumGetTextPP(slot_getattr(slot, c->task_queue, &isnull));
-	return VARSIZE_ANY_EXHDR(row_queue) == VARSIZE_ANY_EXHDR(queue) &&
-		memcmp(VARDATA_ANY(row_queue), VARDATA_ANY(queue), VARSIZE_ANY_EXHDR(queue)) == 0;
-}
-
-/* A jsonb column of slot, copied to outlive the engine's scope; NULL if null. */
-static Jsonb *
-slot_jsonb(TupleTableSlot *slot, AttrNumber attnum)
-{
-	bool		isnull;
-	Datum		d = slot_getattr(slot, attnum, &isnull);
-	Jsonb	   *j;
-	Jsonb	   *copy;
-
-	if (isnull)
-		return NULL;
-	j = DatumGetJsonbP(d);
-	copy = SPI_palloc(VARSIZE(j));
-	memcpy(copy, j, VARSIZE(j));
-	return copy;
-}
-
-static void
-fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
-{
-	bool		isnull;
-	pg_uuid_t  *run_id = SPI_palloc(sizeof(pg_uuid_t));
-
-	t->task_id = DatumGetInt64(slot_getattr(slot, c->task_id, &isnull));
-	t->attempt = DatumGetInt32(slot_getattr(slot, c->attempt, &isnull));
-	t->handle = DatumGetInt32(slot_getattr(slot, c->handle, &isnull));
-	memcpy(run_id, DatumGetUUIDP(slot_getattr(slot, c->run_id, &isnull)), sizeof(pg_uuid_t));
-	t->run_id = UUIDPGetDatum(run_id);
-	t->workflow_id = slot_text(slot, c->workflow_id);
-	t->activity = slot_text(slot, c->activity);
-	t->input = slot_jsonb(slot, c->input);
-	t->heartbeat_details = slot_jsonb(slot, c->heartbeat_details);
-	t->timeouts = slot_jsonb(slot, c->timeouts);
-}
-
-/*
- * Claims up to max_tasks ready tasks of the queue into claimed[], highest
- * priority first, then oldest, passing over rows someone holds; returns how
- * many.  As the statement
- *   UPDATE ... SET status = 'started', started_at = now, worker = worker
- *    WHERE task_id = ANY (ARRAY(SELECT task_id ... WHERE task_queue = queue
- *      AND status = 'scheduled' AND ready_at <= now ORDER BY priority DESC,
- *      ready_at, task_id LIMIT max_tasks FOR UPDATE SKIP LOCKED))
- * would, reading the ready tasks' index in its order: a row changed since the
- * snapshot is locked in its newest version and looked at again (READ
- * COMMITTED), or is a serialization failure (REPEATABLE READ).
- */
-int
-engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
-				   int max_tasks, ClaimedTask *claimed)
-{
-	static Oid	relid = InvalidOid;
-	text	   *queue_text = cstring_to_text(queue);
-	Relation	rel;
-	Relation	index;
-	const TaskColumns *c;
-	EState	   *estate;
-	TupleTableSlot *slot;
-	TupleTableSlot *started;
-	Snapshot	snapshot;
-	IndexScanDesc scan;
-	ScanKeyData key;
-	int			n = 0;
-
-	PreventCommandIfReadOnly("UPDATE durable.activity_tasks");
-	snapshot = begin_statement();
-	rel = table_open(durable_relid(&relid, "activity_tasks"), RowExclusiveLock);
-	c = task_columns(rel);
-	index = index_open(ready_index(rel), AccessShareLock);
-	estate = CreateExecutorState();
-	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
-	started = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
-	/* the queue, compared under the index's collation as the planner would */
-	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(queue_text));
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	while (n < max_tasks && index_getnext_slot(scan, ForwardScanDirection, slot))
-	{
-		bool		traversed;
-		ItemPointerData tid;
-
-		if (!task_is_ready(slot, c, queue_text, now) ||
-			!lock_row(rel, slot, snapshot, true, &traversed) ||
-			(traversed && !task_is_ready(slot, c, queue_text, now)))
-			continue;
-		tid = slot->tts_tid;
-		ExecCopySlot(started, slot);
-		started->tts_values[c->status - 1] = ObjectIdGetDatum(c->started);
-		started->tts_values[c->started_at - 1] = TimestampTzGetDatum(now);
-		started->tts_isnull[c->started_at - 1] = false;
-		started->tts_values[c->worker - 1] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
-		started->tts_isnull[c->worker - 1] = worker == NULL;
-		update_row(rel, &tid, started, snapshot, estate);
-		fill_claimed(&claimed[n++], started, c);
-	}
-	index_endscan(scan);
-	index_close(index, NoLock);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
-	table_close(rel, NoLock);
-	PopActiveSnapshot();
-	return n;
 }
 
 /* ---- history rows ---- */
@@ -831,14 +494,14 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 	TupleTableSlot *slot;
 	Snapshot	snapshot;
 
-	snapshot = begin_statement();
-	rel = table_open(durable_relid(&relid, "history"), AccessShareLock);
+	snapshot = rows_begin_statement();
+	rel = table_open(rows_relid(&relid, "history"), AccessShareLock);
 	if (attnums_of != relid)
 	{
-		event_id = column_attnum(relid, "event_id");
-		event_time = column_attnum(relid, "event_time");
-		event_type = column_attnum(relid, "event_type");
-		details = column_attnum(relid, "details");
+		event_id = rows_attnum(relid, "event_id");
+		event_time = rows_attnum(relid, "event_time");
+		event_type = rows_attnum(relid, "event_type");
+		details = rows_attnum(relid, "details");
 		attnums_of = relid;
 	}
 	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
@@ -880,7 +543,7 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 
 	/* what an INSERT would check first (a hot standby's sessions included) */
 	PreventCommandIfReadOnly("INSERT INTO durable.history");
-	rel = table_open(durable_relid(&relid, "history"), RowExclusiveLock);
+	rel = table_open(rows_relid(&relid, "history"), RowExclusiveLock);
 	rri = makeNode(ResultRelInfo);
 	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
 	InitResultRelInfo(rri, rel, 1, NULL, 0);

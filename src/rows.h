@@ -1,0 +1,33 @@
+/*-------------------------------------------------------------------------
+ *
+ * rows.h
+ *	  What rows.c and task_rows.c share: doing for one row what a
+ *	  statement's executor would do (see rows.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DURABLE_ROWS_H
+#define DURABLE_ROWS_H
+
+#include "durable.h"
+
+#include "access/tableam.h"
+#include "executor/executor.h"
+#include "utils/snapshot.h"
+
+extern Oid	rows_relid(Oid *cached, const char *name);
+extern Snapshot rows_begin_statement(void);
+extern bool rows_find_by_key(Relation rel, RegProcedure eqproc, Datum key,
+							 Snapshot snapshot, TupleTableSlot *slot);
+extern bool rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot,
+					  bool skip_locked, bool *traversed);
+extern void rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot,
+						Snapshot snapshot, EState *estate);
+extern void rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
+								   bool summarizing_only);
+extern Oid	rows_enum_value(Oid enumtype, const char *label);
+extern AttrNumber rows_attnum(Oid relid, const char *column);
+extern char *rows_text(TupleTableSlot *slot, AttrNumber attnum);
+extern Jsonb *rows_jsonb(TupleTableSlot *slot, AttrNumber attnum);
+
+#endif							/* DURABLE_ROWS_H */

@@ -1,0 +1,360 @@
+/*-------------------------------------------------------------------------
+ *
+ * task_rows.c
+ *	  The task rows of activities, without statements (see rows.c): a new
+ *	  activity's row inserted, ready rows claimed by a poll, the row of an
+ *	  attempt that ended deleted.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "rows.h"
+
+#include "access/nbtree.h"
+#include "access/table.h"
+#include "catalog/dependency.h"
+#include "commands/sequence.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/uuid.h"
+
+/* ---- the task row of a new activity ---- */
+
+/* Where NewTask's columns are in durable.activity_tasks, and what they hold. */
+typedef struct TaskColumns
+{
+	Oid			relid;
+	Oid			task_id_sequence;
+	Oid			scheduled,		/* the status enum's values */
+				started;
+	AttrNumber	task_id,
+				run_id,
+				handle,
+				workflow_id,
+				activity,
+				task_queue,
+				input,
+				retry_policy,
+				timeouts,
+				priority,
+				attempt,
+				status,
+				scheduled_at,
+				ready_at,
+				started_at,
+				worker,
+				cancel_requested,
+				heartbeat_details;	/* not written by an insert */
+} TaskColumns;
+
+
+static AttrNumber
+known_column(Oid relid, const char *column, Bitmapset **known)
+{
+	AttrNumber	attnum = rows_attnum(relid, column);
+
+	*known = bms_add_member(*known, attnum);
+	return attnum;
+}
+
+/*
+ * Looks the columns up once per backend (and table).  Every other column
+ * must be one that an INSERT naming these would leave NULL: a column with a
+ * default this code does not know about is an error, not a silent NULL.
+ */
+static const TaskColumns *
+task_columns(Relation rel)
+{
+	static TaskColumns c = {InvalidOid};
+	Oid			relid = RelationGetRelid(rel);
+	TupleDesc	desc = RelationGetDescr(rel);
+	Bitmapset  *known = NULL;
+
+	if (c.relid == relid)
+		return &c;
+	c.task_id = known_column(relid, "task_id", &known);
+	c.run_id = known_column(relid, "run_id", &known);
+	c.handle = known_column(relid, "handle", &known);
+	c.workflow_id = known_column(relid, "workflow_id", &known);
+	c.activity = known_column(relid, "activity", &known);
+	c.task_queue = known_column(relid, "task_queue", &known);
+	c.input = known_column(relid, "input", &known);
+	c.retry_policy = known_column(relid, "retry_policy", &known);
+	c.timeouts = known_column(relid, "timeouts", &known);
+	c.priority = known_column(relid, "priority", &known);
+	c.attempt = known_column(relid, "attempt", &known);
+	c.status = known_column(relid, "status", &known);
+	c.scheduled_at = known_column(relid, "scheduled_at", &known);
+	c.ready_at = known_column(relid, "ready_at", &known);
+	c.started_at = known_column(relid, "started_at", &known);
+	c.worker = known_column(relid, "worker", &known);
+	c.cancel_requested = known_column(relid, "cancel_requested", &known);
+	c.heartbeat_details = rows_attnum(relid, "heartbeat_details");
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && !bms_is_member(att->attnum, known) &&
+			(att->atthasdef || att->attnotnull || att->attgenerated))
+			elog(ERROR, "column %s of durable.activity_tasks is not known to this version of durable",
+				 NameStr(att->attname));
+	}
+	c.scheduled = rows_enum_value(TupleDescAttr(desc, c.status - 1)->atttypid, "scheduled");
+	c.started = rows_enum_value(TupleDescAttr(desc, c.status - 1)->atttypid, "started");
+#if PG_VERSION_NUM >= 170000
+	c.task_id_sequence = getIdentitySequence(rel, c.task_id, false);
+#else
+	c.task_id_sequence = getIdentitySequence(relid, c.task_id, false);
+#endif
+	c.relid = relid;
+	return &c;
+}
+
+/*
+ * Inserts the task row of a new activity, as an INSERT naming these columns
+ * would (task_id from its identity sequence, the others NULL, uniqueness and
+ * partial indexes as the executor checks them): scheduled, or already
+ * started by the caller of complete_and_poll().  Returns its task_id.
+ */
+int64
+engine_insert_task(const NewTask *t)
+{
+	static Oid	relid = InvalidOid;
+	Relation	rel;
+	const TaskColumns *c;
+	EState	   *estate;
+	TupleTableSlot *slot;
+	Datum	   *values;
+	bool	   *nulls;
+	int64		task_id;
+
+	PreventCommandIfReadOnly("INSERT INTO durable.activity_tasks");
+	rel = table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
+	c = task_columns(rel);
+	task_id = nextval_internal(c->task_id_sequence, false);
+
+	estate = CreateExecutorState();
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	values = slot->tts_values;
+	nulls = slot->tts_isnull;
+	ExecClearTuple(slot);
+	memset(nulls, true, sizeof(bool) * RelationGetDescr(rel)->natts);
+#define SET(col, value) (values[c->col - 1] = (value), nulls[c->col - 1] = false)
+	SET(task_id, Int64GetDatum(task_id));
+	SET(run_id, t->run_id);
+	SET(handle, Int32GetDatum(t->handle));
+	SET(workflow_id, CStringGetTextDatum(t->workflow_id));
+	SET(activity, CStringGetTextDatum(t->activity));
+	SET(task_queue, CStringGetTextDatum(t->task_queue));
+	if (t->input)
+		SET(input, JsonbPGetDatum(t->input));
+	SET(retry_policy, JsonbPGetDatum(t->retry_policy));
+	SET(timeouts, JsonbPGetDatum(t->timeouts));
+	SET(priority, Int32GetDatum(t->priority));
+	SET(attempt, Int32GetDatum(1));
+	SET(status, ObjectIdGetDatum(t->started ? c->started : c->scheduled));
+	SET(scheduled_at, TimestampTzGetDatum(t->now));
+	SET(ready_at, TimestampTzGetDatum(t->now));
+	if (t->started)
+		SET(started_at, TimestampTzGetDatum(t->now));
+	if (t->started && t->worker)
+		SET(worker, CStringGetTextDatum(t->worker));
+	SET(cancel_requested, BoolGetDatum(false));
+#undef SET
+	ExecStoreVirtualTuple(slot);
+
+	simple_table_tuple_insert(rel, slot);
+	rows_add_index_entries(rel, slot, estate, false);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	return task_id;
+}
+
+/* ---- claiming ready tasks ---- */
+
+/* The ready tasks' index, durable.activity_tasks_ready. */
+static Oid
+ready_index(Relation rel)
+{
+	static Oid	indexid = InvalidOid;
+	static Oid	of_relid = InvalidOid;
+
+	if (of_relid != RelationGetRelid(rel) ||
+		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(indexid)))
+	{
+		indexid = get_relname_relid("activity_tasks_ready", RelationGetNamespace(rel));
+		if (!OidIsValid(indexid))
+			elog(ERROR, "index durable.activity_tasks_ready does not exist");
+		of_relid = RelationGetRelid(rel);
+	}
+	return indexid;
+}
+
+/* Is the task in slot ready, on queue, at now? */
+static bool
+task_is_ready(TupleTableSlot *slot, const TaskColumns *c, text *queue, TimestampTz now)
+{
+	bool		isnull;
+	text	   *row_queue;
+
+	if (DatumGetObjectId(slot_getattr(slot, c->status, &isnull)) != c->scheduled ||
+		DatumGetTimestampTz(slot_getattr(slot, c->ready_at, &isnull)) > now)
+		return false;
+	row_queue = DatumGetTextPP(slot_getattr(slot, c->task_queue, &isnull));
+	return VARSIZE_ANY_EXHDR(row_queue) == VARSIZE_ANY_EXHDR(queue) &&
+		memcmp(VARDATA_ANY(row_queue), VARDATA_ANY(queue), VARSIZE_ANY_EXHDR(queue)) == 0;
+}
+
+static void
+fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
+{
+	bool		isnull;
+	pg_uuid_t  *run_id = SPI_palloc(sizeof(pg_uuid_t));
+
+	t->task_id = DatumGetInt64(slot_getattr(slot, c->task_id, &isnull));
+	t->attempt = DatumGetInt32(slot_getattr(slot, c->attempt, &isnull));
+	t->handle = DatumGetInt32(slot_getattr(slot, c->handle, &isnull));
+	memcpy(run_id, DatumGetUUIDP(slot_getattr(slot, c->run_id, &isnull)), sizeof(pg_uuid_t));
+	t->run_id = UUIDPGetDatum(run_id);
+	t->workflow_id = rows_text(slot, c->workflow_id);
+	t->activity = rows_text(slot, c->activity);
+	t->input = rows_jsonb(slot, c->input);
+	t->heartbeat_details = rows_jsonb(slot, c->heartbeat_details);
+	t->timeouts = rows_jsonb(slot, c->timeouts);
+}
+
+/*
+ * Claims up to max_tasks ready tasks of the queue into claimed[], highest
+ * priority first, then oldest, passing over rows someone holds; returns how
+ * many.  As the statement
+ *   UPDATE ... SET status = 'started', started_at = now, worker = worker
+ *    WHERE task_id = ANY (ARRAY(SELECT task_id ... WHERE task_queue = queue
+ *      AND status = 'scheduled' AND ready_at <= now ORDER BY priority DESC,
+ *      ready_at, task_id LIMIT max_tasks FOR UPDATE SKIP LOCKED))
+ * would, reading the ready tasks' index in its order: a row changed since the
+ * snapshot is locked in its newest version and looked at again (READ
+ * COMMITTED), or is a serialization failure (REPEATABLE READ).
+ */
+int
+engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
+				   int max_tasks, ClaimedTask *claimed)
+{
+	static Oid	relid = InvalidOid;
+	text	   *queue_text = cstring_to_text(queue);
+	Relation	rel;
+	Relation	index;
+	const TaskColumns *c;
+	EState	   *estate;
+	TupleTableSlot *slot;
+	TupleTableSlot *started;
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	ScanKeyData key;
+	int			n = 0;
+
+	PreventCommandIfReadOnly("UPDATE durable.activity_tasks");
+	snapshot = rows_begin_statement();
+	rel = table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
+	c = task_columns(rel);
+	index = index_open(ready_index(rel), AccessShareLock);
+	estate = CreateExecutorState();
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
+	started = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	/* the queue, compared under the index's collation as the planner would */
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(queue_text));
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	while (n < max_tasks && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		traversed;
+		ItemPointerData tid;
+
+		if (!task_is_ready(slot, c, queue_text, now) ||
+			!rows_lock(rel, slot, snapshot, true, &traversed) ||
+			(traversed && !task_is_ready(slot, c, queue_text, now)))
+			continue;
+		tid = slot->tts_tid;
+		ExecCopySlot(started, slot);
+		started->tts_values[c->status - 1] = ObjectIdGetDatum(c->started);
+		started->tts_values[c->started_at - 1] = TimestampTzGetDatum(now);
+		started->tts_isnull[c->started_at - 1] = false;
+		started->tts_values[c->worker - 1] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
+		started->tts_isnull[c->worker - 1] = worker == NULL;
+		rows_update(rel, &tid, started, snapshot, estate);
+		fill_claimed(&claimed[n++], started, c);
+	}
+	index_endscan(scan);
+	index_close(index, NoLock);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	PopActiveSnapshot();
+	return n;
+}
+
+/* ---- the task row of an attempt that ended ---- */
+
+/*
+ * Deletes the task row of task_id if it is still at this attempt and
+ * started, as "DELETE ... WHERE task_id = $1 AND attempt = $2 AND status =
+ * 'started'" would: a row someone updated meanwhile (a heartbeat) is waited
+ * for and looked at again in its newest version (a serialization failure in
+ * REPEATABLE READ).  True if it deleted the row.
+ */
+bool
+engine_delete_started_task(int64 task_id, int32 attempt)
+{
+	static Oid	relid = InvalidOid;
+	static AttrNumber attempt_attnum,
+				status_attnum;
+	static Oid	attnums_of = InvalidOid;
+	Relation	rel;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+	bool		found;
+	bool		deleted = false;
+
+	PreventCommandIfReadOnly("DELETE FROM durable.activity_tasks");
+	snapshot = rows_begin_statement();
+	rel = table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
+	if (attnums_of != relid)
+	{
+		attempt_attnum = rows_attnum(relid, "attempt");
+		status_attnum = rows_attnum(relid, "status");
+		attnums_of = relid;
+	}
+	slot = table_slot_create(rel, NULL);
+	found = rows_find_by_key(rel, F_INT8EQ, Int64GetDatum(task_id), snapshot, slot);
+	while (found)
+	{
+		bool		isnull;
+		TM_FailureData tmfd;
+		TM_Result	result;
+
+		if (DatumGetInt32(slot_getattr(slot, attempt_attnum, &isnull)) != attempt ||
+			strcmp(DatumGetCString(DirectFunctionCall1(enum_out,
+													   slot_getattr(slot, status_attnum, &isnull))),
+				   "started") != 0)
+			break;
+		result = table_tuple_delete(rel, &slot->tts_tid, GetCurrentCommandId(true),
+									snapshot, InvalidSnapshot, true, &tmfd, false);
+		if (result == TM_Ok)
+		{
+			deleted = true;
+			break;
+		}
+		if (result != TM_Updated && result != TM_Deleted)
+			elog(ERROR, "unexpected result %d deleting an activity task", (int) result);
+		/* its newest version, locked (or an error, or gone) */
+		found = rows_lock(rel, slot, snapshot, false, NULL);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+	PopActiveSnapshot();
+	return deleted;
+}
