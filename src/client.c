@@ -168,7 +168,7 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 {
 	static EnginePlan plan = {NULL,
 		"INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
-		" started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 1)"
+		" started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 2)"
 		" ON CONFLICT (workflow_id) WHERE status = 'running' DO NOTHING",
 	6, {UUIDOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, TIMESTAMPTZOID}};
 	TimestampTz now = GetCurrentTimestamp();
@@ -210,8 +210,12 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 					 interval_text(nr->execution_timeout));
 		timer_schedule(run, "execution_timeout", 0, 0, deadline);
 	}
+	/*
+	 * Event 1: the row already counts it (next_event_id 2), and its first
+	 * workflow task is already due (task_pending's default).
+	 */
 	engine_append_event(run, "WorkflowExecutionStarted", json_end(&jb), now);
-	engine_request_workflow_task(run);
+	durable_wake_worker_at_commit();
 	return true;
 }
 
