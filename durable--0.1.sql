@@ -31,9 +31,9 @@ CREATE TYPE durable.activity_timeout AS ENUM
     ('schedule_to_start', 'start_to_close', 'schedule_to_close', 'heartbeat');
 
 -- Runs: one row per workflow execution.  The hot path locks a run and
--- records its next_event_id without statements (src/rows.c: index probe,
--- tuple lock, heap update, as the executor would): triggers or rules on this
--- table would not see those.
+-- writes it (next_event_id, a workflow task's outcome) without statements
+-- (src/rows.c: index probe, tuple lock, heap update and index entries, as
+-- the executor would): triggers or rules on this table would not see those.
 CREATE TABLE durable.runs (
     run_id          pg_catalog.uuid PRIMARY KEY,
     workflow_id     pg_catalog.text NOT NULL,
@@ -86,8 +86,9 @@ CREATE TABLE durable.history (
 -- for good.  "handle" is the activity's sequence number in its run, the value
 -- durable.activity_async() returns.  A row is claimed by poll_activity()
 -- (status 'started'); a retried attempt goes back to 'scheduled' with a later
--- ready_at.  New rows, and the rows of completed attempts, are inserted and
--- deleted without statements (src/rows.c): no trigger or rule sees them.
+-- ready_at.  New rows are inserted, claimed and, when their attempt ends,
+-- deleted without statements (src/task_rows.c): no trigger or rule sees
+-- those.
 CREATE TABLE durable.activity_tasks (
     task_id         pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id          pg_catalog.uuid NOT NULL,

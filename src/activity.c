@@ -120,8 +120,8 @@ insert_task(LockedRun *run, int32 handle, const char *activity,
 
 /*
  * Records ActivityTaskScheduled (after "before", if given, in the same
- * statement) and inserts the activity's task; with save_run, that statement
- * also records the run's next_event_id (the caller appends nothing after).
+ * append) and inserts the activity's task; with save_run, also records the
+ * run's next_event_id (the caller appends nothing after).
  */
 void
 activity_schedule(LockedRun *run, int32 handle, const char *activity,
@@ -247,7 +247,7 @@ activity_append_started(ClaimedAttempt *a)
 	engine_append_events(&a->run, 1, &started);
 }
 
-/* ActivityTaskStarted and the event that ends the attempt, in one statement. */
+/* ActivityTaskStarted and the event that ends the attempt, appended together. */
 void
 activity_append_ended(ClaimedAttempt *a, const char *event_type, Jsonb *details,
 					  TimestampTz when)

@@ -213,8 +213,8 @@ check_task_queue_name(text *queue)
  * needs: a worker usually completes on the connection it polled with
  * (complete_and_poll), and then the token needs no HMAC to be checked and
  * the run is locked by its id, without reading the task row first.  Whether
- * the attempt is still the current one is checked by the statement that
- * ends it, as always.  Attempts with timeouts (which have timers to drop)
+ * the attempt is still the current one is checked where it ends (the task
+ * row's delete), as always.  Attempts with timeouts (which have timers to drop)
  * or long names are not kept: they take the general path.
  */
 #define HANDED_OUT		8
