@@ -262,6 +262,39 @@ SELECT next_event_id - 1 = (SELECT max(event_id) FROM durable.history('eager-man
   FROM durable.runs WHERE workflow_id = 'eager-many-1';
 RESET enable_seqscan;
 
+-- Large values (stored out of line, compressed or not) go through the run's
+-- row, the task rows and the history intact.
+CREATE FUNCTION big_echo(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN jsonb_build_object(
+    'first', durable.activity('echo', input, 'eager-big'),
+    'second', durable.activity('echo', input, 'eager-big'));
+END $$;
+CREATE TABLE big_inputs AS
+  SELECT 'big-' || k AS id, jsonb_build_object('blob', CASE k
+           WHEN 1 THEN (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 4000) i)
+           ELSE repeat('durable', 20000) END) AS input
+    FROM generate_series(1, 2) k;
+SELECT durable.start_workflow('big_echo', input, id) FROM big_inputs ORDER BY id;
+-- each: claimed from the queue, then handed back by complete_and_poll
+SELECT task_token AS token, workflow_id AS id FROM durable.poll_activity('eager-big', wait => '10 s') \gset
+SELECT task_token AS token2, (SELECT input FROM big_inputs WHERE id = :'id') = input AS input_intact
+  FROM durable.complete_and_poll(:'token', (SELECT input FROM big_inputs WHERE id = :'id'), 'eager-big') \gset
+\echo :input_intact
+SELECT durable.complete_activity(:'token2', (SELECT input FROM big_inputs WHERE id = :'id'));
+SELECT task_token AS token, workflow_id AS id FROM durable.poll_activity('eager-big', wait => '10 s') \gset
+SELECT task_token AS token2, (SELECT input FROM big_inputs WHERE id = :'id') = input AS input_intact
+  FROM durable.complete_and_poll(:'token', (SELECT input FROM big_inputs WHERE id = :'id'), 'eager-big') \gset
+\echo :input_intact
+SELECT durable.complete_activity(:'token2', (SELECT input FROM big_inputs WHERE id = :'id'));
+SELECT b.id, durable.result(b.id, wait => '10 s') = jsonb_build_object('first', b.input, 'second', b.input) AS intact,
+       length(b.input->>'blob') AS length
+  FROM big_inputs b ORDER BY b.id;
+SELECT b.id, count(*) AS events_with_it FROM big_inputs b, durable.history(b.id) h
+ WHERE h.details->'input' = b.input OR h.details->'result' = b.input
+ GROUP BY b.id ORDER BY b.id;
+DROP TABLE big_inputs;
+
 -- A session that has created temporary objects leaves the task to the
 -- worker (code run by the worker never sees temporary objects).  Last in
 -- this file: that holds for the rest of the session.

@@ -196,7 +196,10 @@ engine_in_subxact_unless_busy(void (*fn) (void *arg), void *arg)
 /*
  * Value of a result column, copied into the caller's context (the one that
  * was current at engine_enter(): SPI's upper context, which SPI unwinds
- * correctly when an error aborts a nested scope).
+ * correctly when an error aborts a nested scope).  A varlena value is copied
+ * detoasted (decompressed, fetched, with a full header): DatumGetJsonbP() and
+ * the like then return the copy itself, instead of detoasting it again into
+ * SPI's memory, which engine_leave() frees.
  */
 Datum
 engine_get(int row, int col, bool *isnull)
@@ -207,6 +210,8 @@ engine_get(int row, int col, bool *isnull)
 
 	if (*isnull || att->attbyval)
 		return d;
+	if (att->attlen == -1)
+		d = PointerGetDatum(pg_detoast_datum((struct varlena *) DatumGetPointer(d)));
 	return SPI_datumTransfer(d, false, att->attlen);
 }
 
