@@ -214,8 +214,8 @@ check_task_queue_name(text *queue)
  * (complete_and_poll), and then the token needs no HMAC to be checked and
  * the run is locked by its id, without reading the task row first.  Whether
  * the attempt is still the current one is checked where it ends (the task
- * row's delete), as always.  Attempts with timeouts (which have timers to drop)
- * or long names are not kept: they take the general path.
+ * row's delete), as always.  Attempts with timeouts (which have timers to
+ * drop) or long names are not kept: they take the general path.
  */
 #define HANDED_OUT		8
 #define HANDED_OUT_TOKEN_LEN	80
@@ -460,7 +460,8 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		t.workflow_id = c->workflow_id;
 		t.activity = c->activity;
 		t.input = c->input;
-		t.heartbeat_details = c->heartbeat_details ? JsonbPGetDatum(c->heartbeat_details) : (Datum) 0;
+		t.heartbeat_details = c->heartbeat_details ?
+			JsonbPGetDatum(c->heartbeat_details) : (Datum) 0;
 		t.no_details = c->heartbeat_details == NULL;
 		t.run_id = c->run_id;
 		t.handle = c->handle;

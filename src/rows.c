@@ -120,7 +120,8 @@ rows_attnum(Oid relid, const char *column)
  * table these writes have none of.)
  */
 void
-rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate, bool summarizing_only)
+rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
+					   bool summarizing_only)
 {
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 
@@ -389,7 +390,8 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	if (!rows_find_by_key(rel, F_UUID_EQ, run->run_id, snapshot, slot))
 		elog(ERROR, "workflow run to update was not found");
 	tid = slot->tts_tid;
-	slot = ExecCopySlot(ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual), slot);
+	slot = ExecCopySlot(ExecInitExtraTupleSlot(estate, RelationGetDescr(rel),
+											   &TTSOpsVirtual), slot);
 	set_column(slot, a->next_event_id, Int64GetDatum(run->next_event_id), false);
 	if (outcome)
 	{
@@ -397,7 +399,8 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 		Oid			status_type = TupleDescAttr(RelationGetDescr(rel), a->status - 1)->atttypid;
 
 		set_column(slot, a->task_pending, BoolGetDatum(false), false);
-		set_column(slot, a->status, ObjectIdGetDatum(rows_enum_value(status_type, outcome->status)), false);
+		set_column(slot, a->status,
+				   ObjectIdGetDatum(rows_enum_value(status_type, outcome->status)), false);
 		set_jsonb(slot, a->result, outcome->result);
 		set_jsonb(slot, a->failure, outcome->failure);
 		set_jsonb(slot, a->task_failure, outcome->task_failure);
