@@ -262,6 +262,27 @@ SELECT next_event_id - 1 = (SELECT max(event_id) FROM durable.history('eager-man
   FROM durable.runs WHERE workflow_id = 'eager-many-1';
 RESET enable_seqscan;
 
+-- Indexes added to the engine's tables while this session already writes
+-- them (it keeps what their index entries need) get the entries of the rows
+-- written after: amcheck finds every live row in each index.  An index on
+-- an expression is written the executor's way.
+CREATE EXTENSION IF NOT EXISTS amcheck;
+CREATE INDEX extra_tasks_worker ON durable.activity_tasks (worker);
+CREATE INDEX extra_tasks_expression ON durable.activity_tasks ((lower(activity)));
+CREATE INDEX extra_runs_counter ON durable.runs (next_event_id) WHERE status = 'running';
+CREATE INDEX extra_history_type ON durable.history (event_type);
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-idx"}', 'eager-idx-1');
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-idx"}', 'eager-idx-2');
+SELECT task_token AS token FROM durable.poll_activity('eager-idx', 'w1', wait => '10 s') \gset
+-- completes it (the run's row updated), hands back its next one (a new row)
+SELECT activity FROM durable.complete_and_poll(:'token', '1', 'eager-idx', 'w1');
+SELECT wait_scheduled('eager-idx-2');
+SELECT count(*) AS live_tasks FROM durable.activity_tasks WHERE task_queue = 'eager-idx';
+SELECT c.relname, bt_index_check(c.oid, true) IS NOT NULL AS checked
+  FROM pg_class c WHERE c.relname LIKE 'extra\_%' ORDER BY c.relname;
+DROP INDEX durable.extra_tasks_worker, durable.extra_tasks_expression,
+           durable.extra_runs_counter, durable.extra_history_type;
+
 -- Large values (stored out of line, compressed or not) go through the run's
 -- row, the task rows and the history intact.
 CREATE FUNCTION big_echo(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$

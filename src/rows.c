@@ -18,7 +18,8 @@
  * concurrently followed to its newest version in READ COMMITTED (and looked
  * at again where the statement's conditions could have changed), or a
  * serialization failure in REPEATABLE READ; index entries, partial indexes'
- * predicates and unique checks by the executor's own ExecInsertIndexTuples.
+ * predicates and unique checks as the executor's ExecInsertIndexTuples()
+ * makes them (row_indexes.c).
  * Nothing else a statement adds applies to these tables: the engine owns
  * them, so row security does not, and they have no triggers, rules,
  * foreign keys or deferrable constraints (durable--0.1.sql says so where it
@@ -110,30 +111,6 @@ rows_attnum(Oid relid, const char *column)
 	if (attnum == InvalidAttrNumber)
 		elog(ERROR, "durable table %u has no column %s", relid, column);
 	return attnum;
-}
-
-/*
- * The index entries of the tuple just written from slot, as the executor
- * makes them: partial indexes' predicates, unique and exclusion checks.
- * (An update is not flagged as one: the flag only adds the hint that an
- * index's key is unchanged, which the executor would look for in a range
- * table these writes have none of.)
- */
-void
-rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
-					   bool summarizing_only)
-{
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
-
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
-#if PG_VERSION_NUM >= 160000
-	ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL, summarizing_only);
-#else
-	Assert(!summarizing_only);
-	ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
-#endif
-	ExecCloseIndices(rri);
 }
 
 /*
@@ -441,24 +418,6 @@ engine_update_run(LockedRun *run, const char *status, Jsonb *result, Jsonb *fail
 
 /* ---- history rows ---- */
 
-/* Index entries for a heap tuple just inserted (plain column indexes only). */
-static void
-insert_index_entries(ResultRelInfo *rri, TupleTableSlot *slot, HeapTuple tuple)
-{
-	for (int i = 0; i < rri->ri_NumIndices; i++)
-	{
-		Relation	index = rri->ri_IndexRelationDescs[i];
-		IndexInfo  *info = rri->ri_IndexRelationInfo[i];
-		Datum		values[INDEX_MAX_KEYS];
-		bool		isnull[INDEX_MAX_KEYS];
-
-		Assert(info->ii_Expressions == NIL && info->ii_Predicate == NIL);
-		FormIndexDatum(info, slot, NULL, values, isnull);
-		index_insert(index, values, isnull, &tuple->t_self, rri->ri_RelationDesc,
-					 info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info);
-	}
-}
-
 /*
  * The bookkeeping of events just appended with ids from the run's
  * next_event_id on: the run's counter, and this backend's cached history
@@ -541,16 +500,12 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 {
 	static Oid	relid = InvalidOid;
 	Relation	rel;
-	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 
 	/* what an INSERT would check first (a hot standby's sessions included) */
 	PreventCommandIfReadOnly("INSERT INTO durable.history");
 	rel = table_open(rows_relid(&relid, "history"), RowExclusiveLock);
-	rri = makeNode(ResultRelInfo);
 	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		values[5];
@@ -565,11 +520,10 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 		tuple = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 		heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
 		ExecStoreHeapTuple(tuple, slot, false);
-		insert_index_entries(rri, slot, tuple);
+		rows_add_index_entries(rel, slot, NULL, false);
 		heap_freetuple(tuple);
 	}
 	ExecDropSingleTupleTableSlot(slot);
-	ExecCloseIndices(rri);
 	table_close(rel, NoLock);
 	events_appended(run, n, events);
 }

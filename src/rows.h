@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * rows.h
- *	  What rows.c and task_rows.c share: doing for one row what a
- *	  statement's executor would do (see rows.c).
+ *	  What rows.c, row_indexes.c and task_rows.c share: doing for one row
+ *	  what a statement's executor would do (see rows.c).
  *
  *-------------------------------------------------------------------------
  */

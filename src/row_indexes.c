@@ -1,0 +1,217 @@
+/*-------------------------------------------------------------------------
+ *
+ * row_indexes.c
+ *	  The index entries of a row that rows.c or task_rows.c wrote: what
+ *	  ExecInsertIndexTuples() would make, with what it works out again at
+ *	  every call (each index's IndexInfo, its partial-index predicate
+ *	  compiled) kept per backend.
+ *
+ * The executor opens a table's indexes, builds their IndexInfo and compiles
+ * their predicates for every statement: for a claim, a fifth of its cost.
+ * Our tables' indexes are btrees on plain columns, partial or not, unique or
+ * not; for those, entries are made here from what is kept, which relcache
+ * invalidation throws away when the table or any of its indexes changes
+ * (the caller has opened the table, which took in pending invalidations).
+ * A table with any other kind of index (on an expression, backing an
+ * exclusion or a deferrable constraint, of another access method) goes
+ * through ExecInsertIndexTuples().
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "rows.h"
+
+#include "access/genam.h"
+#include "catalog/index.h"
+#include "catalog/pg_am.h"
+#include "optimizer/optimizer.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+typedef struct KeptIndex
+{
+	Oid			indexoid;
+	IndexInfo  *info;
+	ExprState  *predicate;		/* NULL: not a partial index */
+} KeptIndex;
+
+typedef struct KeptIndexes
+{
+	Oid			relid;
+	bool		valid;
+	bool		generic;		/* an index we do not handle: the executor's way */
+	int			nindexes;
+	KeptIndex  *indexes;
+	ExprContext *econtext;		/* for predicates */
+	MemoryContext cxt;
+} KeptIndexes;
+
+/* runs, history, activity_tasks: room for one more */
+#define KEPT_TABLES 4
+
+static KeptIndexes kept[KEPT_TABLES];
+static bool invalidation_registered = false;
+
+static void
+forget_kept(Datum arg, Oid relid)
+{
+	for (int i = 0; i < KEPT_TABLES; i++)
+	{
+		KeptIndexes *k = &kept[i];
+
+		if (!k->valid)
+			continue;
+		if (!OidIsValid(relid) || relid == k->relid)
+			k->valid = false;
+		for (int j = 0; k->valid && j < k->nindexes; j++)
+			if (k->indexes[j].indexoid == relid)
+				k->valid = false;
+	}
+}
+
+static bool
+handled_here(Relation index, IndexInfo *info)
+{
+	return index->rd_rel->relam == BTREE_AM_OID &&
+		info->ii_Expressions == NIL &&
+		info->ii_ExclusionOps == NULL &&
+		index->rd_index->indimmediate;
+}
+
+/* Works out and keeps what making rel's index entries needs. */
+static void
+keep_indexes(KeptIndexes *k, Relation rel)
+{
+	List	   *indexoids;
+	ListCell   *lc;
+	int			i = 0;
+	MemoryContext old;
+
+	if (k->cxt == NULL)
+		k->cxt = AllocSetContextCreate(TopMemoryContext, "durable index entries",
+									   ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(k->cxt);
+	k->valid = false;
+	k->relid = RelationGetRelid(rel);
+	old = MemoryContextSwitchTo(k->cxt);
+	indexoids = RelationGetIndexList(rel);
+	k->nindexes = list_length(indexoids);
+	k->indexes = palloc0(sizeof(KeptIndex) * Max(k->nindexes, 1));
+	k->econtext = CreateStandaloneExprContext();
+	k->generic = false;
+	foreach(lc, indexoids)
+	{
+		KeptIndex  *ki = &k->indexes[i++];
+		Relation	index = index_open(lfirst_oid(lc), RowExclusiveLock);
+
+		ki->indexoid = RelationGetRelid(index);
+		ki->info = BuildIndexInfo(index);
+		if (!handled_here(index, ki->info))
+			k->generic = true;
+		else if (ki->info->ii_Predicate != NIL)
+			ki->predicate = ExecInitQual((List *) expression_planner((Expr *) ki->info->ii_Predicate),
+										 NULL);
+		index_close(index, NoLock);
+	}
+	MemoryContextSwitchTo(old);
+	k->valid = true;
+}
+
+static KeptIndexes *
+kept_for(Relation rel)
+{
+	static int	next_evicted = 0;
+	Oid			relid = RelationGetRelid(rel);
+	KeptIndexes *k = NULL;
+
+	if (!invalidation_registered)
+	{
+		CacheRegisterRelcacheCallback(forget_kept, (Datum) 0);
+		invalidation_registered = true;
+	}
+	for (int i = 0; i < KEPT_TABLES; i++)
+	{
+		if (kept[i].valid && kept[i].relid == relid)
+			return &kept[i];
+		if (k == NULL && (!kept[i].valid || kept[i].relid == relid))
+			k = &kept[i];
+	}
+	if (k == NULL)
+		k = &kept[next_evicted++ % KEPT_TABLES];
+	keep_indexes(k, rel);
+	return k;
+}
+
+/* The executor's way: a ResultRelInfo, its indexes opened, their entries made. */
+static void
+generic_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
+					  bool summarizing_only)
+{
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	EState	   *own = estate ? NULL : CreateExecutorState();
+
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+#if PG_VERSION_NUM >= 160000
+	ExecInsertIndexTuples(rri, slot, estate ? estate : own, false, false, NULL, NIL,
+						  summarizing_only);
+#else
+	Assert(!summarizing_only);
+	ExecInsertIndexTuples(rri, slot, estate ? estate : own, false, false, NULL, NIL);
+#endif
+	ExecCloseIndices(rri);
+	if (own)
+		FreeExecutorState(own);
+}
+
+/*
+ * The index entries of the tuple just written from slot (its tts_tid set),
+ * as the executor makes them: partial indexes' predicates, unique checks.
+ * summarizing_only: for an update that needs only those (PostgreSQL 16 and
+ * later).  estate may be NULL.  (An update is not flagged as one: the flag
+ * only adds the hint that an index's key is unchanged, which the executor
+ * would look for in a range table these writes have none of.)
+ */
+void
+rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
+					   bool summarizing_only)
+{
+	KeptIndexes *k = kept_for(rel);
+
+	if (k->generic)
+	{
+		generic_index_entries(rel, slot, estate, summarizing_only);
+		return;
+	}
+	for (int i = 0; i < k->nindexes; i++)
+	{
+		KeptIndex  *ki = &k->indexes[i];
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
+		Relation	index;
+
+		if (!ki->info->ii_ReadyForInserts)
+			continue;
+#if PG_VERSION_NUM >= 160000
+		if (summarizing_only && !ki->info->ii_Summarizing)
+			continue;
+#endif
+		if (ki->predicate)
+		{
+			bool		holds;
+
+			k->econtext->ecxt_scantuple = slot;
+			holds = ExecQual(ki->predicate, k->econtext);
+			ResetExprContext(k->econtext);
+			if (!holds)
+				continue;
+		}
+		index = index_open(ki->indexoid, RowExclusiveLock);
+		FormIndexDatum(ki->info, slot, NULL, values, isnull);
+		index_insert(index, values, isnull, &slot->tts_tid, rel,
+					 ki->info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 false, ki->info);
+		index_close(index, NoLock);
+	}
+}
