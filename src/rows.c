@@ -75,7 +75,7 @@ rows_begin_statement(void)
 /* Finds the row whose one-column primary key equals key (eqproc: its = function). */
 bool
 rows_find_by_key(Relation rel, RegProcedure eqproc, Datum key, Snapshot snapshot,
-					TupleTableSlot *slot)
+				 TupleTableSlot *slot)
 {
 	Relation	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
 	IndexScanDesc scan;
@@ -120,7 +120,7 @@ rows_attnum(Oid relid, const char *column)
  */
 void
 rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot, Snapshot snapshot,
-		   EState *estate)
+			EState *estate)
 {
 #if PG_VERSION_NUM >= 160000
 	TU_UpdateIndexes update_indexes;

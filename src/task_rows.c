@@ -310,10 +310,8 @@ bool
 engine_delete_started_task(int64 task_id, int32 attempt)
 {
 	static Oid	relid = InvalidOid;
-	static AttrNumber attempt_attnum,
-				status_attnum;
-	static Oid	attnums_of = InvalidOid;
 	Relation	rel;
+	const TaskColumns *c;
 	TupleTableSlot *slot;
 	Snapshot	snapshot;
 	bool		found;
@@ -322,12 +320,7 @@ engine_delete_started_task(int64 task_id, int32 attempt)
 	PreventCommandIfReadOnly("DELETE FROM durable.activity_tasks");
 	snapshot = rows_begin_statement();
 	rel = table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
-	if (attnums_of != relid)
-	{
-		attempt_attnum = rows_attnum(relid, "attempt");
-		status_attnum = rows_attnum(relid, "status");
-		attnums_of = relid;
-	}
+	c = task_columns(rel);
 	slot = table_slot_create(rel, NULL);
 	found = rows_find_by_key(rel, F_INT8EQ, Int64GetDatum(task_id), snapshot, slot);
 	while (found)
@@ -336,10 +329,8 @@ engine_delete_started_task(int64 task_id, int32 attempt)
 		TM_FailureData tmfd;
 		TM_Result	result;
 
-		if (DatumGetInt32(slot_getattr(slot, attempt_attnum, &isnull)) != attempt ||
-			strcmp(DatumGetCString(DirectFunctionCall1(enum_out,
-													   slot_getattr(slot, status_attnum, &isnull))),
-				   "started") != 0)
+		if (DatumGetInt32(slot_getattr(slot, c->attempt, &isnull)) != attempt ||
+			DatumGetObjectId(slot_getattr(slot, c->status, &isnull)) != c->started)
 			break;
 		result = table_tuple_delete(rel, &slot->tts_tid, GetCurrentCommandId(true),
 									snapshot, InvalidSnapshot, true, &tmfd, false);
