@@ -43,6 +43,23 @@ SELECT event_type FROM durable.history('eager-1') ORDER BY event_id DESC LIMIT 2
 ROLLBACK;
 SELECT * FROM tasks_of('eager-1');
 
+-- The step is written by the completing transaction itself, not by a
+-- subtransaction of it: the transaction locked the run, and a
+-- subtransaction's update of that row would make a MultiXact (and take a
+-- second transaction id) at every step.
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-xid"}', 'eager-xid');
+SELECT task_token AS xid_token FROM durable.poll_activity('eager-xid', wait => '10 s') \gset
+BEGIN;
+SELECT durable.complete_activity(:'xid_token', '1');
+WITH mine AS (SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text AS xid),
+     run AS (SELECT run_id, xmin FROM durable.runs WHERE workflow_id = 'eager-xid')
+SELECT (SELECT run.xmin::text = mine.xid FROM run, mine) AS run_written_by_it,
+       (SELECT bool_and(t.xmin::text = mine.xid) FROM durable.activity_tasks t, run, mine
+         WHERE t.run_id = run.run_id) AS task_written_by_it,
+       (SELECT array_agg(h.event_type ORDER BY h.event_id) FROM durable.history h, run, mine
+         WHERE h.run_id = run.run_id AND h.xmin::text = mine.xid) AS events_written_by_it;
+COMMIT;
+
 -- What the rolled-back task read and wrote is forgotten (this backend keeps
 -- runs' histories between tasks): the next completion sees only 20, and so
 -- does a completion rolled back to a savepoint.

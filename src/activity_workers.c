@@ -148,23 +148,6 @@ activity_eager_worker(void)
 	return eager_offer ? eager_offer->worker : NULL;
 }
 
-/* How many eager tasks are offered so far (see activity_eager_discard). */
-int
-activity_eager_mark(void)
-{
-	return eager_offer ? eager_offer->ntasks : 0;
-}
-
-/* The work that offered the tasks after mark was rolled back: take them back. */
-void
-activity_eager_discard(int mark)
-{
-	if (eager_offer == NULL)
-		return;
-	eager_offer->slots += eager_offer->ntasks - mark;
-	eager_offer->ntasks = mark;
-}
-
 /* ---- the attempt a token names ---- */
 
 /* An attempt's run and task, by task_id: lock what the caller needs. */

@@ -393,8 +393,6 @@ extern void activity_schedule(LockedRun *run, int32 handle, const char *activity
 							  const NewEvent *before, bool save_run);
 extern void activity_cancel_all(LockedRun *run);
 extern bool activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now);
-extern int	activity_eager_mark(void);
-extern void activity_eager_discard(int mark);
 extern bool activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id,
 								  int32 attempt, const char *timeout, TimestampTz now);
 

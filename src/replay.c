@@ -528,21 +528,40 @@ record_outcome(Replay *r, Outcome outcome, Jsonb *result, ErrorData *edata)
 	}
 }
 
-/* Runs the workflow task of a locked run, against its history h. */
-static void
-execute_task(LockedRun *run, RunHistory *h)
+/* What the workflow code did in one task, not yet recorded. */
+typedef struct CodeRun
 {
-	Replay	   *r = palloc0(sizeof(Replay));
+	Replay	   *replay;
+	Outcome		outcome;
 	Jsonb	   *result;
 	ErrorData  *edata;
-	Outcome		outcome;
+} CodeRun;
+
+/*
+ * Calls the workflow code of a locked run against its history h.  Writes
+ * nothing: the code runs in a subtransaction that is rolled back.
+ */
+static void
+run_code(LockedRun *run, RunHistory *h, CodeRun *code)
+{
+	Replay	   *r = palloc0(sizeof(Replay));
 
 	r->cxt = CurrentMemoryContext;
 	r->run = run;
 	r->task_time = GetCurrentTimestamp();
 	load_history(r, h);
-	outcome = call_workflow(r, &result, &edata);
-	record_outcome(r, outcome, result, edata);
+	code->replay = r;
+	code->outcome = call_workflow(r, &code->result, &code->edata);
+}
+
+/* Runs the workflow task of a locked run, against its history h. */
+static void
+execute_task(LockedRun *run, RunHistory *h)
+{
+	CodeRun		code;
+
+	run_code(run, h, &code);
+	record_outcome(code.replay, code.outcome, code.result, code.edata);
 }
 
 /* ---- running a task where its cause happened ---- */
@@ -580,25 +599,34 @@ may_run_task_here(LockedRun *run, Oid caller)
  * transaction: the next command is scheduled in the same commit, with no
  * trip through the worker.  Otherwise (a fan-out still open: the worker
  * then runs one task for many results) or when this backend may not run
- * it, or if the engine fails while running it (the worker will try again,
- * and park the run if it fails too), returns false and leaves the run as it
- * was: the caller makes the task due for the worker.
+ * it, or if the engine fails before the code has run (the worker will try
+ * again, and park the run if it fails too), returns false and leaves the
+ * run as it was: the caller makes the task due for the worker.
+ *
+ * Only the reading and the code are in a subtransaction of their own (which
+ * writes nothing, so it takes no transaction id); what the code did is
+ * recorded by the caller's transaction, which locked the run.  Recorded in a
+ * subtransaction, the run's new version would carry the caller's lock and
+ * the subtransaction's update: a MultiXact, and a second transaction id, at
+ * every step.  An error while recording fails the caller's statement, as an
+ * error in the completion itself would.
  */
 typedef struct InlineTask
 {
 	LockedRun  *run;
 	bool		ran;
+	CodeRun		code;
 } InlineTask;
 
 static void
-run_inline_task(void *arg)
+run_inline_code(void *arg)
 {
 	InlineTask *task = arg;
 	RunHistory *h = history_load(task->run, true);
 
 	if (h->open_commands == 0)
 	{
-		execute_task(task->run, h);
+		run_code(task->run, h, &task->code);
 		task->ran = true;
 	}
 }
@@ -607,24 +635,28 @@ bool
 replay_task_inline(LockedRun *run, Oid caller)
 {
 	LockedRun	saved = *run;
-	int			eager_mark = activity_eager_mark();
-	InlineTask	task = {run, false};
+	InlineTask	task = {.run = run};
 	ErrorData  *edata;
 
 	if (!may_run_task_here(run, caller))
 		return false;
-	edata = engine_in_subxact(run_inline_task, &task);
-	if (edata == NULL)
-		return task.ran;
-	/* a cancel, or a lock the caller gave up on, is the caller's */
-	if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || ENGINE_LOCK_BUSY(edata))
-		ReThrowError(edata);
-	ereport(LOG,
-			(errmsg("durable: workflow task of \"%s\" left to the worker: %s",
-					run->workflow_id, edata->message)));
-	*run = saved;				/* the events the task appended are gone */
-	activity_eager_discard(eager_mark);
-	return false;
+	edata = engine_in_subxact(run_inline_code, &task);
+	if (edata != NULL)
+	{
+		/* a cancel, or a lock the caller gave up on, is the caller's */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || ENGINE_LOCK_BUSY(edata))
+			ReThrowError(edata);
+		ereport(LOG,
+				(errmsg("durable: workflow task of \"%s\" left to the worker: %s",
+						run->workflow_id, edata->message)));
+		*run = saved;
+		return false;
+	}
+	if (!task.ran)
+		return false;
+	record_outcome(task.code.replay, task.code.outcome, task.code.result,
+				   task.code.edata);
+	return true;
 }
 
 /* ---- the worker's entry point ---- */
