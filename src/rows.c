@@ -137,6 +137,39 @@ rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot, Snapshot snapsh
 #endif
 }
 
+/*
+ * Replaces the row at tid with slot's values unless someone holds it or
+ * changed it since the snapshot, in one step: no lock of the row first (the
+ * lock would be a WAL record of its own).  TM_Ok: replaced, with its index
+ * entries.  Anything else (held by another transaction, or by this one;
+ * changed since the snapshot): nothing was written, and the caller goes the
+ * way of SELECT ... FOR UPDATE (rows_lock), which tells these cases apart.
+ */
+TM_Result
+rows_update_unless_held(Relation rel, ItemPointer tid, TupleTableSlot *slot,
+						Snapshot snapshot, EState *estate)
+{
+	TM_FailureData tmfd;
+	LockTupleMode lockmode;
+	TM_Result	result;
+#if PG_VERSION_NUM >= 160000
+	TU_UpdateIndexes update_indexes;
+
+	result = table_tuple_update(rel, tid, slot, GetCurrentCommandId(true), snapshot,
+								InvalidSnapshot, false, &tmfd, &lockmode, &update_indexes);
+	if (result == TM_Ok && update_indexes != TU_None)
+		rows_add_index_entries(rel, slot, estate, update_indexes == TU_Summarizing);
+#else
+	bool		update_indexes;
+
+	result = table_tuple_update(rel, tid, slot, GetCurrentCommandId(true), snapshot,
+								InvalidSnapshot, false, &tmfd, &lockmode, &update_indexes);
+	if (result == TM_Ok && update_indexes)
+		rows_add_index_entries(rel, slot, estate, false);
+#endif
+	return result;
+}
+
 /* ---- the run row ---- */
 
 /* Where LockedRun's columns are in durable.runs (by name: columns may be added). */

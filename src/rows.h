@@ -23,6 +23,9 @@ extern bool rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot,
 					  bool skip_locked, bool *traversed);
 extern void rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot,
 						Snapshot snapshot, EState *estate);
+extern TM_Result rows_update_unless_held(Relation rel, ItemPointer tid,
+										 TupleTableSlot *slot, Snapshot snapshot,
+										 EState *estate);
 extern void rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
 								   bool summarizing_only);
 extern Oid	rows_enum_value(Oid enumtype, const char *label);

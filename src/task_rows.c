@@ -227,6 +227,59 @@ fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
 	t->timeouts = rows_jsonb(slot, c->timeouts);
 }
 
+/* The claimed version of the task in slot, into started. */
+static void
+mark_started(TupleTableSlot *started, TupleTableSlot *slot, const TaskColumns *c,
+			 TimestampTz now, const char *worker)
+{
+	ExecCopySlot(started, slot);
+	started->tts_values[c->status - 1] = ObjectIdGetDatum(c->started);
+	started->tts_values[c->started_at - 1] = TimestampTzGetDatum(now);
+	started->tts_isnull[c->started_at - 1] = false;
+	started->tts_values[c->worker - 1] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
+	started->tts_isnull[c->worker - 1] = worker == NULL;
+}
+
+/*
+ * Text equality as texteq() decides it under a deterministic collation: the
+ * same bytes.  A claim compares the queue name with every entry of the ready
+ * index's leaf page it reads (a btree scan reads a page at a time), and
+ * texteq() looks the collation up, and the two lengths, at each.
+ */
+static Datum
+text_bytes_equal(PG_FUNCTION_ARGS)
+{
+	text	   *a = PG_GETARG_TEXT_PP(0);
+	text	   *b = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_BOOL(VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+				   memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0);
+}
+
+/* The scan key "task_queue = queue" on the ready index's first column. */
+static void
+queue_scan_key(ScanKey key, Relation index, text *queue)
+{
+	static FmgrInfo bytes_equal;
+	Oid			collation = index->rd_indcollation[0];
+
+	if (bytes_equal.fn_addr == NULL)
+	{
+		bytes_equal.fn_addr = text_bytes_equal;
+		bytes_equal.fn_oid = InvalidOid;
+		bytes_equal.fn_nargs = 2;
+		bytes_equal.fn_strict = true;
+		bytes_equal.fn_mcxt = TopMemoryContext;
+	}
+	/* compared under the index's collation, as the planner would */
+	if (!OidIsValid(collation) || get_collation_isdeterministic(collation))
+		ScanKeyEntryInitializeWithInfo(key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+									   collation, &bytes_equal, PointerGetDatum(queue));
+	else
+		ScanKeyEntryInitialize(key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+							   collation, F_TEXTEQ, PointerGetDatum(queue));
+}
+
 /*
  * Claims up to max_tasks ready tasks of the queue into claimed[], highest
  * priority first, then oldest, passing over rows someone holds; returns how
@@ -235,9 +288,11 @@ fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
  *    WHERE task_id = ANY (ARRAY(SELECT task_id ... WHERE task_queue = queue
  *      AND status = 'scheduled' AND ready_at <= now ORDER BY priority DESC,
  *      ready_at, task_id LIMIT max_tasks FOR UPDATE SKIP LOCKED))
- * would, reading the ready tasks' index in its order: a row changed since the
- * snapshot is locked in its newest version and looked at again (READ
- * COMMITTED), or is a serialization failure (REPEATABLE READ).
+ * would, reading the ready tasks' index in its order.  A row is updated at
+ * once when no one holds it and it is as the snapshot saw it (the usual
+ * case); else it goes the statement's way: locked unless someone holds it,
+ * in its newest version and looked at again (READ COMMITTED), or a
+ * serialization failure (REPEATABLE READ).
  */
 int
 engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
@@ -264,28 +319,27 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
 	started = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
-	/* the queue, compared under the index's collation as the planner would */
-	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(queue_text));
+	queue_scan_key(&key, index, queue_text);
 	scan = index_beginscan(rel, index, snapshot, 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
 	while (n < max_tasks && index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
-		bool		traversed;
-		ItemPointerData tid;
+		ItemPointerData tid = slot->tts_tid;
 
-		if (!task_is_ready(slot, c, queue_text, now) ||
-			!rows_lock(rel, slot, snapshot, true, &traversed) ||
-			(traversed && !task_is_ready(slot, c, queue_text, now)))
+		if (!task_is_ready(slot, c, queue_text, now))
 			continue;
-		tid = slot->tts_tid;
-		ExecCopySlot(started, slot);
-		started->tts_values[c->status - 1] = ObjectIdGetDatum(c->started);
-		started->tts_values[c->started_at - 1] = TimestampTzGetDatum(now);
-		started->tts_isnull[c->started_at - 1] = false;
-		started->tts_values[c->worker - 1] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
-		started->tts_isnull[c->worker - 1] = worker == NULL;
-		rows_update(rel, &tid, started, snapshot, estate);
+		mark_started(started, slot, c, now, worker);
+		if (rows_update_unless_held(rel, &tid, started, snapshot, estate) != TM_Ok)
+		{
+			bool		traversed;
+
+			if (!rows_lock(rel, slot, snapshot, true, &traversed) ||
+				(traversed && !task_is_ready(slot, c, queue_text, now)))
+				continue;
+			tid = slot->tts_tid;
+			mark_started(started, slot, c, now, worker);
+			rows_update(rel, &tid, started, snapshot, estate);
+		}
 		fill_claimed(&claimed[n++], started, c);
 	}
 	index_endscan(scan);
