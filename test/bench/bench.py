@@ -58,17 +58,28 @@ def wal_position(conn):
     return q1(conn, "SELECT pg_current_wal_insert_lsn()")
 
 
-def wal_commits(conn, since):
-    """Commit records in the WAL since an LSN: the transactions that wrote
-    something (read-only ones write none), counted by pg_waldump."""
+def wal_records(conn, since):
+    """WAL records since an LSN, by kind, counted by pg_waldump: commits (the
+    transactions that wrote something: read-only ones write none) and
+    MultiXacts created."""
     until = wal_position(conn)
     wal = os.path.join(q1(conn, "SHOW data_directory"), "pg_wal")
     out = subprocess.run(["pg_waldump", "--stats=record", "-p", wal, "-s", since, "-e", until],
                          capture_output=True, text=True, check=True).stdout
+    counts = {"commits": 0, "multixacts": 0}
     for line in out.splitlines():
         if line.startswith("Transaction/COMMIT "):
-            return int(line.split()[1])
-    return 0
+            counts["commits"] = int(line.split()[1])
+        elif line.startswith("MultiXact/CREATE_ID "):
+            counts["multixacts"] = int(line.split()[1])
+    return counts
+
+
+def next_xid(conn):
+    """The next transaction id to be assigned (taking none): the difference
+    of two readings is the ids used in between, subtransactions' included,
+    which is what brings on anti-wraparound vacuums."""
+    return q1(conn, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
 
 
 def percentile(values, p):
@@ -228,17 +239,22 @@ def throughput(conn, args, steps, n, combined=False):
     q(conn, "SELECT count(durable.start_workflow('bench_steps', jsonb_build_object('steps', %s, 'queue', 'bench'), %s || i))"
             " FROM generate_series(1, %s) i", (steps, prefix, n))
     t0 = time.time()
+    xid0 = next_xid(conn)
     meter = CpuMeter(conn, pollers)
     wait_closed(conn, prefix, n)
     elapsed = time.time() - t0
     activities = n * steps
     cpu = meter.per_activity_us(activities)
+    xids = next_xid(conn) - xid0
     done = pollers.finish()
+    wal = wal_records(conn, lsn0)
     return {"workflows": n, "steps": steps, "pollers": args.clients,
             "seconds": round(elapsed, 2),
             "workflows_per_s": round(n / elapsed, 1),
             "activities_per_s": round(activities / elapsed, 1),
-            "commits_per_activity": round(wal_commits(conn, lsn0) / activities, 2),
+            "commits_per_activity": round(wal["commits"] / activities, 2),
+            "xids_per_activity": round(xids / activities, 2),
+            "multixacts_per_activity": round(wal["multixacts"] / activities, 2),
             "cpu_us_per_activity": cpu,
             "completed_by_pollers": done}
 
@@ -385,15 +401,16 @@ def timers(conn, args):
     return result
 
 
-def replay_steps(conn, args, inline):
-    """One run of bench_steps done one activity at a time; per step, the time
-    from completing an activity to holding the next task: the workflow task
-    between them (replay included) runs inside complete_activity when inline,
-    in the worker otherwise."""
+def replay_steps(conn, args, inline, workflow="bench_steps"):
+    """One run of a workflow of sequential activities done one at a time; per
+    step, the time from completing an activity to holding the next task: the
+    workflow task between them (replay included) runs inside
+    complete_activity when inline, in the worker otherwise."""
     clean(conn)
     steps = 200 if args.quick else 1000
     q(conn, "SET durable.eager_workflow_tasks = %s" % ("on" if inline else "off"))
-    q(conn, "SELECT durable.start_workflow('bench_steps', jsonb_build_object('steps', %s, 'queue', 'rp'), 'replay-1')", (steps,))
+    q(conn, "SELECT durable.start_workflow(%s, jsonb_build_object('steps', %s, 'queue', 'rp'), 'replay-1')",
+      (workflow, steps))
     cur = conn.cursor()
     per_step = []
     cur.execute("SELECT task_token FROM durable.poll_activity('rp', wait => '10 s')")
@@ -412,12 +429,23 @@ def replay_steps(conn, args, inline):
     k = 20 if args.quick else 50
     early = statistics.median(per_step[9:9 + k])
     late = statistics.median(per_step[-k:])
-    return {"steps": steps, "task_ms_at_step_10": round(early, 2),
+    return {"workflow": workflow, "steps": steps, "task_ms_at_step_10": round(early, 2),
             "task_ms_at_last_step": round(late, 2), "ratio": round(late / early, 2)}
 
 
+# mode: (eager_workflow_tasks, workflow, label)
+REPLAY_MODES = {
+    "inline": (True, "bench_steps", "run by complete_activity"),
+    "worker": (False, "bench_steps", "run by the worker"),
+    # the same loop without the benchmark's own work per step (to_jsonb(i),
+    # input->>'queue', a cast): what replaying costs durable, per call
+    "inline_bare_code": (True, "bench_bare_steps", "run by complete_activity, bare loop"),
+}
+
+
 def replay(conn, args):
-    return {"inline": replay_steps(conn, args, True), "worker": replay_steps(conn, args, False)}
+    return {mode: replay_steps(conn, args, inline, workflow)
+            for mode, (inline, workflow, _) in REPLAY_MODES.items()}
 
 
 def main():
@@ -499,6 +527,8 @@ def print_table(results):
             rows.append(("%s: activities/s" % label, t["activities_per_s"],
                          "x%.2f of ceiling" % t["activities_per_s_vs_ceiling"] if "activities_per_s_vs_ceiling" in t else ""))
             rows.append(("%s: WAL commits per activity" % label, t["commits_per_activity"], ""))
+            rows.append(("%s: transaction ids / MultiXacts per activity" % label,
+                         "%s / %s" % (t["xids_per_activity"], t["multixacts_per_activity"]), ""))
             c = t["cpu_us_per_activity"]
             rows.append(("%s: machine CPU us per activity" % label, c["machine"],
                          "pollers' backends %d, worker %d, poller processes %d" % (
@@ -524,7 +554,7 @@ def print_table(results):
             t["pending_timers"], t["idle_worker"]["seconds"]),
             "%s, %s" % (t["idle_worker"]["cpu_ms"], t["idle_worker"]["wakeups"]), ""))
     if "replay" in s:
-        for mode, label in (("inline", "run by complete_activity"), ("worker", "run by the worker")):
+        for mode, (_, _, label) in REPLAY_MODES.items():
             r = s["replay"][mode]
             rows.append(("replay, %s: step ms around step 10 / %d" % (label, r["steps"]),
                          "%s / %s" % (r["task_ms_at_step_10"], r["task_ms_at_last_step"]),

@@ -2,7 +2,8 @@
 # Instructions per activity, counted by callgrind: a measure of the hot path
 # that this shared, noisy machine cannot blur (timings move by 15% from run
 # to run; instruction counts by well under 1%).  As root:
-#   bash test/bench/callgrind.sh [WORKFLOWS [STEPS]]   (default 40 workflows of 10 steps)
+#   bash test/bench/callgrind.sh [WORKFLOWS [STEPS [WORKFLOW]]]
+# (default 40 workflows of 10 steps of bench_steps, test/bench/workflows.sql)
 # Builds and installs durable, starts a throwaway server with every process
 # under callgrind, lets the worker start WORKFLOWS workflows of STEPS
 # activities, then one connection (test/bench/one_worker.c) does all their
@@ -14,6 +15,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORKFLOWS=${1:-40}
 STEPS=${2:-10}
+WORKFLOW=${3:-bench_steps}
 PORT=${DURABLE_CALLGRIND_PORT:-54340}
 DIR=/tmp/durable-callgrind
 export PATH=/usr/lib/postgresql/15/bin:$PATH
@@ -46,7 +48,7 @@ as_postgres "PGDATABASE=postgres createdb bench && psql -Xq -c 'CREATE EXTENSION
 cp "$ROOT/test/bench/workflows.sql" "$DIR/" && chown postgres "$DIR/workflows.sql"
 as_postgres "psql -Xq -f workflows.sql"
 as_postgres "psql -Xq" <<EOF
-SELECT count(durable.start_workflow('bench_steps', '{"steps": $STEPS, "queue": "cg"}', 'cg-' || i))
+SELECT count(durable.start_workflow('$WORKFLOW', '{"steps": $STEPS, "queue": "cg"}', 'cg-' || i))
   FROM generate_series(1, $WORKFLOWS) i;
 EOF
 # the worker (slow under callgrind) runs every first workflow task

@@ -57,7 +57,9 @@ main(int argc, char **argv)
 									  1, NULL, &queue, NULL, NULL, 0));
 	while (done < wanted && PQntuples(task) == 1)
 	{
-		const char *params[3] = {PQgetvalue(task, 0, 0), PQgetvalue(task, 0, 1), queue};
+		/* the result is the input (null for none) */
+		const char *params[3] = {PQgetvalue(task, 0, 0),
+		PQgetisnull(task, 0, 1) ? "null" : PQgetvalue(task, 0, 1), queue};
 		PGresult   *next = checked(conn, PQexecPrepared(conn, "next", 3, params, NULL, NULL, 0));
 
 		PQclear(task);
