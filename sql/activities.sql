@@ -357,6 +357,23 @@ SELECT count(*) AS next_tasks FROM durable.complete_and_poll(:'token', :'input',
 SELECT durable.result('cp-1', wait => '10 s');
 SELECT count(*) FROM durable.complete_and_poll('1.1.00000000000000000000000000000000', NULL, 'cp');
 
+-- A poll that may wait looks first in the caller's transaction itself when
+-- the queue is known to have no limits: the claimed row is written by the
+-- transaction, not by a subtransaction of it (which would take a second
+-- transaction id at every poll).  The first poll of a queue looks its limits
+-- up, in a subtransaction.
+SELECT durable.start_workflow('fan_out', '{"n": 2, "queue": "at-once"}', workflow_id => 'at-once-1');
+CREATE TEMP TABLE at_once AS SELECT * FROM durable.poll_activity('at-once', wait => '10 s');
+BEGIN;
+INSERT INTO at_once SELECT * FROM durable.poll_activity('at-once', wait => '10 s');
+SELECT count(*) AS claimed_by_the_transaction
+  FROM durable.activity_tasks t JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'at-once-1'
+   AND t.xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text;
+COMMIT;
+SELECT count(*) FILTER (WHERE durable.complete_activity(task_token, input)) AS completed FROM at_once;
+SELECT durable.result('at-once-1', wait => '10 s');
+
 -- The engine's statements keep to their indexes, even when their plans are
 -- made on tables analyzed nearly empty (a queue's statistics are always
 -- stale): with a task waiting behind thousands of others, a poll or a

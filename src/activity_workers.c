@@ -85,27 +85,43 @@ static int	eager_streak = 0;
  * before the bump sees what a statement whose snapshot predates the commit
  * would see.
  */
+static struct
+{
+	char		queue[NAMEDATALEN * 2];
+	uint64		version;
+	bool		limited;
+}			known_limits;
+
 static bool
 queue_has_limits(const char *queue)
 {
 	static EnginePlan plan = {NULL,
 	"SELECT 1 FROM durable.task_queues WHERE task_queue = $1", 1, {TEXTOID}};
-	static char known_queue[NAMEDATALEN * 2];
-	static uint64 known_version = 0;
-	static bool known_limited;
 	uint64		version = durable_queue_limits_version();
 	Datum		values[1];
 
-	if (version != 0 && version == known_version && strcmp(queue, known_queue) == 0)
-		return known_limited;
+	if (version != 0 && version == known_limits.version &&
+		strcmp(queue, known_limits.queue) == 0)
+		return known_limits.limited;
 	values[0] = CStringGetTextDatum(queue);
-	known_limited = engine_exec(&plan, values, NULL, 1) > 0;
-	if (version != 0 && strlen(queue) < sizeof(known_queue))
+	known_limits.limited = engine_exec(&plan, values, NULL, 1) > 0;
+	known_limits.version = 0;
+	if (version != 0 && strlen(queue) < sizeof(known_limits.queue))
 	{
-		strcpy(known_queue, queue);
-		known_version = version;
+		strcpy(known_limits.queue, queue);
+		known_limits.version = version;
 	}
-	return known_limited;
+	return known_limits.limited;
+}
+
+/* Is this queue known to have no limits, without looking them up? */
+static bool
+queue_known_unlimited(const char *queue)
+{
+	uint64		version = durable_queue_limits_version();
+
+	return version != 0 && version == known_limits.version &&
+		!known_limits.limited && strcmp(queue, known_limits.queue) == 0;
 }
 
 /* May an activity scheduled on task_queue go to the caller of complete_and_poll()? */
@@ -409,7 +425,7 @@ spend_tokens(const char *queue, double tokens, TimestampTz now)
  */
 static int
 claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
-			int max_tasks, long *retry_ms)
+			int max_tasks, bool tentative, long *retry_ms)
 {
 	EngineScope scope;
 	TimestampTz now = GetCurrentTimestamp();
@@ -425,7 +441,7 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		return 0;
 	}
 	claimed = palloc(sizeof(ClaimedTask) * max_tasks);
-	n = engine_claim_tasks(queue, worker, now, max_tasks, claimed);
+	n = engine_claim_tasks(queue, worker, now, max_tasks, tentative, claimed);
 	eager_streak = 0;			/* the queue had its turn */
 	if (n > 0)
 		durable_wake_queue_at_abort(queue);
@@ -467,6 +483,7 @@ typedef struct ClaimRequest
 	const char *worker;
 	int			max_tasks;
 	long		retry_ms;		/* out: when a rate limit allows more (-1) */
+	bool		tentative;		/* see engine_claim_tasks() */
 } ClaimRequest;
 
 static bool
@@ -475,7 +492,26 @@ claim_some(void *arg)
 	ClaimRequest *req = arg;
 
 	return claim_tasks(req->rsinfo, req->queue, req->worker, req->max_tasks,
-					   &req->retry_ms) > 0;
+					   req->tentative, &req->retry_ms) > 0;
+}
+
+/*
+ * The first look of a poll that may wait, when the queue is known to have
+ * no limits (so no row of durable.task_queues gets locked, and no statement
+ * runs): in the caller's transaction itself, which costs no subtransaction
+ * and no second transaction id.  Tentative: if it claims nothing it leaves
+ * no lock behind, and the look in a subtransaction that follows sees the
+ * rows it passed over.
+ */
+static bool
+claim_at_once(ClaimRequest *req)
+{
+	ClaimRequest first = *req;
+
+	if (!queue_known_unlimited(req->queue))
+		return false;
+	first.tentative = true;
+	return claim_some(&first);
 }
 
 /*
@@ -497,6 +533,7 @@ poll_args(FunctionCallInfo fcinfo, int first, ClaimRequest *req)
 	req->worker = PG_ARGISNULL(first + 1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(first + 1));
 	req->max_tasks = PG_ARGISNULL(max_tasks_arg) ? 1 : PG_GETARG_INT32(max_tasks_arg);
 	req->retry_ms = -1;
+	req->tentative = false;
 	if (req->max_tasks < 1 || req->max_tasks > MAX_POLL_TASKS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -534,10 +571,17 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 
 	if (wait_ms == 0)
 	{
-		ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1};
+		ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1, false};
 
 		(void) claim_some(&req);
 		return (Datum) 0;
+	}
+	else
+	{
+		ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1, false};
+
+		if (claim_at_once(&req))
+			return (Datum) 0;
 	}
 
 	durable_poller_waits(queue, 1);
@@ -545,7 +589,7 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 	{
 		for (;;)
 		{
-			ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1};
+			ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1, false};
 			uint64		seen = channel_broadcasts(channel);
 			TimestampTz now;
 			long		sleep_ms;

@@ -267,7 +267,7 @@ typedef struct ClaimedTask
 } ClaimedTask;
 
 extern int	engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
-							   int max_tasks, ClaimedTask *claimed);
+							   int max_tasks, bool tentative, ClaimedTask *claimed);
 /*
  * The columns of a run that LockedRun holds, as queries read them (with a
  * table alias prefix, e.g. "r."): see engine_fill_locked_run().

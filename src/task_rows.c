@@ -293,10 +293,16 @@ queue_scan_key(ScanKey key, Relation index, text *queue)
  * case); else it goes the statement's way: locked unless someone holds it,
  * in its newest version and looked at again (READ COMMITTED), or a
  * serialization failure (REPEATABLE READ).
+ *
+ * A tentative look leaves nothing behind if it claims nothing: it passes
+ * over rows changed since its snapshot instead of locking them, and then
+ * releases the table and index locks it took (a poller about to sleep must
+ * not hold them; the statement's way would keep them to the end of the
+ * transaction).
  */
 int
 engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
-				   int max_tasks, ClaimedTask *claimed)
+				   int max_tasks, bool tentative, ClaimedTask *claimed)
 {
 	static Oid	relid = InvalidOid;
 	text	   *queue_text = cstring_to_text(queue);
@@ -333,7 +339,8 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 		{
 			bool		traversed;
 
-			if (!rows_lock(rel, slot, snapshot, true, &traversed) ||
+			if (tentative ||
+				!rows_lock(rel, slot, snapshot, true, &traversed) ||
 				(traversed && !task_is_ready(slot, c, queue_text, now)))
 				continue;
 			tid = slot->tts_tid;
@@ -343,10 +350,10 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 		fill_claimed(&claimed[n++], started, c);
 	}
 	index_endscan(scan);
-	index_close(index, NoLock);
+	index_close(index, tentative && n == 0 ? AccessShareLock : NoLock);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
-	table_close(rel, NoLock);
+	table_close(rel, tentative && n == 0 ? RowExclusiveLock : NoLock);
 	PopActiveSnapshot();
 	return n;
 }
