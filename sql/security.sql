@@ -77,6 +77,24 @@ SELECT durable.retry_workflow_task('alice-2');
 RESET ROLE;
 SELECT durable.result('alice-2', wait => '10 s') ->> 'current_user' AS ran_as;
 
+-- The engine resolves the names in its statements under a search_path of
+-- its own, whatever the caller's: an operator that shadows pg_catalog's in a
+-- schema the caller puts first is never called (the engine's statements run
+-- as the extension's owner).
+SET ROLE regress_durable_alice;
+CREATE FUNCTION alice_app.hijacked_texteq(a text, b text) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE NOTICE 'hijacked, running as %', current_user;
+  RETURN a OPERATOR(pg_catalog.=) b;
+END $$;
+CREATE OPERATOR alice_app.= (LEFTARG = text, RIGHTARG = text, FUNCTION = alice_app.hijacked_texteq);
+SET search_path = alice_app, pg_catalog, public;
+SELECT 'x'::text = 'x'::text AS shadowed_here;
+SELECT durable.result('alice-2') ->> 'current_user' AS read_without_it;
+SELECT durable.start_workflow('alice_app.whoami', '{}', workflow_id => 'alice-3');
+RESET search_path;
+RESET ROLE;
+
 DROP SCHEMA alice_app CASCADE;
 DROP TABLE secret_plans;
 DROP OWNED BY regress_durable_alice, regress_durable_bob;

@@ -121,6 +121,8 @@ engine_exec(EnginePlan *plan, Datum *values, const char *nulls, long count)
 	const char *outer_sql = executing_sql;
 	int			ret;
 
+	/* planned under it, and planned again if run under another */
+	engine_pin_search_path();
 	if (plan->plan == NULL)
 	{
 		/*

@@ -800,12 +800,15 @@ call_query_handler(Replay *r, QueryAnswer *qa, Jsonb *args)
 	PG_TRY();
 	{
 		Oid			argtypes[2] = {JSONBOID, JSONBOID};
-		Oid			funcoid = LookupFuncName(stringToQualifiedNameList(qa->handler),
-											 2, argtypes, false);
+		Oid			funcoid;
 		FmgrInfo	flinfo;
 		Datum		d;
 
 		LOCAL_FCINFO(fcinfo, 2);
+
+		engine_pin_search_path();
+		funcoid = LookupFuncName(stringToQualifiedNameList(qa->handler),
+								 2, argtypes, false);
 
 		if (get_func_rettype(funcoid) != JSONBOID)
 			ereport(ERROR,
