@@ -7,9 +7,11 @@
  *
  * Users call our SQL functions as themselves; the state tables are not
  * theirs to write.  engine_enter() switches to the owner of the durable
- * schema with a pinned search_path for the span of the internal queries, the
- * way a SECURITY DEFINER function would, but after the caller's identity
- * has been read (it becomes the run's owner).
+ * schema, the way a SECURITY DEFINER function would, but after the caller's
+ * identity has been read (it becomes the run's owner); search_path is pinned
+ * for the rest of the scope before anything in it is resolved by name
+ * (engine_pin_search_path(), called by engine_exec() and the function
+ * lookups).
  *
  * The run row is the mutex of a run: whoever appends events to a run holds
  * its row locked FOR UPDATE, so event ids are dense and a workflow task
