@@ -77,6 +77,14 @@ static EagerOffer *eager_offer = NULL;
 /* Activities handed out by eager dispatch since this backend last claimed from a queue. */
 static int	eager_streak = 0;
 
+/* What queue_has_limits() last found, for one queue. */
+static struct
+{
+	char		queue[NAMEDATALEN * 2];
+	uint64		version;		/* of all queues' limits; 0: not to be kept */
+	bool		limited;
+}			known_limits;
+
 /*
  * Does this queue have limits (a durable.task_queues row)?  The answer for
  * the last queue asked about is remembered until any queue's limits change
@@ -85,13 +93,6 @@ static int	eager_streak = 0;
  * before the bump sees what a statement whose snapshot predates the commit
  * would see.
  */
-static struct
-{
-	char		queue[NAMEDATALEN * 2];
-	uint64		version;
-	bool		limited;
-}			known_limits;
-
 static bool
 queue_has_limits(const char *queue)
 {
@@ -571,18 +572,11 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 
 	if (wait_ms == 0)
 	{
-		ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1, false};
-
-		(void) claim_some(&req);
+		(void) claim_some(&args);
 		return (Datum) 0;
 	}
-	else
-	{
-		ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1, false};
-
-		if (claim_at_once(&req))
-			return (Datum) 0;
-	}
+	if (claim_at_once(&args))
+		return (Datum) 0;
 
 	durable_poller_waits(queue, 1);
 	PG_TRY();
