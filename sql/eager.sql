@@ -77,6 +77,25 @@ SELECT durable.result('eager-1');
 SELECT count(*) AS workflow_tasks
   FROM durable.history('eager-1') WHERE event_type = 'WorkflowTaskCompleted';
 
+-- A workflow function replaced, here by one in another language, while
+-- this backend remembers how to call it: the next task calls the new one.
+CREATE FUNCTION two_steps(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN jsonb_build_array(durable.activity('a', input, 'eager-lang'),
+                           durable.activity('b', input, 'eager-lang'));
+END $$;
+SELECT durable.start_workflow('two_steps', '{"n": 1}', 'eager-lang');
+SELECT task_token AS lang_token FROM durable.poll_activity('eager-lang', wait => '10 s') \gset
+SELECT durable.complete_activity(:'lang_token', '"a"');
+SELECT * FROM tasks_of('eager-lang');
+CREATE OR REPLACE FUNCTION two_steps(input jsonb) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT jsonb_build_object('sql', jsonb_build_array(durable.activity('a', input, 'eager-lang'),
+                                                     durable.activity('b', input, 'eager-lang')))
+$$;
+SELECT task_token AS lang_token FROM durable.poll_activity('eager-lang', wait => '10 s') \gset
+SELECT durable.complete_activity(:'lang_token', '"b"');
+SELECT durable.result('eager-lang', wait => '10 s');
+
 -- Off: the worker runs the task after the commit.
 SET durable.eager_workflow_tasks = off;
 SELECT durable.start_workflow('three_steps', '{"queue": "eager"}', 'eager-2');
