@@ -96,6 +96,31 @@ SELECT task_token AS lang_token FROM durable.poll_activity('eager-lang', wait =>
 SELECT durable.complete_activity(:'lang_token', '"b"');
 SELECT durable.result('eager-lang', wait => '10 s');
 
+-- Workflow code that catches an error raised inside one of durable's calls
+-- (a query the other run does not answer), then sleeps: recording the timer
+-- runs a statement of ours in the completing backend, and the caller's
+-- search_path is its own again afterwards.
+CREATE FUNCTION catches(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE a jsonb;
+BEGIN
+  a := durable.activity('a', input, 'eager-catch');
+  BEGIN
+    PERFORM durable.query('eager-1', 'no_such_query');
+  EXCEPTION WHEN others THEN NULL;
+  END;
+  PERFORM durable.sleep('1 millisecond');
+  RETURN a;
+END $$;
+SELECT durable.start_workflow('catches', '{"n": 1}', 'eager-catch');
+SELECT task_token AS catch_token FROM durable.poll_activity('eager-catch', wait => '10 s') \gset
+BEGIN;
+SET LOCAL search_path = public, pg_catalog;
+SELECT durable.complete_activity(:'catch_token', '7');
+SHOW search_path;
+SELECT event_type FROM durable.history('eager-catch') ORDER BY event_id DESC LIMIT 2;
+COMMIT;
+SELECT durable.result('eager-catch', wait => '10 s');
+
 -- Off: the worker runs the task after the commit.
 SET durable.eager_workflow_tasks = off;
 SELECT durable.start_workflow('three_steps', '{"queue": "eager"}', 'eager-2');

@@ -226,6 +226,7 @@ _PG_init(void)
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
 	durable_register_xact_callback();
+	engine_register_scope_callbacks();
 	engine_install_planner_hook();
 
 	/* loaded by a backend on demand: the API functions will say what to do */

@@ -179,14 +179,13 @@ typedef struct EngineScope
 	Oid			caller;			/* the role that called us: check its rights */
 	Oid			save_userid;
 	int			save_sec_context;
-	int			save_nestlevel; /* settings pinned at this GUC level, or 0 */
-	int			xact_level;		/* the subtransaction level it was entered at */
-	struct EngineScope *outer;
+	int			depth;			/* 1 + the scopes it is inside of */
 } EngineScope;
 
 extern void engine_enter(EngineScope *scope);
 extern void engine_leave(EngineScope *scope);
 extern void engine_pin_search_path(void);
+extern void engine_register_scope_callbacks(void);
 extern Oid	engine_owner(void);
 
 /* A saved SPI plan, prepared on first use. */

@@ -69,14 +69,40 @@ engine_owner(void)
 #define ENGINE_SEARCH_PATH "pg_catalog, pg_temp"
 
 /*
- * The innermost engine scope entered and not left, and, per subtransaction
- * nesting level, what it was when that subtransaction began: an error that
- * aborts a subtransaction abandons the scopes entered inside it (their
- * frames are gone), and the scope around them is current again.
+ * The engine scopes entered and not left, by depth (1 is the outermost):
+ * where each was entered (its subtransaction level) and the GUC nest level
+ * at which it pinned its settings (0: not yet).  And, per subtransaction
+ * level, the depth when that subtransaction began: an error that aborts a
+ * subtransaction abandons the scopes entered inside it, and the scope
+ * around them is the innermost again.  Depths, not pointers: an abandoned
+ * scope's frame is gone.
  */
-static EngineScope *innermost_scope = NULL;
-static EngineScope **scope_at_level = NULL;
-static int	scope_levels = 0;
+typedef struct ScopeState
+{
+	int			xact_level;
+	int			pinned_at;
+} ScopeState;
+
+static int	scope_depth = 0;
+static ScopeState *scopes = NULL;
+static int	scopes_size = 0;
+static int *depth_at_level = NULL;
+static int	levels_size = 0;
+
+/* array[size] grown to hold index i, new entries zeroed */
+static void *
+grown(void *array, int *size, int i, Size entry)
+{
+	int			n = Max(16, (i + 1) * 2);
+
+	if (i < *size)
+		return array;
+	array = array == NULL ? MemoryContextAllocZero(TopMemoryContext, n * entry) :
+		repalloc(array, n * entry);
+	memset((char *) array + *size * entry, 0, (n - *size) * entry);
+	*size = n;
+	return array;
+}
 
 static void
 scope_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
@@ -86,19 +112,11 @@ scope_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 	if (event == SUBXACT_EVENT_START_SUB)
 	{
-		if (level >= scope_levels)
-		{
-			int			n = Max(16, level * 2);
-
-			scope_at_level = scope_at_level == NULL ?
-				MemoryContextAlloc(TopMemoryContext, n * sizeof(EngineScope *)) :
-				repalloc(scope_at_level, n * sizeof(EngineScope *));
-			scope_levels = n;
-		}
-		scope_at_level[level] = innermost_scope;
+		depth_at_level = grown(depth_at_level, &levels_size, level, sizeof(int));
+		depth_at_level[level] = scope_depth;
 	}
-	else if (event == SUBXACT_EVENT_ABORT_SUB && level < scope_levels)
-		innermost_scope = scope_at_level[level];
+	else if (event == SUBXACT_EVENT_ABORT_SUB && level < levels_size)
+		scope_depth = depth_at_level[level];
 }
 
 static void
@@ -107,7 +125,7 @@ scope_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_PREPARE)
-		innermost_scope = NULL;
+		scope_depth = 0;
 }
 
 static bool
@@ -123,8 +141,9 @@ search_path_pinned(void)
  * subtransaction begun within the scope, until that subtransaction ends.
  */
 static void
-pin_settings(EngineScope *scope)
+pin_settings(void)
 {
+	ScopeState *scope = &scopes[scope_depth];
 	int			nestlevel = NewGUCNestLevel();
 
 	(void) set_config_option("search_path", ENGINE_SEARCH_PATH,
@@ -141,9 +160,8 @@ pin_settings(EngineScope *scope)
 								 PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 	/* a later level of the same scope is undone with this one */
-	if (GetCurrentTransactionNestLevel() == scope->xact_level &&
-		scope->save_nestlevel == 0)
-		scope->save_nestlevel = nestlevel;
+	if (GetCurrentTransactionNestLevel() == scope->xact_level && scope->pinned_at == 0)
+		scope->pinned_at = nestlevel;
 }
 
 /*
@@ -158,9 +176,20 @@ engine_pin_search_path(void)
 {
 	if (search_path_pinned())
 		return;
-	if (innermost_scope == NULL)
+	if (scope_depth == 0)
 		elog(ERROR, "durable: a name resolved outside the engine's scope");
-	pin_settings(innermost_scope);
+	pin_settings();
+}
+
+/*
+ * Registers what keeps scope_depth right: at library load, so that it sees
+ * every subtransaction begin.
+ */
+void
+engine_register_scope_callbacks(void)
+{
+	RegisterXactCallback(scope_xact_callback, NULL);
+	RegisterSubXactCallback(scope_subxact_callback, NULL);
 }
 
 /*
@@ -176,25 +205,17 @@ engine_pin_search_path(void)
 void
 engine_enter(EngineScope *scope)
 {
-	static bool callbacks_registered = false;
-
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(scope_xact_callback, NULL);
-		RegisterSubXactCallback(scope_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
 	GetUserIdAndSecContext(&scope->save_userid, &scope->save_sec_context);
 	scope->caller = scope->save_userid;
 	SetUserIdAndSecContext(engine_owner(),
 						   scope->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	scope->save_nestlevel = 0;
-	scope->xact_level = GetCurrentTransactionNestLevel();
-	scope->outer = innermost_scope;
-	innermost_scope = scope;
+	scope->depth = ++scope_depth;
+	scopes = grown(scopes, &scopes_size, scope_depth, sizeof(ScopeState));
+	scopes[scope_depth].xact_level = GetCurrentTransactionNestLevel();
+	scopes[scope_depth].pinned_at = 0;
 	/* the worker's lock_timeout must hold for rows locked without statements too */
 	if (IsBackgroundWorker)
-		pin_settings(scope);
+		pin_settings();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 }
@@ -202,10 +223,12 @@ engine_enter(EngineScope *scope)
 void
 engine_leave(EngineScope *scope)
 {
+	int			pinned_at = scopes[scope->depth].pinned_at;
+
 	SPI_finish();
-	if (scope->save_nestlevel > 0)
-		AtEOXact_GUC(true, scope->save_nestlevel);
-	innermost_scope = scope->outer;
+	if (pinned_at > 0)
+		AtEOXact_GUC(true, pinned_at);
+	scope_depth = scope->depth - 1;
 	SetUserIdAndSecContext(scope->save_userid, scope->save_sec_context);
 }
 
