@@ -7,8 +7,11 @@
  * PGHOST, PGPORT, ...), that poll QUEUE and complete every task with its own
  * input as the result, as a real worker would after doing the work.  MODE is
  * "two" (poll_activity, then complete_activity: two round trips and commits
- * per activity) or "combined" (complete_and_poll: one of each while tasks
- * keep coming).  Each client prints "ready" once connected; on SIGTERM they
+ * per activity), "combined" (complete_and_poll: one of each while tasks
+ * keep coming) or "two-async-claim" (as "two", but the poll's transaction
+ * sets synchronous_commit off for itself: its commit does not wait for the
+ * WAL flush, the completion's does, and a server crash may hand the task
+ * out again: a measure of that trade-off, not a recommendation).  Each client prints "ready" once connected; on SIGTERM they
  * stop and the parent prints the total number of activities completed.
  *
  * It is C, like pgbench for the ceiling, so that the clients' own CPU does
@@ -59,7 +62,7 @@ prepare(PGconn *conn, const char *name, const char *sql)
 
 /* One client: returns how many activities it completed. */
 static long
-client(const char *queue, int combined, int pipe_fd)
+client(const char *queue, int combined, int async_claim, int pipe_fd)
 {
 	PGconn	   *conn = PQconnectdb("");
 	PGresult   *task = NULL;
@@ -71,6 +74,9 @@ client(const char *queue, int combined, int pipe_fd)
 		exit(1);
 	}
 	prepare(conn, "poll",
+			async_claim ?
+			"SELECT task_token, input FROM durable.poll_activity($1, wait => '200 ms'),"
+			" set_config('synchronous_commit', 'off', true)" :
 			"SELECT task_token, input FROM durable.poll_activity($1, wait => '200 ms')");
 	prepare(conn, "complete", "SELECT durable.complete_activity($1, $2)");
 	prepare(conn, "complete_and_poll",
@@ -117,6 +123,7 @@ main(int argc, char **argv)
 {
 	int			clients;
 	int			combined;
+	int			async_claim;
 	int			ready[2];
 	int			counts[2];
 	pid_t	   *pids;
@@ -124,11 +131,12 @@ main(int argc, char **argv)
 
 	if (argc != 4)
 	{
-		fprintf(stderr, "usage: poller QUEUE CLIENTS two|combined\n");
+		fprintf(stderr, "usage: poller QUEUE CLIENTS two|combined|two-async-claim\n");
 		return 2;
 	}
 	clients = atoi(argv[2]);
 	combined = strcmp(argv[3], "combined") == 0;
+	async_claim = strcmp(argv[3], "two-async-claim") == 0;
 	signal(SIGTERM, on_term);
 	if (pipe(ready) != 0 || pipe(counts) != 0)
 		return 1;
@@ -138,7 +146,7 @@ main(int argc, char **argv)
 		pids[i] = fork();
 		if (pids[i] == 0)
 		{
-			long		done = client(argv[1], combined, ready[1]);
+			long		done = client(argv[1], combined, async_claim, ready[1]);
 
 			if (write(counts[1], &done, sizeof(done)) != sizeof(done))
 				return 1;

@@ -14,7 +14,8 @@ FIGURES = [
     ("ceiling: one-row INSERT commits/s", "ceiling.commits_per_s", "{:,.0f}"),
     ("ceiling: machine CPU per commit (us)", "ceiling.machine_cpu_us_per_commit", "{:.0f}"),
 ]
-for key in ("10_steps_complete_and_poll", "1_step_complete_and_poll", "10_steps", "1_step"):
+for key in ("10_steps_complete_and_poll", "1_step_complete_and_poll", "10_steps", "1_step",
+            "10_steps_async_claim", "1_step_async_claim"):
     t = "throughput." + key + "."
     FIGURES += [
         (key + ": activities/s", t + "activities_per_s", "{:,.0f}"),
