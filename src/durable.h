@@ -219,6 +219,10 @@ typedef struct LockedRun
 	int64		next_event_id;
 	bool		task_failed;
 	bool		task_pending;
+	/* where rows.c last saw its row, and in which (sub)transaction: a hint */
+	ItemPointerData tid;
+	LocalTransactionId tid_lxid;
+	SubTransactionId tid_subxact;
 } LockedRun;
 
 extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);

@@ -39,6 +39,7 @@
 #include "catalog/pg_enum.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -241,6 +242,32 @@ rows_jsonb(TupleTableSlot *slot, AttrNumber attnum)
 	return copy;
 }
 
+#if PG_VERSION_NUM >= 170000
+#define MY_LXID (MyProc->vxid.lxid)
+#else
+#define MY_LXID (MyProc->lxid)
+#endif
+
+/*
+ * Where the run's row is now, for write_run().  Only within the
+ * subtransaction that saw it: its locks on the table are held there (a
+ * rolled-back one's are not, and the page could go).
+ */
+static void
+note_run_tid(LockedRun *run, TupleTableSlot *slot)
+{
+	run->tid = slot->tts_tid;
+	run->tid_lxid = MY_LXID;
+	run->tid_subxact = GetCurrentSubTransactionId();
+}
+
+static bool
+run_tid_usable(const LockedRun *run)
+{
+	return ItemPointerIsValid(&run->tid) && run->tid_lxid == MY_LXID &&
+		run->tid_subxact == GetCurrentSubTransactionId();
+}
+
 /* LockedRun from the run's row, copied to outlive the engine's scope. */
 static void
 fill_run(LockedRun *run, TupleTableSlot *slot, const RunAttnums *a)
@@ -265,6 +292,7 @@ fill_run(LockedRun *run, TupleTableSlot *slot, const RunAttnums *a)
 	run_id = SPI_palloc(sizeof(pg_uuid_t));
 	memcpy(run_id, DatumGetUUIDP(slot_getattr(slot, a->run_id, &isnull)), sizeof(pg_uuid_t));
 	run->run_id = UUIDPGetDatum(run_id);
+	note_run_tid(run, slot);
 }
 
 /*
@@ -374,6 +402,15 @@ set_jsonb(TupleTableSlot *slot, AttrNumber attnum, Jsonb *value)
 	set_column(slot, attnum, value ? JsonbPGetDatum(value) : (Datum) 0, value == NULL);
 }
 
+static bool
+same_run(TupleTableSlot *slot, const RunAttnums *a, Datum run_id)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, a->run_id, &isnull);
+
+	return !isnull && memcmp(DatumGetUUIDP(d), DatumGetUUIDP(run_id), UUID_LEN) == 0;
+}
+
 /*
  * Writes the locked run's row: next_event_id, and the outcome if given. A
  * heap-only update when no indexed column changes and the page has room,
@@ -396,8 +433,20 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	a = run_attnums(RelationGetRelid(rel));
 	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
-	/* the caller holds the row locked: this is its newest version */
-	if (!rows_find_by_key(rel, F_UUID_EQ, run->run_id, snapshot, slot))
+	/*
+	 * The caller holds the row locked, so only this transaction can have
+	 * replaced it: the version where it was last seen is still the newest if
+	 * this statement's snapshot sees it (one this transaction replaced since,
+	 * with a statement of its own, it does not see; nor one written by a
+	 * subtransaction that was rolled back).  The slot may since hold another
+	 * row (a rolled-back version is pruned at once and its slot reused), so
+	 * the run id must match too: a run has one version this snapshot sees.
+	 * Else, or if not known, the primary key finds it.
+	 */
+	if (!(run_tid_usable(run) &&
+		  table_tuple_fetch_row_version(rel, &run->tid, snapshot, slot) &&
+		  same_run(slot, a, run->run_id)) &&
+		!rows_find_by_key(rel, F_UUID_EQ, run->run_id, snapshot, slot))
 		elog(ERROR, "workflow run to update was not found");
 	tid = slot->tts_tid;
 	slot = ExecCopySlot(ExecInitExtraTupleSlot(estate, RelationGetDescr(rel),
@@ -418,6 +467,7 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 		set_column(slot, a->closed_at, TimestampTzGetDatum(GetCurrentTimestamp()), !closes);
 	}
 	rows_update(rel, &tid, slot, snapshot, estate);
+	note_run_tid(run, slot);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	table_close(rel, NoLock);
