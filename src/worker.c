@@ -35,6 +35,16 @@
 /* When a due timer's run was busy: look again this soon. */
 #define BUSY_RUN_RETRY_MS	50
 
+/*
+ * A timed wait on Linux may end late by 0.1% of its length (0.5% in a
+ * niced process), up to 100 ms: timer slack, which lets the kernel batch
+ * wakeups.  A timer due in ten seconds would fire 10 ms late, one due in two
+ * minutes 100 ms late.  So a sleep longer than this ends early, by 1% of it
+ * and a millisecond, and the rest is slept again: a hundred times shorter,
+ * with a hundred times less slack.
+ */
+#define EXACT_SLEEP_MS		50
+
 static int	my_slot = -1;
 static char my_database[NAMEDATALEN];
 
@@ -173,6 +183,8 @@ sleep_until_next_timer(bool retry_soon)
 	}
 	if (timeout_ms == 0)
 		return;
+	if (timeout_ms > EXACT_SLEEP_MS)
+		timeout_ms -= timeout_ms / 100 + 1;
 	set_sleeping_until(timeout_ms < 0 ? DT_NOEND : next, false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	(void) WaitLatch(MyLatch,

@@ -70,4 +70,9 @@ echo "activities: $done_ (one connection, complete_and_poll)"
 echo "instructions per activity, all server processes: $((all / done_)) (the worker's first tasks and the server's start included)"
 echo "instructions per activity, backend in all:      $((total / done_))"
 echo "instructions per activity, in complete_and_poll: $((in_call / done_))"
+# the worker ran every workflow's first task (before the connection began)
+worker_file=$(grep -l "replay_run_tasks" "$DIR"/out/cg.* | head -1 || true)
+if [ -n "$worker_file" ]; then
+    echo "instructions of the worker in all:              $(awk '/^totals:/ {print $2}' "$worker_file") (its start included: take two sizes' difference for its first tasks)"
+fi
 echo "profile (inclusive, by function): $DIR/profile.txt"

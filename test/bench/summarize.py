@@ -44,6 +44,7 @@ for key in ("spread", "burst"):
         ("timers %s: lateness max (ms)" % key, "timers.%s.lateness_max_ms" % key, "{:.0f}"),
     ]
 FIGURES += [
+    ("timers one at a time after a long sleep: lateness max (ms)", "timers.lone.lateness_max_ms", "{:.2f}"),
     ("idle worker, 1,000,000 timers: CPU ms", "timers.idle_worker.cpu_ms", "{:.0f}"),
     ("idle worker, 1,000,000 timers: wakeups", "timers.idle_worker.wakeups", "{:.0f}"),
 ]
