@@ -39,8 +39,8 @@
  * A timed wait on Linux may end late by 0.1% of its length (0.5% in a
  * niced process), up to 100 ms: timer slack, which lets the kernel batch
  * wakeups.  A timer due in ten seconds would fire 10 ms late, one due in two
- * minutes 100 ms late.  So a sleep longer than this ends early, by 1% of it
- * and a millisecond, and the rest is slept again: a hundred times shorter,
+ * minutes 100 ms late.  So a wait longer than this ends early, by 1% of it
+ * and a millisecond, and the rest is waited again: a hundred times shorter,
  * with a hundred times less slack.
  */
 #define EXACT_SLEEP_MS		50
@@ -161,6 +161,30 @@ run_due_work(void)
 }
 
 /*
+ * Waits on the latch until "until" (timeout_ms from now), not later: a long
+ * wait ends early (see EXACT_SLEEP_MS) and the rest is waited again, with
+ * nothing else done in between (nothing is due before "until" that would
+ * not have set the latch).
+ */
+static void
+wait_until(TimestampTz until, long timeout_ms)
+{
+	while (timeout_ms > 0)
+	{
+		long		wait_ms = timeout_ms;
+		int			events;
+
+		if (wait_ms > EXACT_SLEEP_MS)
+			wait_ms -= wait_ms / 100 + 1;
+		events = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						   wait_ms, PG_WAIT_EXTENSION);
+		if (!(events & WL_TIMEOUT) || wait_ms == timeout_ms)
+			return;
+		timeout_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+	}
+}
+
+/*
  * Sleeps until the next timer is due, or forever when there is none: only
  * a commit (or a signal) wakes an idle worker.
  */
@@ -183,13 +207,13 @@ sleep_until_next_timer(bool retry_soon)
 	}
 	if (timeout_ms == 0)
 		return;
-	if (timeout_ms > EXACT_SLEEP_MS)
-		timeout_ms -= timeout_ms / 100 + 1;
 	set_sleeping_until(timeout_ms < 0 ? DT_NOEND : next, false);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	(void) WaitLatch(MyLatch,
-					 WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout_ms > 0 ? WL_TIMEOUT : 0),
-					 timeout_ms > 0 ? timeout_ms : 0, PG_WAIT_EXTENSION);
+	if (timeout_ms < 0)
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, 0,
+						 PG_WAIT_EXTENSION);
+	else
+		wait_until(next, timeout_ms);
 	ResetLatch(MyLatch);
 	set_sleeping_until(0, true);
 }
