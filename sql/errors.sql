@@ -112,3 +112,38 @@ SELECT durable.start_workflow('bad_options',
 SELECT jsonb_array_elements_text(durable.result('bad-options', wait => '10 s'));
 -- no activity was scheduled by any of them
 SELECT count(*) FROM durable.poll_activity('q');
+
+-- The engine writes history and task rows itself, by column name: a
+-- nullable column added to its tables (as a later version's script might
+-- add one) is left NULL, and a column it would have to fill (a default, NOT
+-- NULL) is refused rather than left NULL.  Each in a transaction rolled
+-- back, which keeps the worker off the tables meanwhile.
+BEGIN;
+ALTER TABLE durable.history ADD COLUMN note text;
+SELECT durable.start_workflow('bad_options', '{}', workflow_id => 'added-column');
+SELECT h.event_id, h.event_type, h.note
+  FROM durable.history h JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'added-column';
+ROLLBACK;
+BEGIN;
+ALTER TABLE durable.history ADD COLUMN source text NOT NULL DEFAULT 'app';
+SELECT durable.start_workflow('bad_options', '{}', workflow_id => 'added-column');
+ROLLBACK;
+-- The same for task rows: the next activity, scheduled by the workflow task
+-- that complete_activity() runs, cannot be inserted.
+CREATE FUNCTION two_activities(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM durable.activity('a', NULL, 'added-column-q');
+  RETURN durable.activity('b', NULL, 'added-column-q');
+END $$;
+SELECT durable.start_workflow('two_activities', '{}', workflow_id => 'added-task-column');
+SELECT task_token AS first_token FROM durable.poll_activity('added-column-q', wait => '10 s') \gset
+BEGIN;
+ALTER TABLE durable.activity_tasks ADD COLUMN region text DEFAULT 'eu';
+SELECT durable.complete_activity(:'first_token', '1');
+ROLLBACK;
+-- and with the column gone, the same completion goes through
+SELECT durable.complete_activity(:'first_token', '1');
+SELECT durable.complete_activity(task_token, '2')
+  FROM durable.poll_activity('added-column-q', wait => '10 s');
+SELECT durable.result('added-task-column', wait => '10 s');

@@ -43,6 +43,7 @@
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -112,6 +113,82 @@ rows_attnum(Oid relid, const char *column)
 	if (attnum == InvalidAttrNumber)
 		elog(ERROR, "durable table %u has no column %s", relid, column);
 	return attnum;
+}
+
+/* rows_attnum(), and the column noted in *known (for rows_check_columns()). */
+AttrNumber
+rows_known_attnum(Oid relid, const char *column, Bitmapset **known)
+{
+	AttrNumber	attnum = rows_attnum(relid, column);
+
+	*known = bms_add_member(*known, attnum);
+	return attnum;
+}
+
+/* Column caches of durable tables (their relids), forgotten when a table changes. */
+#define MAX_COLUMN_CACHES 4
+static Oid *column_caches[MAX_COLUMN_CACHES];
+static int	ncolumn_caches = 0;
+
+static void
+forget_columns(Datum arg, Oid relid)
+{
+	for (int i = 0; i < ncolumn_caches; i++)
+		if (!OidIsValid(relid) || relid == *column_caches[i])
+			*column_caches[i] = InvalidOid;
+}
+
+/*
+ * Are the columns a cache holds (*cached: the relid they are of, invalid
+ * if none) still those of rel?  If not, *cached is reset: the caller looks
+ * them up and sets it last.  The cache is forgotten when the table changes
+ * (relcache invalidation: ALTER TABLE, and its rollback).
+ */
+bool
+rows_columns_kept(Oid *cached, Relation rel)
+{
+	bool		registered = false;
+
+	if (*cached == RelationGetRelid(rel))
+		return true;
+	for (int i = 0; i < ncolumn_caches; i++)
+		registered |= column_caches[i] == cached;
+	if (!registered)
+	{
+		if (ncolumn_caches == MAX_COLUMN_CACHES)
+			elog(ERROR, "too many durable column caches");
+		if (ncolumn_caches == 0)
+			CacheRegisterRelcacheCallback(forget_columns, (Datum) 0);
+		column_caches[ncolumn_caches++] = cached;
+	}
+	*cached = InvalidOid;
+	return false;
+}
+
+/*
+ * Every column of rel but the known ones must be one that an INSERT naming
+ * only those would leave NULL: a column with a default (or NOT NULL, or
+ * generated) that this code does not know about is an error, not a silent
+ * NULL.
+ */
+void
+rows_check_columns(Relation rel, const Bitmapset *known)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && !bms_is_member(att->attnum, known) &&
+			(att->atthasdef || att->attnotnull || att->attgenerated))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("column \"%s\" of durable.%s is not known to this version of durable",
+							NameStr(att->attname), RelationGetRelationName(rel)),
+					 errdetail("durable writes this table's rows itself, and would leave the column null."),
+					 errhint("Install the durable library that matches the extension's version.")));
+	}
 }
 
 /*
@@ -517,6 +594,38 @@ events_appended(LockedRun *run, int n, const NewEvent *events)
 	}
 }
 
+/* Where the history's columns are (by name: columns may be added). */
+typedef struct HistoryColumns
+{
+	Oid			relid;			/* invalid: to be looked up */
+	AttrNumber	run_id,
+				event_id,
+				event_time,
+				event_type,
+				details;
+} HistoryColumns;
+
+static const HistoryColumns *
+history_columns(Relation rel)
+{
+	static HistoryColumns cache = {InvalidOid};
+	HistoryColumns *c = &cache;
+	Oid			relid = RelationGetRelid(rel);
+	Bitmapset  *known = NULL;
+
+	if (rows_columns_kept(&c->relid, rel))
+		return c;
+	c->run_id = rows_known_attnum(relid, "run_id", &known);
+	c->event_id = rows_known_attnum(relid, "event_id", &known);
+	c->event_time = rows_known_attnum(relid, "event_time", &known);
+	c->event_type = rows_known_attnum(relid, "event_type", &known);
+	c->details = rows_known_attnum(relid, "details", &known);
+	rows_check_columns(rel, known);
+	bms_free(known);
+	c->relid = relid;
+	return c;
+}
+
 /*
  * Reads the run's events after event id "after", in order, handing each to
  * reader (as "SELECT ... FROM durable.history WHERE run_id = $1 AND
@@ -527,11 +636,7 @@ void
 engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 {
 	static Oid	relid = InvalidOid;
-	static AttrNumber event_id,
-				event_time,
-				event_type,
-				details;
-	static Oid	attnums_of = InvalidOid;
+	const HistoryColumns *c;
 	Relation	rel;
 	Relation	index;
 	IndexScanDesc scan;
@@ -541,14 +646,7 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 
 	snapshot = rows_begin_statement();
 	rel = table_open(rows_relid(&relid, "history"), AccessShareLock);
-	if (attnums_of != relid)
-	{
-		event_id = rows_attnum(relid, "event_id");
-		event_time = rows_attnum(relid, "event_time");
-		event_type = rows_attnum(relid, "event_type");
-		details = rows_attnum(relid, "details");
-		attnums_of = relid;
-	}
+	c = history_columns(rel);
 	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
 	slot = table_slot_create(rel, NULL);
 	/* the primary key is (run_id, event_id) */
@@ -561,10 +659,10 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 		bool		isnull;
 
 		reader(arg,
-			   DatumGetInt64(slot_getattr(slot, event_id, &isnull)),
-			   DatumGetTimestampTz(slot_getattr(slot, event_time, &isnull)),
-			   TextDatumGetCString(slot_getattr(slot, event_type, &isnull)),
-			   DatumGetJsonbP(slot_getattr(slot, details, &isnull)));
+			   DatumGetInt64(slot_getattr(slot, c->event_id, &isnull)),
+			   DatumGetTimestampTz(slot_getattr(slot, c->event_time, &isnull)),
+			   TextDatumGetCString(slot_getattr(slot, c->event_type, &isnull)),
+			   DatumGetJsonbP(slot_getattr(slot, c->details, &isnull)));
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
@@ -582,24 +680,34 @@ void
 engine_append_events(LockedRun *run, int n, const NewEvent *events)
 {
 	static Oid	relid = InvalidOid;
+	const HistoryColumns *c;
 	Relation	rel;
 	TupleTableSlot *slot;
+	int			natts;
+	Datum	   *values;
+	bool	   *nulls;
 
 	/* what an INSERT would check first (a hot standby's sessions included) */
 	PreventCommandIfReadOnly("INSERT INTO durable.history");
 	rel = table_open(rows_relid(&relid, "history"), RowExclusiveLock);
+	c = history_columns(rel);
+	natts = RelationGetDescr(rel)->natts;
+	values = palloc(sizeof(Datum) * natts);
+	nulls = palloc(sizeof(bool) * natts);
 	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[5];
-		bool		nulls[5] = {false, false, false, false, false};
 		HeapTuple	tuple;
 
-		values[0] = run->run_id;
-		values[1] = Int64GetDatum(run->next_event_id + i);
-		values[2] = TimestampTzGetDatum(events[i].when);
-		values[3] = CStringGetTextDatum(events[i].type);
-		values[4] = JsonbPGetDatum(events[i].details);
+		/* the other columns (dropped ones, nullable ones added later) NULL */
+		memset(nulls, true, sizeof(bool) * natts);
+#define SET(col, value) (values[c->col - 1] = (value), nulls[c->col - 1] = false)
+		SET(run_id, run->run_id);
+		SET(event_id, Int64GetDatum(run->next_event_id + i));
+		SET(event_time, TimestampTzGetDatum(events[i].when));
+		SET(event_type, CStringGetTextDatum(events[i].type));
+		SET(details, JsonbPGetDatum(events[i].details));
+#undef SET
 		tuple = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 		heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
 		ExecStoreHeapTuple(tuple, slot, false);

@@ -30,6 +30,9 @@ extern void rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *e
 								   bool summarizing_only);
 extern Oid	rows_enum_value(Oid enumtype, const char *label);
 extern AttrNumber rows_attnum(Oid relid, const char *column);
+extern AttrNumber rows_known_attnum(Oid relid, const char *column, Bitmapset **known);
+extern void rows_check_columns(Relation rel, const Bitmapset *known);
+extern bool rows_columns_kept(Oid *cached, Relation rel);
 extern char *rows_text(TupleTableSlot *slot, AttrNumber attnum);
 extern Jsonb *rows_jsonb(TupleTableSlot *slot, AttrNumber attnum);
 

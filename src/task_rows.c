@@ -26,7 +26,7 @@
 /* Where NewTask's columns are in durable.activity_tasks, and what they hold. */
 typedef struct TaskColumns
 {
-	Oid			relid;
+	Oid			relid;			/* invalid: to be looked up */
 	Oid			task_id_sequence;
 	Oid			scheduled,		/* the status enum's values */
 				started;
@@ -51,66 +51,51 @@ typedef struct TaskColumns
 } TaskColumns;
 
 
-static AttrNumber
-known_column(Oid relid, const char *column, Bitmapset **known)
-{
-	AttrNumber	attnum = rows_attnum(relid, column);
-
-	*known = bms_add_member(*known, attnum);
-	return attnum;
-}
-
 /*
- * Looks the columns up once per backend (and table).  Every other column
- * must be one that an INSERT naming these would leave NULL: a column with a
- * default this code does not know about is an error, not a silent NULL.
+ * Looks the columns up once per backend, and again when the table changes;
+ * every other column must be one an INSERT naming these would leave NULL
+ * (rows_check_columns()).
  */
 static const TaskColumns *
 task_columns(Relation rel)
 {
-	static TaskColumns c = {InvalidOid};
+	static TaskColumns cache = {InvalidOid};
+	TaskColumns *c = &cache;
 	Oid			relid = RelationGetRelid(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
 	Bitmapset  *known = NULL;
 
-	if (c.relid == relid)
-		return &c;
-	c.task_id = known_column(relid, "task_id", &known);
-	c.run_id = known_column(relid, "run_id", &known);
-	c.handle = known_column(relid, "handle", &known);
-	c.workflow_id = known_column(relid, "workflow_id", &known);
-	c.activity = known_column(relid, "activity", &known);
-	c.task_queue = known_column(relid, "task_queue", &known);
-	c.input = known_column(relid, "input", &known);
-	c.retry_policy = known_column(relid, "retry_policy", &known);
-	c.timeouts = known_column(relid, "timeouts", &known);
-	c.priority = known_column(relid, "priority", &known);
-	c.attempt = known_column(relid, "attempt", &known);
-	c.status = known_column(relid, "status", &known);
-	c.scheduled_at = known_column(relid, "scheduled_at", &known);
-	c.ready_at = known_column(relid, "ready_at", &known);
-	c.started_at = known_column(relid, "started_at", &known);
-	c.worker = known_column(relid, "worker", &known);
-	c.cancel_requested = known_column(relid, "cancel_requested", &known);
-	c.heartbeat_details = rows_attnum(relid, "heartbeat_details");
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && !bms_is_member(att->attnum, known) &&
-			(att->atthasdef || att->attnotnull || att->attgenerated))
-			elog(ERROR, "column %s of durable.activity_tasks is not known to this version of durable",
-				 NameStr(att->attname));
-	}
-	c.scheduled = rows_enum_value(TupleDescAttr(desc, c.status - 1)->atttypid, "scheduled");
-	c.started = rows_enum_value(TupleDescAttr(desc, c.status - 1)->atttypid, "started");
+	if (rows_columns_kept(&c->relid, rel))
+		return c;
+	c->task_id = rows_known_attnum(relid, "task_id", &known);
+	c->run_id = rows_known_attnum(relid, "run_id", &known);
+	c->handle = rows_known_attnum(relid, "handle", &known);
+	c->workflow_id = rows_known_attnum(relid, "workflow_id", &known);
+	c->activity = rows_known_attnum(relid, "activity", &known);
+	c->task_queue = rows_known_attnum(relid, "task_queue", &known);
+	c->input = rows_known_attnum(relid, "input", &known);
+	c->retry_policy = rows_known_attnum(relid, "retry_policy", &known);
+	c->timeouts = rows_known_attnum(relid, "timeouts", &known);
+	c->priority = rows_known_attnum(relid, "priority", &known);
+	c->attempt = rows_known_attnum(relid, "attempt", &known);
+	c->status = rows_known_attnum(relid, "status", &known);
+	c->scheduled_at = rows_known_attnum(relid, "scheduled_at", &known);
+	c->ready_at = rows_known_attnum(relid, "ready_at", &known);
+	c->started_at = rows_known_attnum(relid, "started_at", &known);
+	c->worker = rows_known_attnum(relid, "worker", &known);
+	c->cancel_requested = rows_known_attnum(relid, "cancel_requested", &known);
+	c->heartbeat_details = rows_attnum(relid, "heartbeat_details");
+	rows_check_columns(rel, known);
+	bms_free(known);
+	c->scheduled = rows_enum_value(TupleDescAttr(desc, c->status - 1)->atttypid, "scheduled");
+	c->started = rows_enum_value(TupleDescAttr(desc, c->status - 1)->atttypid, "started");
 #if PG_VERSION_NUM >= 170000
-	c.task_id_sequence = getIdentitySequence(rel, c.task_id, false);
+	c->task_id_sequence = getIdentitySequence(rel, c->task_id, false);
 #else
-	c.task_id_sequence = getIdentitySequence(relid, c.task_id, false);
+	c->task_id_sequence = getIdentitySequence(relid, c->task_id, false);
 #endif
-	c.relid = relid;
-	return &c;
+	c->relid = relid;
+	return c;
 }
 
 /*
