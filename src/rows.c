@@ -269,11 +269,12 @@ typedef struct RunAttnums
 } RunAttnums;
 
 static const RunAttnums *
-run_attnums(Oid relid)
+run_attnums(Relation rel)
 {
 	static RunAttnums a = {InvalidOid};
+	Oid			relid = RelationGetRelid(rel);
 
-	if (a.relid != relid)
+	if (!rows_columns_kept(&a.relid, rel))
 	{
 		a.run_id = rows_attnum(relid, "run_id");
 		a.workflow_id = rows_attnum(relid, "workflow_id");
@@ -449,7 +450,7 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 	if (found && mode != RUN_READ)
 		found = rows_lock(rel, slot, snapshot, mode == RUN_LOCK_OR_SKIP, NULL);
 	if (found)
-		fill_run(run, slot, run_attnums(RelationGetRelid(rel)));
+		fill_run(run, slot, run_attnums(rel));
 
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
@@ -507,7 +508,7 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	PreventCommandIfReadOnly("UPDATE durable.runs");
 	snapshot = rows_begin_statement();
 	rel = table_open(rows_relid(&relid, "runs"), RowExclusiveLock);
-	a = run_attnums(RelationGetRelid(rel));
+	a = run_attnums(rel);
 	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
 	/*
