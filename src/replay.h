@@ -61,7 +61,7 @@ typedef struct RunHistory
 	int32		max_recorded;
 	int32		slots_allocated;
 	int32		open_commands;	/* commands not resolved yet */
-	bool		execution_timeout;	/* the run has one (a timer) */
+	bool		execution_timeout;	/* the run has one (a timer), or may have */
 	TaskBoundary *tasks;
 	int			ntasks;
 	int			tasks_allocated;
