@@ -298,3 +298,45 @@ BEGIN
 END $$;
 SELECT count(*) AS parked FROM durable.runs
  WHERE workflow_id LIKE 'batch-%' AND task_failure->>'cause' = 'write_in_workflow_code';
+
+-- The worker runs a batch's tasks in one transaction; an engine error in one
+-- of them (here, an event it cannot read, written by hand) rolls the batch
+-- back, and the batch runs again task by task: that run is parked with the
+-- error, every other one of the batch goes on, once.
+CREATE FUNCTION waits_for_go(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN jsonb_build_object('got', durable.wait_signal('go'),
+                            'at_step', durable.activity('bump', '{}', task_queue => 'never'));
+END $$;
+SELECT count(durable.start_workflow('waits_for_go', '{}', 'go-' || i))
+  FROM generate_series(1, 6) i;
+DO $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    EXIT WHEN NOT EXISTS (SELECT FROM durable.runs
+                           WHERE workflow_id LIKE 'go-%' AND task_pending);
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END $$;
+BEGIN;
+INSERT INTO durable.history
+SELECT run_id, next_event_id, now(), 'ActivityTaskCompleted', '{}'
+  FROM durable.runs WHERE workflow_id = 'go-4';
+UPDATE durable.runs SET next_event_id = next_event_id + 1 WHERE workflow_id = 'go-4';
+SELECT count(durable.signal('go-' || i, 'go', to_jsonb(i))) FROM generate_series(1, 6) i;
+COMMIT;
+DO $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    EXIT WHEN NOT EXISTS (SELECT FROM durable.runs
+                           WHERE workflow_id LIKE 'go-%' AND task_pending
+                             AND task_failure IS NULL);
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END $$;
+SELECT workflow_id, task_failure->>'cause' AS cause,
+       task_failure->'failure'->>'message' AS message,
+       (SELECT count(*) FROM durable.activity_tasks t WHERE t.run_id = r.run_id) AS tasks,
+       (SELECT count(*) FROM durable.history h
+         WHERE h.run_id = r.run_id AND h.event_type = 'WorkflowTaskCompleted') AS tasks_completed
+  FROM durable.runs r WHERE workflow_id LIKE 'go-%' ORDER BY workflow_id;

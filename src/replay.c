@@ -683,10 +683,7 @@ park_run(Datum run_id, ErrorData *edata)
 	engine_exec(&plan, values, NULL, 0);
 }
 
-/*
- * Runs one run's workflow task in a subtransaction of the batch: an engine
- * error undoes only this run's work, and parks the run.
- */
+/* One run's workflow task in a batch of the worker's. */
 typedef struct WorkerTask
 {
 	Datum		run_id;
@@ -700,10 +697,10 @@ run_worker_task(void *arg)
 	LockedRun  *run = palloc0(sizeof(LockedRun));
 
 	/*
-	 * Locked here, in the subtransaction that updates it: a lock of the
-	 * batch's transaction would make the update create a MultiXact.  A run
-	 * someone else holds is left for the next batch; one whose task was taken
-	 * care of meanwhile is skipped.
+	 * Locked here, by the (sub)transaction that updates it: a lock of the
+	 * batch's transaction, updated by a subtransaction of it, would make the
+	 * update create a MultiXact.  A run someone else holds is left for the
+	 * next batch; one whose task was taken care of meanwhile is skipped.
 	 */
 	if (!engine_lock_run(task->run_id, run, true))
 		return;
@@ -712,6 +709,7 @@ run_worker_task(void *arg)
 		execute_task(run, history_load(run, true));
 }
 
+/* A task run in a task-by-task batch: see replay_run_tasks(). */
 static bool
 run_task_isolated(Datum run_id)
 {
@@ -735,15 +733,24 @@ run_task_isolated(Datum run_id)
 	return true;
 }
 
+/* A task run in the batch's transaction itself: see replay_run_tasks(). */
+static bool
+run_task_in_batch(Datum run_id)
+{
+	WorkerTask	task = {run_id, false};
+
+	if (engine_is_busy(engine_run_key(run_id)))
+		return false;
+	run_worker_task(&task);
+	return task.ran;
+}
+
 /*
- * Runs up to max_tasks due workflow tasks in one transaction (one commit for
- * all of them), each in its own subtransaction, and stops early once
- * stop_at has passed (a timer is due: it must not wait for a whole batch).
- * Returns how many ran; *busy is set when a due run was skipped because
- * someone else held it.
+ * One batch: up to max_tasks due workflow tasks in one transaction, each in
+ * a subtransaction of its own if isolated; see replay_run_tasks().
  */
-int
-replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy)
+static int
+run_batch(int max_tasks, TimestampTz stop_at, bool isolated, bool *busy)
 {
 	static EnginePlan due = {NULL,
 		"SELECT run_id FROM durable.runs"
@@ -756,7 +763,6 @@ replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy)
 	int			n;
 	int			ran = 0;
 
-	*busy = false;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -772,7 +778,7 @@ replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy)
 	}
 	for (int i = 0; i < n; i++)
 	{
-		if (run_task_isolated(run_ids[i]))
+		if (isolated ? run_task_isolated(run_ids[i]) : run_task_in_batch(run_ids[i]))
 			ran++;
 		else
 			*busy = true;
@@ -783,6 +789,66 @@ replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	return ran;
+}
+
+/*
+ * Runs up to max_tasks due workflow tasks in one transaction (one commit for
+ * all of them), and stops early once stop_at has passed (a timer is due: it
+ * must not wait for a whole batch).  Returns how many ran; *busy is set when
+ * a due run was skipped because someone else held it.
+ *
+ * The tasks run in the batch's transaction itself: a subtransaction per
+ * task, which writes, would take a transaction id of its own (a one-step
+ * workflow would use two in all, one of them the client's, and anti-
+ * wraparound vacuums come with the ids used) and cost its begin and commit.
+ * Should anything fail (an engine error, a row an application holds past
+ * the worker's lock_timeout), the whole batch is rolled back and run again
+ * task by task, each in a subtransaction: an engine error then undoes only
+ * its own run, which is parked, and a run whose rows someone holds is left
+ * for later.  The next few batches go task by task from the start, so that
+ * a run that keeps failing does not keep costing whole batches.
+ */
+#define ISOLATED_BATCHES_AFTER_FAILURE 16
+
+int
+replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy)
+{
+	static int	isolated_batches = 0;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int ran = -1;
+
+	*busy = false;
+	if (isolated_batches > 0)
+	{
+		isolated_batches--;
+		return run_batch(max_tasks, stop_at, true, busy);
+	}
+	PG_TRY();
+	{
+		ran = run_batch(max_tasks, stop_at, false, busy);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(cxt);
+		RESUME_INTERRUPTS();
+		ereport(DEBUG1,
+				(errmsg("durable: batch of workflow tasks rolled back, run again task by task: %s",
+						edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	if (ran >= 0)
+		return ran;
+	isolated_batches = ISOLATED_BATCHES_AFTER_FAILURE;
+	*busy = false;
+	return run_batch(max_tasks, stop_at, true, busy);
 }
 
 /* ---- queries ---- */
