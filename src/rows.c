@@ -423,6 +423,27 @@ rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locke
 }
 
 /*
+ * The newest version of the row at tid, changed since the snapshot, as far
+ * as a look without a lock can tell (committed, or written by a transaction
+ * still in progress): into slot, and true; false when none can be seen (the
+ * row is gone).  What it finds may change before the caller could lock it:
+ * it only tells the caller that a lock is not worth taking.
+ */
+bool
+rows_peek_newest(Relation rel, ItemPointer row, TupleTableSlot *slot)
+{
+	SnapshotData dirty;
+	ItemPointerData tid = *row;
+	TableScanDesc scan;
+
+	InitDirtySnapshot(dirty);
+	scan = table_beginscan_tid(rel, &dirty);
+	table_tuple_get_latest_tid(scan, &tid);
+	table_endscan(scan);
+	return table_tuple_fetch_row_version(rel, &tid, &dirty, slot);
+}
+
+/*
  * Finds the run by its primary key and, unless mode is RUN_READ, locks it;
  * fills run.  False when there is no such run, or it was skipped.
  *

@@ -277,7 +277,9 @@ queue_scan_key(ScanKey key, Relation index, text *queue)
  * once when no one holds it and it is as the snapshot saw it (the usual
  * case); else it goes the statement's way: locked unless someone holds it,
  * in its newest version and looked at again (READ COMMITTED), or a
- * serialization failure (REPEATABLE READ).
+ * serialization failure (REPEATABLE READ).  In READ COMMITTED, a row changed
+ * since the snapshot whose newest version is plainly not ready is passed
+ * over without that lock (the statement would lock it, and keep the lock).
  *
  * A tentative look leaves nothing behind if it claims nothing: it passes
  * over rows changed since its snapshot instead of locking them, and then
@@ -297,9 +299,11 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 	EState	   *estate;
 	TupleTableSlot *slot;
 	TupleTableSlot *started;
+	TupleTableSlot *peek;
 	Snapshot	snapshot;
 	IndexScanDesc scan;
 	ScanKeyData key;
+	TM_Result	result;
 	int			n = 0;
 
 	PreventCommandIfReadOnly("UPDATE durable.activity_tasks");
@@ -310,6 +314,7 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
 	started = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	peek = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
 	queue_scan_key(&key, index, queue_text);
 	scan = index_beginscan(rel, index, snapshot, 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
@@ -320,11 +325,22 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 		if (!task_is_ready(slot, c, queue_text, now))
 			continue;
 		mark_started(started, slot, c, now, worker);
-		if (rows_update_unless_held(rel, &tid, started, snapshot, estate) != TM_Ok)
+		result = rows_update_unless_held(rel, &tid, started, snapshot, estate);
+		if (result != TM_Ok)
 		{
 			bool		traversed;
 
+			/*
+			 * Claimed (or finished) by someone since the snapshot, the usual
+			 * case with several pollers: the statement would lock its newest
+			 * version and only then see that it is not ready, a lock that is
+			 * a WAL record and holds up that claimer's completion until this
+			 * transaction ends.  A look without a lock comes first.
+			 */
 			if (tentative ||
+				(result == TM_Updated && !IsolationUsesXactSnapshot() &&
+				 (!rows_peek_newest(rel, &tid, peek) ||
+				  !task_is_ready(peek, c, queue_text, now))) ||
 				!rows_lock(rel, slot, snapshot, true, &traversed) ||
 				(traversed && !task_is_ready(slot, c, queue_text, now)))
 				continue;
