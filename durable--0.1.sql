@@ -34,9 +34,15 @@ CREATE TYPE durable.activity_timeout AS ENUM
 -- writes it (next_event_id, a workflow task's outcome) without statements
 -- (src/rows.c: index probe, tuple lock, heap update and index entries, as
 -- the executor would): triggers or rules on this table would not see those.
+-- Workflow ids and task queue names are identifiers, compared as bytes
+-- (COLLATE "C", here and in the tables below): a run update or a task row
+-- that adds index entries compares them at every level of the index, and
+-- under a linguistic collation each comparison would go through strcoll().
+-- Equality is the same under any deterministic collation; sorting by them
+-- is byte order.
 CREATE TABLE durable.runs (
     run_id          pg_catalog.uuid PRIMARY KEY,
-    workflow_id     pg_catalog.text NOT NULL,
+    workflow_id     pg_catalog.text COLLATE pg_catalog."C" NOT NULL,
     -- the workflow function, as regprocedure text (schema-qualified), so that
     -- it survives pg_dump and is resolved again at every workflow task
     workflow        pg_catalog.text NOT NULL,
@@ -93,9 +99,9 @@ CREATE TABLE durable.activity_tasks (
     task_id         pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id          pg_catalog.uuid NOT NULL,
     handle          pg_catalog.int4 NOT NULL,
-    workflow_id     pg_catalog.text NOT NULL,
+    workflow_id     pg_catalog.text COLLATE pg_catalog."C" NOT NULL,
     activity        pg_catalog.text NOT NULL,
-    task_queue      pg_catalog.text NOT NULL,
+    task_queue      pg_catalog.text COLLATE pg_catalog."C" NOT NULL,
     input           pg_catalog.jsonb,
     retry_policy    pg_catalog.jsonb NOT NULL,
     -- seconds: schedule_to_start, start_to_close, schedule_to_close, heartbeat
@@ -130,7 +136,7 @@ CREATE INDEX activity_tasks_in_flight ON durable.activity_tasks (task_queue)
 -- no row has no limits.  tokens/refilled_at: the token bucket of
 -- max_starts_per_second (burst: one second's worth, at least one start).
 CREATE TABLE durable.task_queues (
-    task_queue            pg_catalog.text PRIMARY KEY,
+    task_queue            pg_catalog.text COLLATE pg_catalog."C" PRIMARY KEY,
     max_in_flight         pg_catalog.int4 CHECK (max_in_flight > 0),
     max_starts_per_second pg_catalog.float8 CHECK (max_starts_per_second > 0),
     tokens                pg_catalog.float8 NOT NULL DEFAULT 0,
