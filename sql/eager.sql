@@ -159,6 +159,33 @@ SELECT durable.result('env-inline') = :'worker_settings'::jsonb AS same_as_worke
 SHOW TimeZone;
 RESET TimeZone;
 RESET DateStyle;
+-- The session's settings are compared with the worker's again only when
+-- they changed since they last matched: a change in between is seen.  The
+-- session first takes all of the worker's values (pg_regress's own differ).
+CREATE FUNCTION all_settings(input jsonb) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT jsonb_object_agg(name, current_setting(name))
+    FROM unnest(ARRAY['TimeZone', 'DateStyle', 'IntervalStyle', 'extra_float_digits',
+                      'bytea_output', 'lc_monetary', 'lc_numeric', 'lc_time',
+                      'xmlbinary', 'xmloption', 'default_text_search_config',
+                      'array_nulls', 'transform_null_equals',
+                      'standard_conforming_strings', 'backslash_quote',
+                      'quote_all_identifiers', 'timezone_abbreviations',
+                      'row_security']) name
+$$;
+SELECT durable.start_workflow('all_settings', '{}', 'env-all');
+SELECT count(set_config(key, value, false))
+  FROM jsonb_each_text(durable.result('env-all', wait => '10 s'));
+SELECT durable.start_workflow('settings_seen', '{}', 'env-matching');
+SELECT task_token AS token FROM durable.poll_activity('eager-env', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token');
+SELECT durable.start_workflow('settings_seen', '{}', 'env-changed');
+SELECT task_token AS token FROM durable.poll_activity('eager-env', wait => '10 s') \gset
+SET DateStyle = 'SQL, DMY';
+SELECT durable.complete_activity(:'token');
+SELECT durable.result('env-matching') = :'worker_settings'::jsonb AS matching_same_as_worker,
+       durable.result('env-changed') = :'worker_settings'::jsonb AS changed_same_as_worker,
+       current_setting('DateStyle') AS session_datestyle;
+RESET ALL;
 
 -- A result that leaves other activities open (a fan-out) makes the task due
 -- for the worker, which runs one task for several results; the last result
