@@ -147,3 +147,18 @@ SELECT durable.complete_activity(:'first_token', '1');
 SELECT durable.complete_activity(task_token, '2')
   FROM durable.poll_activity('added-column-q', wait => '10 s');
 SELECT durable.result('added-task-column', wait => '10 s');
+-- Nothing of ours stays open once a call returns (a call keeps what it opens
+-- until then): DDL later in the same transaction finds the tables unused.
+SELECT durable.start_workflow('two_activities', '{}', workflow_id => 'ddl-after-calls');
+BEGIN;
+SELECT durable.complete_activity(task_token, '1')
+  FROM durable.poll_activity('added-column-q', wait => '10 s');
+ALTER TABLE durable.history ADD COLUMN note text;
+ALTER TABLE durable.activity_tasks ADD COLUMN note text;
+ALTER TABLE durable.runs ADD COLUMN note text;
+ROLLBACK;
+SELECT durable.complete_activity(task_token, '1')
+  FROM durable.poll_activity('added-column-q', wait => '10 s');
+SELECT durable.complete_activity(task_token, '2')
+  FROM durable.poll_activity('added-column-q', wait => '10 s');
+SELECT durable.result('ddl-after-calls', wait => '10 s');

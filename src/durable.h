@@ -184,6 +184,7 @@ typedef struct EngineScope
 
 extern void engine_enter(EngineScope *scope);
 extern void engine_leave(EngineScope *scope);
+extern int	engine_keeping_depth(void);
 extern void engine_pin_search_path(void);
 extern void engine_register_scope_callbacks(void);
 extern Oid	engine_owner(void);

@@ -20,6 +20,7 @@
  *-------------------------------------------------------------------------
  */
 #include "durable.h"
+#include "rows.h"
 
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
@@ -116,7 +117,11 @@ scope_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		depth_at_level[level] = scope_depth;
 	}
 	else if (event == SUBXACT_EVENT_ABORT_SUB && level < levels_size)
+	{
 		scope_depth = depth_at_level[level];
+		/* the rollback released what the abandoned scopes kept open */
+		rows_forget_kept(scope_depth);
+	}
 }
 
 static void
@@ -125,7 +130,10 @@ scope_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_PREPARE)
+	{
 		scope_depth = 0;
+		rows_forget_kept(0);
+	}
 }
 
 static bool
@@ -225,11 +233,26 @@ engine_leave(EngineScope *scope)
 {
 	int			pinned_at = scopes[scope->depth].pinned_at;
 
+	rows_close_kept(scope->depth);
 	SPI_finish();
 	if (pinned_at > 0)
 		AtEOXact_GUC(true, pinned_at);
 	scope_depth = scope->depth - 1;
 	SetUserIdAndSecContext(scope->save_userid, scope->save_sec_context);
+}
+
+/*
+ * The innermost scope's depth, if the current subtransaction is the one it
+ * was entered in (what is opened now may be kept open until it is left);
+ * else 0.
+ */
+int
+engine_keeping_depth(void)
+{
+	if (scope_depth == 0 ||
+		scopes[scope_depth].xact_level != GetCurrentTransactionNestLevel())
+		return 0;
+	return scope_depth;
 }
 
 /*

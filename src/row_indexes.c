@@ -207,11 +207,11 @@ rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
 			if (!holds)
 				continue;
 		}
-		index = index_open(ki->indexoid, RowExclusiveLock);
+		index = rows_open(ki->indexoid, RowExclusiveLock);
 		FormIndexDatum(ki->info, slot, NULL, values, isnull);
 		index_insert(index, values, isnull, &slot->tts_tid, rel,
 					 ki->info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
 					 false, ki->info);
-		index_close(index, NoLock);
+		rows_close(index);
 	}
 }

@@ -39,6 +39,7 @@
 #include "catalog/pg_enum.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
@@ -49,15 +50,109 @@
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
-/* A durable table's OID, looked up once per backend (again if it was re-created). */
+/*
+ * A durable table's OID, looked up once per backend, and again after the
+ * table changed (relcache invalidation: dropped with the extension and
+ * created again, altered, vacuumed or analyzed).
+ */
 Oid
 rows_relid(Oid *cached, const char *name)
 {
-	if (!OidIsValid(*cached) || !SearchSysCacheExists1(RELOID, ObjectIdGetDatum(*cached)))
-		*cached = get_relname_relid(name, get_namespace_oid("durable", false));
+	if (OidIsValid(*cached))
+		return *cached;
+	rows_forget_on_change(cached);
+	*cached = get_relname_relid(name, get_namespace_oid("durable", false));
 	if (!OidIsValid(*cached))
 		elog(ERROR, "durable.%s does not exist", name);
 	return *cached;
+}
+
+/* ---- relations kept open for an engine scope ---- */
+
+/*
+ * A call of ours opens the same few relations several times (a completion
+ * run inline opens durable.history three times, and its index as often; a
+ * worker's batch every table once per task), and each open and close is a
+ * lock table lookup, a relation cache lookup and resource owner
+ * bookkeeping.  What is opened in the subtransaction an engine scope was
+ * entered in stays open, and locked, until the scope is left (the locks
+ * are held to the end of the transaction anyway); a nested subtransaction
+ * uses what is kept but keeps nothing of its own, since its rollback
+ * releases its locks and references.  Nothing stays open after the call:
+ * DDL later in the transaction (DROP EXTENSION) finds the relations unused.
+ */
+typedef struct KeptRelation
+{
+	Oid			relid;
+	LOCKMODE	mode;
+	Relation	rel;
+	int			depth;			/* of the scope that keeps it */
+} KeptRelation;
+
+#define MAX_KEPT_RELATIONS 32
+
+static KeptRelation kept[MAX_KEPT_RELATIONS];
+static int	n_kept = 0;
+
+/* A table or index of ours, open and locked in mode (rows_close() it). */
+Relation
+rows_open(Oid relid, LOCKMODE mode)
+{
+	int			depth = engine_keeping_depth();
+	Relation	rel;
+
+	for (int i = 0; i < n_kept; i++)
+	{
+		if (kept[i].relid != relid)
+			continue;
+		if (kept[i].mode < mode)
+		{
+			LockRelationOid(relid, mode);
+			/* a nested subtransaction's lock is not the scope's */
+			if (depth == kept[i].depth)
+				kept[i].mode = mode;
+		}
+		return kept[i].rel;
+	}
+	rel = relation_open(relid, mode);
+	if (depth > 0 && n_kept < MAX_KEPT_RELATIONS)
+	{
+		kept[n_kept].relid = relid;
+		kept[n_kept].mode = mode;
+		kept[n_kept].rel = rel;
+		kept[n_kept].depth = depth;
+		n_kept++;
+	}
+	return rel;
+}
+
+/* Done with rel for now: closed, unless a scope keeps it (lock kept either way). */
+void
+rows_close(Relation rel)
+{
+	for (int i = 0; i < n_kept; i++)
+		if (kept[i].rel == rel)
+			return;
+	relation_close(rel, NoLock);
+}
+
+/* The scope at depth is left: closes what it (and any deeper one) kept. */
+void
+rows_close_kept(int depth)
+{
+	while (n_kept > 0 && kept[n_kept - 1].depth >= depth)
+		relation_close(kept[--n_kept].rel, NoLock);
+}
+
+/*
+ * Scopes deeper than depth were abandoned by an error: their relations
+ * were released by the rollback, forget them.
+ */
+void
+rows_forget_kept(int depth)
+{
+	while (n_kept > 0 && kept[n_kept - 1].depth > depth)
+		n_kept--;
 }
 
 /*
@@ -79,7 +174,7 @@ bool
 rows_find_by_key(Relation rel, RegProcedure eqproc, Datum key, Snapshot snapshot,
 				 TupleTableSlot *slot)
 {
-	Relation	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	Relation	index = rows_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
 	IndexScanDesc scan;
 	ScanKeyData scankey;
 	bool		found;
@@ -89,7 +184,7 @@ rows_find_by_key(Relation rel, RegProcedure eqproc, Datum key, Snapshot snapshot
 	index_rescan(scan, &scankey, 1, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);
-	index_close(index, NoLock);
+	rows_close(index);
 	return found;
 }
 
@@ -125,17 +220,34 @@ rows_known_attnum(Oid relid, const char *column, Bitmapset **known)
 	return attnum;
 }
 
-/* Column caches of durable tables (their relids), forgotten when a table changes. */
-#define MAX_COLUMN_CACHES 4
-static Oid *column_caches[MAX_COLUMN_CACHES];
-static int	ncolumn_caches = 0;
+/*
+ * What is cached of durable tables, by the relid it is of (column numbers,
+ * the tables' own OIDs): the relid is reset when the table changes.
+ */
+#define MAX_OID_CACHES 16
+static Oid *oid_caches[MAX_OID_CACHES];
+static int	n_oid_caches = 0;
 
 static void
-forget_columns(Datum arg, Oid relid)
+forget_changed(Datum arg, Oid relid)
 {
-	for (int i = 0; i < ncolumn_caches; i++)
-		if (!OidIsValid(relid) || relid == *column_caches[i])
-			*column_caches[i] = InvalidOid;
+	for (int i = 0; i < n_oid_caches; i++)
+		if (!OidIsValid(relid) || relid == *oid_caches[i])
+			*oid_caches[i] = InvalidOid;
+}
+
+/* *cached is to be reset (InvalidOid) when the relation it names changes. */
+void
+rows_forget_on_change(Oid *cached)
+{
+	for (int i = 0; i < n_oid_caches; i++)
+		if (oid_caches[i] == cached)
+			return;
+	if (n_oid_caches == MAX_OID_CACHES)
+		elog(ERROR, "too many durable relation caches");
+	if (n_oid_caches == 0)
+		CacheRegisterRelcacheCallback(forget_changed, (Datum) 0);
+	oid_caches[n_oid_caches++] = cached;
 }
 
 /*
@@ -147,20 +259,9 @@ forget_columns(Datum arg, Oid relid)
 bool
 rows_columns_kept(Oid *cached, Relation rel)
 {
-	bool		registered = false;
-
 	if (*cached == RelationGetRelid(rel))
 		return true;
-	for (int i = 0; i < ncolumn_caches; i++)
-		registered |= column_caches[i] == cached;
-	if (!registered)
-	{
-		if (ncolumn_caches == MAX_COLUMN_CACHES)
-			elog(ERROR, "too many durable column caches");
-		if (ncolumn_caches == 0)
-			CacheRegisterRelcacheCallback(forget_columns, (Datum) 0);
-		column_caches[ncolumn_caches++] = cached;
-	}
+	rows_forget_on_change(cached);
 	*cached = InvalidOid;
 	return false;
 }
@@ -464,8 +565,7 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 	if (mode != RUN_READ)
 		PreventCommandIfReadOnly("SELECT FOR UPDATE");
 	snapshot = rows_begin_statement();
-	rel = table_open(rows_relid(&relid, "runs"),
-					 mode == RUN_READ ? AccessShareLock : RowShareLock);
+	rel = rows_open(rows_relid(&relid, "runs"), mode == RUN_READ ? AccessShareLock : RowShareLock);
 	slot = table_slot_create(rel, NULL);
 	found = rows_find_by_key(rel, F_UUID_EQ, run_id, snapshot, slot);
 	if (found && mode != RUN_READ)
@@ -474,7 +574,7 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 		fill_run(run, slot, run_attnums(rel));
 
 	ExecDropSingleTupleTableSlot(slot);
-	table_close(rel, NoLock);
+	rows_close(rel);
 	PopActiveSnapshot();
 	return found;
 }
@@ -528,7 +628,7 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 
 	PreventCommandIfReadOnly("UPDATE durable.runs");
 	snapshot = rows_begin_statement();
-	rel = table_open(rows_relid(&relid, "runs"), RowExclusiveLock);
+	rel = rows_open(rows_relid(&relid, "runs"), RowExclusiveLock);
 	a = run_attnums(rel);
 	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
@@ -569,7 +669,7 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	note_run_tid(run, slot);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
-	table_close(rel, NoLock);
+	rows_close(rel);
 	PopActiveSnapshot();
 }
 
@@ -667,9 +767,9 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 	Snapshot	snapshot;
 
 	snapshot = rows_begin_statement();
-	rel = table_open(rows_relid(&relid, "history"), AccessShareLock);
+	rel = rows_open(rows_relid(&relid, "history"), AccessShareLock);
 	c = history_columns(rel);
-	index = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	index = rows_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
 	slot = table_slot_create(rel, NULL);
 	/* the primary key is (run_id, event_id) */
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, run_id);
@@ -688,8 +788,8 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, NoLock);
-	table_close(rel, NoLock);
+	rows_close(index);
+	rows_close(rel);
 	PopActiveSnapshot();
 }
 
@@ -711,7 +811,7 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 
 	/* what an INSERT would check first (a hot standby's sessions included) */
 	PreventCommandIfReadOnly("INSERT INTO durable.history");
-	rel = table_open(rows_relid(&relid, "history"), RowExclusiveLock);
+	rel = rows_open(rows_relid(&relid, "history"), RowExclusiveLock);
 	c = history_columns(rel);
 	natts = RelationGetDescr(rel)->natts;
 	values = palloc(sizeof(Datum) * natts);
@@ -737,7 +837,7 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 		heap_freetuple(tuple);
 	}
 	ExecDropSingleTupleTableSlot(slot);
-	table_close(rel, NoLock);
+	rows_close(rel);
 	events_appended(run, n, events);
 }
 

@@ -16,6 +16,11 @@
 #include "utils/snapshot.h"
 
 extern Oid	rows_relid(Oid *cached, const char *name);
+extern void rows_forget_on_change(Oid *cached);
+extern Relation rows_open(Oid relid, LOCKMODE mode);
+extern void rows_close(Relation rel);
+extern void rows_close_kept(int depth);
+extern void rows_forget_kept(int depth);
 extern Snapshot rows_begin_statement(void);
 extern bool rows_find_by_key(Relation rel, RegProcedure eqproc, Datum key,
 							 Snapshot snapshot, TupleTableSlot *slot);

@@ -117,7 +117,7 @@ engine_insert_task(const NewTask *t)
 	int64		task_id;
 
 	PreventCommandIfReadOnly("INSERT INTO durable.activity_tasks");
-	rel = table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
+	rel = rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
 	c = task_columns(rel);
 	task_id = nextval_internal(c->task_id_sequence, false);
 
@@ -155,7 +155,7 @@ engine_insert_task(const NewTask *t)
 	rows_add_index_entries(rel, slot, estate, false);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
-	table_close(rel, NoLock);
+	rows_close(rel);
 	return task_id;
 }
 
@@ -168,9 +168,9 @@ ready_index(Relation rel)
 	static Oid	indexid = InvalidOid;
 	static Oid	of_relid = InvalidOid;
 
-	if (of_relid != RelationGetRelid(rel) ||
-		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(indexid)))
+	if (of_relid != RelationGetRelid(rel) || !OidIsValid(indexid))
 	{
+		rows_forget_on_change(&indexid);
 		indexid = get_relname_relid("activity_tasks_ready", RelationGetNamespace(rel));
 		if (!OidIsValid(indexid))
 			elog(ERROR, "index durable.activity_tasks_ready does not exist");
@@ -308,9 +308,12 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 
 	PreventCommandIfReadOnly("UPDATE durable.activity_tasks");
 	snapshot = rows_begin_statement();
-	rel = table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
+	/* a tentative look may release its locks: nothing of it is kept */
+	rel = tentative ? table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock) :
+		rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
 	c = task_columns(rel);
-	index = index_open(ready_index(rel), AccessShareLock);
+	index = tentative ? index_open(ready_index(rel), AccessShareLock) :
+		rows_open(ready_index(rel), AccessShareLock);
 	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
 	started = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
@@ -351,10 +354,16 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 		fill_claimed(&claimed[n++], started, c);
 	}
 	index_endscan(scan);
-	index_close(index, tentative && n == 0 ? AccessShareLock : NoLock);
+	if (tentative)
+		index_close(index, n == 0 ? AccessShareLock : NoLock);
+	else
+		rows_close(index);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
-	table_close(rel, tentative && n == 0 ? RowExclusiveLock : NoLock);
+	if (tentative)
+		table_close(rel, n == 0 ? RowExclusiveLock : NoLock);
+	else
+		rows_close(rel);
 	PopActiveSnapshot();
 	return n;
 }
@@ -381,7 +390,7 @@ engine_delete_started_task(int64 task_id, int32 attempt)
 
 	PreventCommandIfReadOnly("DELETE FROM durable.activity_tasks");
 	snapshot = rows_begin_statement();
-	rel = table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
+	rel = rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
 	c = task_columns(rel);
 	slot = table_slot_create(rel, NULL);
 	found = rows_find_by_key(rel, F_INT8EQ, Int64GetDatum(task_id), snapshot, slot);
@@ -407,7 +416,7 @@ engine_delete_started_task(int64 task_id, int32 attempt)
 		found = rows_lock(rel, slot, snapshot, false, NULL);
 	}
 	ExecDropSingleTupleTableSlot(slot);
-	table_close(rel, NoLock);
+	rows_close(rel);
 	PopActiveSnapshot();
 	return deleted;
 }
