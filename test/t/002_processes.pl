@@ -135,6 +135,40 @@ $holder->quit;
 ok($node->poll_query_until('app3', q{SELECT status = 'timed_out' FROM durable.runs WHERE workflow_id = 'held-1'}),
 	'and times out once the application lets go');
 
+# --- the same for a workflow task: a run whose closing needs a task row an
+# application holds is left for later (its batch rolled back and run again
+# task by task), the worker's other tasks go on, and the worker stays up ---
+$node->safe_psql('app3', q{
+CREATE FUNCTION returns_early(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE other bigint;
+BEGIN
+  other := durable.activity_async('other', NULL, 'held2');
+  RETURN durable.activity('first', NULL, 'first2');
+END $$;
+SELECT durable.start_workflow('returns_early', '{}', workflow_id => 'held-2');
+});
+my $worker_before = worker_pid($node, 'app3');
+$holder = $node->background_psql('app3');
+$holder->query_safe('BEGIN');
+is($holder->query_safe(q{SELECT count(*) FROM durable.poll_activity('held2', wait => '10 s')}),
+	'1', 'an application claims the other activity and keeps its transaction open');
+# the first activity's result closes the run, in a task of the worker's
+# (another activity is open), which must delete the held task row
+is($node->safe_psql('app3', q{
+SELECT durable.complete_activity(task_token, '1') FROM durable.poll_activity('first2', wait => '10 s')}),
+	't', 'the first activity completes');
+start_greets($node, 'meanwhile2', 3, 'app3');
+work_activities($node, 10, 'app3') for 1 .. 3;
+is($node->safe_psql('app3', q{SELECT count(*) FROM durable.runs WHERE workflow_id LIKE 'meanwhile2-%' AND status = 'completed'}),
+	'3', 'the worker\'s other workflow tasks go on');
+is($node->safe_psql('app3', q{SELECT status FROM durable.runs WHERE workflow_id = 'held-2'}),
+	'running', 'the run whose task needs the held row waits');
+is(worker_pid($node, 'app3'), $worker_before, 'the worker did not restart');
+$holder->query_safe('COMMIT');
+$holder->quit;
+ok($node->poll_query_until('app3', q{SELECT status = 'completed' FROM durable.runs WHERE workflow_id = 'held-2'}),
+	'and closes once the application lets go');
+
 # CREATE DATABASE from a template that has durable: the template's worker
 # steps aside for the copy, and the copy gets a worker of its own
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'CREATE DATABASE app4 TEMPLATE app3');
