@@ -99,6 +99,25 @@ is($stderr, '', 'without complaint');
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'ALTER DATABASE app2 RENAME TO app3');
 is($ret, 0, 'ALTER DATABASE RENAME of a database with a worker succeeds');
 ok(wait_for_worker($node, 'app3'), 'its worker is back after the rename');
+my $holder;
+# While $holder keeps a row the worker needs: three greet workflows started
+# now complete, the held run stays running, and once $holder commits it ends
+# with status $status.
+sub others_go_on_while_held
+{
+	my ($prefix, $held, $status) = @_;
+	start_greets($node, $prefix, 3, 'app3');
+	work_activities($node, 10, 'app3') for 1 .. 3;
+	is($node->safe_psql('app3', qq{SELECT count(*) FROM durable.runs WHERE workflow_id LIKE '$prefix-%' AND status = 'completed'}),
+		'3', "other runs go on while an application holds a row the worker needs ($held)");
+	is($node->safe_psql('app3', qq{SELECT status FROM durable.runs WHERE workflow_id = '$held'}),
+		'running', "the held run waits ($held)");
+	$holder->query_safe('COMMIT');
+	$holder->quit;
+	ok($node->poll_query_until('app3', qq{SELECT status = '$status' FROM durable.runs WHERE workflow_id = '$held'}),
+		"and ends ($status) once the application lets go");
+}
+
 # --- an application holding a task row in an open transaction does not stop
 # the worker: it leaves that run for later and goes on with the others ---
 $node->safe_psql('app3', q{
@@ -107,7 +126,7 @@ BEGIN
   RETURN durable.activity('slow', NULL, 'held');
 END $$;
 });
-my $holder = $node->background_psql('app3');
+$holder = $node->background_psql('app3');
 $node->safe_psql('app3', q{
 SELECT durable.start_workflow('waits_long', '{}', workflow_id => 'held-1', execution_timeout => '3 s')});
 $holder->query_safe('BEGIN');
@@ -124,16 +143,7 @@ for (1 .. 10)
 	usleep(100_000);
 }
 ok($lock_waits <= 2, "the worker does not wait on the held row ($lock_waits of 10 samples)");
-start_greets($node, 'meanwhile', 3, 'app3');
-work_activities($node, 10, 'app3') for 1 .. 3;
-is($node->safe_psql('app3', q{SELECT count(*) FROM durable.runs WHERE workflow_id LIKE 'meanwhile-%' AND status = 'completed'}),
-	'3', 'other runs go on while an application holds a row the worker needs');
-is($node->safe_psql('app3', q{SELECT status FROM durable.runs WHERE workflow_id = 'held-1'}),
-	'running', 'the held run waits');
-$holder->query_safe('COMMIT');
-$holder->quit;
-ok($node->poll_query_until('app3', q{SELECT status = 'timed_out' FROM durable.runs WHERE workflow_id = 'held-1'}),
-	'and times out once the application lets go');
+others_go_on_while_held('meanwhile', 'held-1', 'timed_out');
 
 # --- the same for a workflow task: a run whose closing needs a task row an
 # application holds is left for later (its batch rolled back and run again
@@ -157,17 +167,8 @@ is($holder->query_safe(q{SELECT count(*) FROM durable.poll_activity('held2', wai
 is($node->safe_psql('app3', q{
 SELECT durable.complete_activity(task_token, '1') FROM durable.poll_activity('first2', wait => '10 s')}),
 	't', 'the first activity completes');
-start_greets($node, 'meanwhile2', 3, 'app3');
-work_activities($node, 10, 'app3') for 1 .. 3;
-is($node->safe_psql('app3', q{SELECT count(*) FROM durable.runs WHERE workflow_id LIKE 'meanwhile2-%' AND status = 'completed'}),
-	'3', 'the worker\'s other workflow tasks go on');
-is($node->safe_psql('app3', q{SELECT status FROM durable.runs WHERE workflow_id = 'held-2'}),
-	'running', 'the run whose task needs the held row waits');
+others_go_on_while_held('meanwhile2', 'held-2', 'completed');
 is(worker_pid($node, 'app3'), $worker_before, 'the worker did not restart');
-$holder->query_safe('COMMIT');
-$holder->quit;
-ok($node->poll_query_until('app3', q{SELECT status = 'completed' FROM durable.runs WHERE workflow_id = 'held-2'}),
-	'and closes once the application lets go');
 
 # CREATE DATABASE from a template that has durable: the template's worker
 # steps aside for the copy, and the copy gets a worker of its own
