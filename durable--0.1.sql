@@ -5,7 +5,8 @@
  * is an append-only list of events in durable.history; the activities it is
  * waiting for are rows of durable.activity_tasks until they complete.  The
  * background worker replays a run's function against its history whenever the
- * run has a workflow task pending (runs.task_pending).
+ * run has a workflow task pending (runs.task_pending, and a row in its queue,
+ * durable.due_tasks).
  *
  * Every per-run table carries run_id and every hot query stays inside one run
  * or one task queue, so no query cost grows with the number of closed runs.
@@ -63,17 +64,32 @@ CREATE TABLE durable.runs (
     failure         pg_catalog.jsonb,
     started_at      pg_catalog.timestamptz NOT NULL,
     closed_at       pg_catalog.timestamptz
-);
+)
+-- Half of each page is left free when runs are inserted, so that a run's
+-- first updates (its first workflow task, its counter) find room for the
+-- new version on the same page and are heap-only: no new index entries, and
+-- no lock record for a move to another page.  The price is space: about
+-- twice the bytes per run.  ALTER TABLE durable.runs SET (fillfactor = 100)
+-- to trade that back.
+WITH (fillfactor = 50);
 
 -- A workflow id names at most one open run; closed runs keep their id.
 CREATE UNIQUE INDEX runs_open_workflow_id ON durable.runs (workflow_id)
     WHERE status = 'running';
 CREATE INDEX runs_workflow_id ON durable.runs (workflow_id, started_at);
--- The worker's queue of workflow tasks: only runs with one due, oldest
--- first, so that under a load it cannot keep up with, no run waits for
--- ever behind newer ones.
-CREATE INDEX runs_task_due ON durable.runs (task_due_at)
-    WHERE task_pending AND task_failure IS NULL AND status = 'running';
+
+-- The worker's queue of workflow tasks: a row for each run with one due
+-- (task_pending, not parked, running), oldest first, so that under a load
+-- it cannot keep up with, no run waits for ever behind newer ones.  A table
+-- of its own, not a partial index on durable.runs: a run entering or
+-- leaving the queue would change an indexed column of its row, and that
+-- update could not be heap-only (a new entry in every index of the table).
+-- Written with the run's row, under its lock.
+CREATE TABLE durable.due_tasks (
+    run_id          pg_catalog.uuid PRIMARY KEY,
+    due_at          pg_catalog.timestamptz NOT NULL
+);
+CREATE INDEX due_tasks_due_at ON durable.due_tasks (due_at);
 
 -- History: the append-only event log of each run, Temporal's event names.
 -- The engine appends rows the way PostgreSQL writes its catalogs (heap and
@@ -183,6 +199,7 @@ SELECT pg_catalog.pg_extension_config_dump('durable.activity_tasks', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.timers', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.task_queues', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.token_key', '');
+SELECT pg_catalog.pg_extension_config_dump('durable.due_tasks', '');
 
 -- Each role sees the runs it owns (or is a member of the owner of).
 ALTER TABLE durable.runs ENABLE ROW LEVEL SECURITY;

@@ -340,3 +340,28 @@ SELECT workflow_id, task_failure->>'cause' AS cause,
        (SELECT count(*) FROM durable.history h
          WHERE h.run_id = r.run_id AND h.event_type = 'WorkflowTaskCompleted') AS tasks_completed
   FROM durable.runs r WHERE workflow_id LIKE 'go-%' ORDER BY workflow_id;
+
+-- The worker's queue (durable.due_tasks) holds exactly the runs with a
+-- workflow task due: running, not parked, task pending (the parked runs
+-- above included).
+SELECT count(*) AS queue_mismatches
+  FROM durable.runs r FULL JOIN durable.due_tasks d USING (run_id)
+ WHERE (d.run_id IS NOT NULL) IS DISTINCT FROM
+       (r.task_pending AND r.task_failure IS NULL AND r.status = 'running');
+-- A queue row with no run behind it (left by a hand) is dropped by the
+-- worker rather than kept at the head of the queue for ever.
+BEGIN;
+INSERT INTO durable.due_tasks VALUES ('00000000-0000-0000-0000-000000000001', '-infinity');
+SELECT durable.start_workflow('napper', '{"nap": "0 s"}', 'wakes-the-worker');
+COMMIT;
+DO $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    EXIT WHEN NOT EXISTS (SELECT FROM durable.due_tasks
+                           WHERE run_id = '00000000-0000-0000-0000-000000000001');
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END $$;
+SELECT count(*) AS stale_queue_rows FROM durable.due_tasks
+ WHERE run_id = '00000000-0000-0000-0000-000000000001';
+SELECT durable.result('wakes-the-worker', wait => '10 s');

@@ -167,9 +167,12 @@ static bool
 insert_run(NewRun *nr, Oid owner, LockedRun *run)
 {
 	static EnginePlan plan = {NULL,
-		"INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
-		" started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 2)"
-		" ON CONFLICT (workflow_id) WHERE status = 'running' DO NOTHING",
+		"WITH run AS ("
+		"  INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
+		"   started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 2)"
+		"  ON CONFLICT (workflow_id) WHERE status = 'running' DO NOTHING"
+		"  RETURNING run_id, task_due_at)"
+		" INSERT INTO durable.due_tasks (run_id, due_at) SELECT run_id, task_due_at FROM run",
 	6, {UUIDOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, TIMESTAMPTZOID}};
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		values[6];
@@ -212,7 +215,8 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 	}
 	/*
 	 * Event 1: the row already counts it (next_event_id 2), and its first
-	 * workflow task is already due (task_pending's default).
+	 * workflow task is already due (task_pending's default, and the row
+	 * in durable.due_tasks).
 	 */
 	engine_append_event(run, "WorkflowExecutionStarted", json_end(&jb), now);
 	durable_wake_worker_at_commit();
@@ -537,9 +541,14 @@ durable_retry_workflow_task(PG_FUNCTION_ARGS)
 		"SELECT run_id, owner FROM durable.runs WHERE workflow_id = $1 AND status = 'running'",
 	1, {TEXTOID}};
 	static EnginePlan retry = {NULL,
-		"UPDATE durable.runs SET task_failure = NULL, task_pending = true,"
-		" task_due_at = pg_catalog.clock_timestamp()"
-		" WHERE run_id = $1 AND task_failure IS NOT NULL",
+		"WITH retried AS ("
+		"  UPDATE durable.runs SET task_failure = NULL, task_pending = true,"
+		"   task_due_at = pg_catalog.clock_timestamp()"
+		"  WHERE run_id = $1 AND task_failure IS NOT NULL"
+		"  RETURNING run_id, task_due_at)"
+		" INSERT INTO durable.due_tasks (run_id, due_at)"
+		" SELECT run_id, task_due_at FROM retried"
+		" ON CONFLICT (run_id) DO UPDATE SET due_at = EXCLUDED.due_at",
 	1, {UUIDOID}};
 	char	   *workflow_id;
 	Oid			caller = GetUserId();

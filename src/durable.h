@@ -228,6 +228,7 @@ typedef struct LockedRun
 
 extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);
 extern bool engine_read_run(Datum run_id, LockedRun *run);
+extern void engine_dequeue_run(Datum run_id);
 
 /* rows.c: the hot row operations, without statements */
 typedef enum RunLockMode

@@ -435,21 +435,28 @@ engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked)
 }
 
 /*
- * Records the appended events on the run row and makes a workflow task due,
+ * Records the appended events on the run row and makes a workflow task due
+ * (in the worker's queue, durable.due_tasks, unless the run is parked),
  * waking the worker when this transaction commits.
  */
 void
 engine_request_workflow_task(LockedRun *run)
 {
 	static EnginePlan plan = {NULL,
-		"UPDATE durable.runs SET next_event_id = $2, task_pending = true,"
-		" task_due_at = CASE WHEN task_pending THEN task_due_at ELSE $3 END"
-		" WHERE run_id = $1",
+		"WITH run AS ("
+		"  UPDATE durable.runs SET next_event_id = $2, task_pending = true,"
+		"   task_due_at = CASE WHEN task_pending THEN task_due_at ELSE $3 END"
+		"  WHERE run_id = $1"
+		"  RETURNING run_id, task_due_at, task_failure IS NULL AND status = 'running' AS due)"
+		" INSERT INTO durable.due_tasks (run_id, due_at)"
+		" SELECT run_id, task_due_at FROM run WHERE due"
+		" ON CONFLICT (run_id) DO NOTHING",
 	3, {UUIDOID, INT8OID, TIMESTAMPTZOID}};
 	Datum		values[3] = {run->run_id, Int64GetDatum(run->next_event_id),
 	TimestampTzGetDatum(GetCurrentTimestamp())};
 
 	engine_exec(&plan, values, NULL, 0);
+	run->task_pending = true;
 	durable_wake_worker_at_commit();
 }
 

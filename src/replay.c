@@ -678,7 +678,10 @@ static void
 park_run(Datum run_id, ErrorData *edata)
 {
 	static EnginePlan plan = {NULL,
-		"UPDATE durable.runs SET task_failure = $2 WHERE run_id = $1 AND status = 'running'",
+		"WITH parked AS ("
+		"  UPDATE durable.runs SET task_failure = $2 WHERE run_id = $1 AND status = 'running'"
+		"  RETURNING run_id)"
+		" DELETE FROM durable.due_tasks d USING parked p WHERE d.run_id = p.run_id",
 	2, {UUIDOID, JSONBOID}};
 	JsonBuf		jb;
 	Datum		values[2];
@@ -708,13 +711,24 @@ run_worker_task(void *arg)
 	 * Locked here, by the (sub)transaction that updates it: a lock of the
 	 * batch's transaction, updated by a subtransaction of it, would make the
 	 * update create a MultiXact.  A run someone else holds is left for the
-	 * next batch; one whose task was taken care of meanwhile is skipped.
+	 * next batch.  A queue row with no task behind it (the run gone, its task
+	 * taken care of, the run closed or parked: none of which the engine
+	 * leaves, but a hand may) is dropped, so that it does not stay at the
+	 * head of the queue.
 	 */
 	if (!engine_lock_run(task->run_id, run, true))
+	{
+		LockedRun	exists;
+
+		if (!engine_read_run(task->run_id, &exists))
+			engine_dequeue_run(task->run_id);
 		return;
+	}
 	task->ran = true;
 	if (run->task_pending && !run->task_failed && strcmp(run->status, "running") == 0)
 		execute_task(run, history_load(run, true));
+	else
+		engine_dequeue_run(run->run_id);
 }
 
 /* A task run in a task-by-task batch: see replay_run_tasks(). */
@@ -761,9 +775,7 @@ static int
 run_batch(int max_tasks, TimestampTz stop_at, bool isolated, bool *busy)
 {
 	static EnginePlan due = {NULL,
-		"SELECT run_id FROM durable.runs"
-		" WHERE task_pending AND task_failure IS NULL AND status = 'running'"
-		" ORDER BY task_due_at LIMIT $1",
+		"SELECT run_id FROM durable.due_tasks ORDER BY due_at LIMIT $1",
 	1, {INT4OID}};
 	EngineScope scope;
 	Datum		values[1] = {Int32GetDatum(max_tasks)};

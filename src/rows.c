@@ -611,9 +611,37 @@ same_run(TupleTableSlot *slot, const RunAttnums *a, Datum run_id)
 }
 
 /*
+ * Takes the run out of the worker's queue of workflow tasks
+ * (durable.due_tasks): its task has run.  The caller holds the run locked,
+ * as everyone who writes the queue does.
+ */
+static void
+dequeue_run(Datum run_id, Snapshot snapshot)
+{
+	static Oid	relid = InvalidOid;
+	Relation	rel = rows_open(rows_relid(&relid, "due_tasks"), RowExclusiveLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+
+	if (rows_find_by_key(rel, F_UUID_EQ, run_id, snapshot, slot))
+		simple_table_tuple_delete(rel, &slot->tts_tid, snapshot);
+	ExecDropSingleTupleTableSlot(slot);
+	rows_close(rel);
+}
+
+/* A run's row in the worker's queue with no task to run (its run gone, or not due): out. */
+void
+engine_dequeue_run(Datum run_id)
+{
+	PreventCommandIfReadOnly("DELETE FROM durable.due_tasks");
+	dequeue_run(run_id, rows_begin_statement());
+	PopActiveSnapshot();
+}
+
+/*
  * Writes the locked run's row: next_event_id, and the outcome if given. A
  * heap-only update when no indexed column changes and the page has room,
- * with index entries otherwise.
+ * with index entries otherwise.  A task's outcome takes the run out of the
+ * worker's queue if it was there.
  */
 static void
 write_run(LockedRun *run, const RunOutcome *outcome)
@@ -667,6 +695,11 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	}
 	rows_update(rel, &tid, slot, snapshot, estate);
 	note_run_tid(run, slot);
+	if (outcome && run->task_pending)
+	{
+		dequeue_run(run->run_id, snapshot);
+		run->task_pending = false;
+	}
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	rows_close(rel);

@@ -122,8 +122,11 @@ static void
 fire_execution_timeout(LockedRun *run, TimestampTz now)
 {
 	static EnginePlan plan = {NULL,
-		"UPDATE durable.runs SET status = 'timed_out', closed_at = $2,"
-		" next_event_id = $3, task_pending = false WHERE run_id = $1",
+		"WITH closed AS ("
+		"  UPDATE durable.runs SET status = 'timed_out', closed_at = $2,"
+		"   next_event_id = $3, task_pending = false WHERE run_id = $1"
+		"  RETURNING run_id)"
+		" DELETE FROM durable.due_tasks d USING closed c WHERE d.run_id = c.run_id",
 	3, {UUIDOID, TIMESTAMPTZOID, INT8OID}};
 	Datum		values[3];
 	JsonBuf		jb;
@@ -319,7 +322,12 @@ fire_workflow_timers_together(void *arg)
 		"         task_due_at = CASE WHEN r.task_pending THEN r.task_due_at ELSE $1 END"
 		"    FROM (SELECT run_id, max(event_id) AS last_event_id FROM appended"
 		"           GROUP BY run_id) a"
-		"   WHERE r.run_id = a.run_id)"
+		"   WHERE r.run_id = a.run_id"
+		"  RETURNING r.run_id, r.task_due_at, r.task_failure IS NULL AS due),"
+		" queued AS ("
+		"  INSERT INTO durable.due_tasks (run_id, due_at)"
+		"  SELECT run_id, task_due_at FROM requested WHERE due"
+		"  ON CONFLICT (run_id) DO NOTHING)"
 		" SELECT count(*) FROM appended",
 	1, {TIMESTAMPTZOID}};
 	OneFiring  *f = (OneFiring *) arg;

@@ -106,7 +106,7 @@ def clean(conn):
     """Forget earlier runs, so that no scenario pays for another's rows, nor
     for the checkpoint their WAL would bring on in its middle (a checkpoint
     stalled the timers' second by 45 ms in some runs)."""
-    q(conn, "TRUNCATE durable.runs, durable.history, durable.activity_tasks, durable.timers, bench_effects")
+    q(conn, "TRUNCATE durable.runs, durable.due_tasks, durable.history, durable.activity_tasks, durable.timers, bench_effects")
     q(conn, "VACUUM ANALYZE durable.runs, durable.history, durable.activity_tasks, durable.timers")
     q(conn, "CHECKPOINT")
 
