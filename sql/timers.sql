@@ -365,3 +365,13 @@ END $$;
 SELECT count(*) AS stale_queue_rows FROM durable.due_tasks
  WHERE run_id = '00000000-0000-0000-0000-000000000001';
 SELECT durable.result('wakes-the-worker', wait => '10 s');
+
+-- A run closed by its first workflow task (the worker's, which does not read
+-- the run's one event) still drops its execution timeout's timer.
+CREATE FUNCTION returns_at_once(input jsonb) RETURNS jsonb LANGUAGE sql
+  AS $$ SELECT '"done"'::jsonb $$;
+SELECT durable.start_workflow('returns_at_once', '{}', workflow_id => 'at-once',
+                              execution_timeout => '1 hour');
+SELECT durable.result('at-once', wait => '10 s');
+SELECT count(*) AS timers_left
+  FROM durable.timers t JOIN durable.runs r USING (run_id) WHERE r.workflow_id = 'at-once';
