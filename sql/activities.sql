@@ -295,6 +295,30 @@ END $$;
 SELECT durable.start_workflow('fan_slow_sql', '{}', workflow_id => 'fan-slow-sql');
 SELECT durable.result('fan-slow-sql', wait => '10 s');
 SELECT count(*) AS rows, count(DISTINCT at) AS transactions FROM slow_effects;
+-- A task resolves a name once for the calls that use it in a row; names
+-- used in turn resolve each to its own function, on replay too.
+CREATE FUNCTION tag_a(input jsonb) RETURNS jsonb LANGUAGE sql
+  AS $$ SELECT to_jsonb('a' || (input->>'n')) $$;
+CREATE FUNCTION tag_b(input jsonb) RETURNS jsonb LANGUAGE sql
+  AS $$ SELECT to_jsonb('b' || (input->>'n')) $$;
+CREATE FUNCTION alternate_sql(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE tags jsonb := '[]';
+BEGIN
+  FOR i IN 1..4 LOOP
+    tags := tags || durable.sql_activity(
+      CASE WHEN i % 2 = 1 THEN 'public.tag_a' ELSE 'public.tag_b(jsonb)' END,
+      jsonb_build_object('n', i));
+  END LOOP;
+  FOR i IN 5..6 LOOP
+    tags := tags || durable.sql_activity('public.tag_b', jsonb_build_object('n', i));
+  END LOOP;
+  RETURN tags;
+END $$;
+SELECT durable.start_workflow('alternate_sql', '{}', workflow_id => 'alternate-sql');
+SELECT durable.result('alternate-sql', wait => '10 s');
+SELECT details->>'activity' AS activity, count(*)
+  FROM durable.history('alternate-sql') WHERE event_type = 'ActivityTaskScheduled'
+ GROUP BY 1 ORDER BY 1;
 
 -- Per-queue controls: at most max_in_flight tasks claimed at once, at most
 -- max_starts_per_second started (a token bucket: one second's worth of burst)

@@ -331,7 +331,9 @@ extern Oid	engine_function_oid(const char *regprocedure);
 extern void engine_check_role_may_run(Oid funcoid, Oid role);
 extern void engine_become_role(Oid role, bool read_only);
 extern long interval_arg_ms(Interval *iv, const char *what);
+extern text *required_text(FunctionCallInfo fcinfo, int argno, const char *what);
 extern char *required_text_arg(FunctionCallInfo fcinfo, int argno, const char *what);
+extern bool text_equals_cstring(const text *t, const char *s);
 extern char *interval_text(Interval *iv);
 
 /* ACL checks under their PostgreSQL 15 names (object_aclcheck from 16 on) */

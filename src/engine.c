@@ -850,20 +850,39 @@ engine_run_key(Datum run_id)
 	return key;
 }
 
-/* A text argument that must be neither NULL nor empty, as a C string. */
-char *
-required_text_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+/*
+ * A text argument that must be neither NULL nor empty, as it is: for callers
+ * that only compare it (a replayed call), to which a copy would be waste.
+ */
+text *
+required_text(FunctionCallInfo fcinfo, int argno, const char *what)
 {
-	char	   *s;
+	text	   *t;
 
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be null", what)));
-	s = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (s[0] == '\0')
+	t = PG_GETARG_TEXT_PP(argno);
+	if (VARSIZE_ANY_EXHDR(t) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be empty", what)));
-	return s;
+	return t;
+}
+
+/* The same, as a C string. */
+char *
+required_text_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	return text_to_cstring(required_text(fcinfo, argno, what));
+}
+
+/* Whether the text t holds the C string s. */
+bool
+text_equals_cstring(const text *t, const char *s)
+{
+	size_t		len = VARSIZE_ANY_EXHDR(t);
+
+	return strlen(s) == len && memcmp(VARDATA_ANY(t), s, len) == 0;
 }

@@ -122,6 +122,10 @@ typedef struct Replay
 	bool		execution_timeout;
 
 	int32		issued;			/* handles the code has issued so far */
+	/* the SQL activity function last named, and what the name resolved to */
+	char	   *sql_activity_name;
+	text	   *sql_activity_function;
+	text	   *sql_activity_queue;
 	List	   *new_commands;	/* of NewCommand */
 	List	   *cancels;		/* of CancelCommand */
 	List	   *query_answers;	/* of QueryAnswer */

@@ -90,9 +90,10 @@ new_command(Replay *r, CommandKind kind, int32 handle)
 /*
  * Issues an activity command: a remote one on task_queue, or a SQL one
  * (task_queue SQL_ACTIVITY_QUEUE, activity the function's regprocedure).
+ * Replayed, it only compares: nothing is copied.
  */
 static int32
-issue_command(Replay *r, char *activity, Jsonb *input, char *task_queue,
+issue_command(Replay *r, text *activity, Jsonb *input, text *task_queue,
 			  Jsonb *options)
 {
 	ActivityOptions parsed;
@@ -107,17 +108,18 @@ issue_command(Replay *r, char *activity, Jsonb *input, char *task_queue,
 	slot = next_command(r, COMMAND_ACTIVITY, &handle);
 	if (slot != NULL)
 	{
-		if (strcmp(slot->activity, activity) != 0 ||
-			strcmp(slot->task_queue, task_queue) != 0)
+		if (!text_equals_cstring(activity, slot->activity) ||
+			!text_equals_cstring(task_queue, slot->task_queue))
 			replay_nondeterminism(r, "command %d was activity \"%s\" on task queue \"%s\", the code now schedules activity \"%s\" on task queue \"%s\"",
-								  handle, slot->activity, slot->task_queue, activity, task_queue);
+								  handle, slot->activity, slot->task_queue,
+								  text_to_cstring(activity), text_to_cstring(task_queue));
 		return handle;
 	}
 
 	cmd = new_command(r, COMMAND_ACTIVITY, handle);
 	old = MemoryContextSwitchTo(r->cxt);
-	cmd->activity = pstrdup(activity);
-	cmd->task_queue = pstrdup(task_queue);
+	cmd->activity = text_to_cstring(activity);
+	cmd->task_queue = text_to_cstring(task_queue);
 	cmd->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
 	cmd->options.retry_policy = DatumGetJsonbPCopy(JsonbPGetDatum(parsed.retry_policy));
 	cmd->options.timeouts = DatumGetJsonbPCopy(JsonbPGetDatum(parsed.timeouts));
@@ -129,21 +131,18 @@ issue_command(Replay *r, char *activity, Jsonb *input, char *task_queue,
 static int32
 issue_activity(FunctionCallInfo fcinfo, Replay *r)
 {
-	char	   *activity = required_text_arg(fcinfo, 0, "activity name");
+	text	   *activity = required_text(fcinfo, 0, "activity name");
 	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	char	   *task_queue = required_text_arg(fcinfo, 2, "task queue");
+	text	   *task_queue = required_text(fcinfo, 2, "task queue");
 	Jsonb	   *options = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 
 	return issue_command(r, activity, input, task_queue, options);
 }
 
-/* A SQL activity: the function is resolved now, as the run's owner. */
-static int32
-issue_sql_activity(FunctionCallInfo fcinfo, Replay *r)
+/* The regprocedure of a SQL activity function named name, as the run's owner. */
+static char *
+resolve_sql_activity(const char *name)
 {
-	char	   *name = required_text_arg(fcinfo, 0, "SQL activity function");
-	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	Jsonb	   *options = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	Oid			funcoid;
 
 	if (strchr(name, '(') != NULL)
@@ -165,8 +164,38 @@ issue_sql_activity(FunctionCallInfo fcinfo, Replay *r)
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
 				 errmsg("function %s cannot be a SQL activity", format_procedure(funcoid)),
 				 errhint("A SQL activity function takes one jsonb argument and returns jsonb.")));
-	return issue_command(r, format_procedure_qualified(funcoid), input,
-						 pstrdup(SQL_ACTIVITY_QUEUE), options);
+	return format_procedure_qualified(funcoid);
+}
+
+/*
+ * A SQL activity: the function is resolved as the run's owner, once per
+ * workflow task for each name the code uses in a row (a loop calls the same
+ * one again and again, and a lookup costs many times the rest of a replayed
+ * call).  Within a task the code cannot change the catalogs; the next task
+ * resolves the name again.
+ */
+static int32
+issue_sql_activity(FunctionCallInfo fcinfo, Replay *r)
+{
+	text	   *name = required_text(fcinfo, 0, "SQL activity function");
+	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	Jsonb	   *options = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+
+	if (r->sql_activity_name == NULL ||
+		!text_equals_cstring(name, r->sql_activity_name))
+	{
+		char	   *cname = text_to_cstring(name);
+		char	   *function = resolve_sql_activity(cname);
+		MemoryContext old = MemoryContextSwitchTo(r->cxt);
+
+		r->sql_activity_name = pstrdup(cname);
+		r->sql_activity_function = cstring_to_text(function);
+		if (r->sql_activity_queue == NULL)
+			r->sql_activity_queue = cstring_to_text(SQL_ACTIVITY_QUEUE);
+		MemoryContextSwitchTo(old);
+	}
+	return issue_command(r, r->sql_activity_function, input,
+						 r->sql_activity_queue, options);
 }
 
 static CommandSlot *
