@@ -103,6 +103,7 @@ void
 replay_suspend(Replay *r)
 {
 	r->suspended = true;
+	plpgsql_exprs_note_busy(r);
 
 	/*
 	 * Nearly every workflow task ends here, so the unwinding is kept cheap:
@@ -278,6 +279,7 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 		/* a query runs under its caller's own statement_timeout */
 		if (!r->query_mode)
 			start_task_timeout();
+		plpgsql_exprs_code_begins(r, &flinfo);
 		d = FunctionCallInvoke(fcinfo);
 		/* fired too late to stop the code: it must not cancel anything else */
 		if (!r->query_mode && stop_task_timeout())
@@ -307,6 +309,7 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 
 	/* workflow code wrote nothing that should stay (temp tables included) */
 	RollbackAndReleaseCurrentSubTransaction();
+	plpgsql_exprs_release_busy(r);
 	MemoryContextSwitchTo(oldcxt);
 	CurrentResourceOwner = oldowner;
 

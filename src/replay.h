@@ -102,6 +102,8 @@ typedef struct QueryAnswer
 	char	   *handler;		/* function (jsonb, jsonb) RETURNS jsonb, or NULL */
 } QueryAnswer;
 
+#define MAX_BUSY_EXPRS 8
+
 typedef struct Replay
 {
 	MemoryContext cxt;			/* survives the code's subtransaction */
@@ -132,6 +134,13 @@ typedef struct Replay
 
 	bool		suspended;
 	bool		nondeterministic;
+
+	/* the code's PL/pgSQL expressions a suspend interrupted (plpgsql_exprs.c) */
+	ErrorContextCallback *code_frames_base;
+	bool		code_plpgsql;
+	Oid			code_function;
+	int			nbusy_exprs;
+	void	   *busy_exprs[MAX_BUSY_EXPRS];
 } Replay;
 
 extern Replay *current_replay;
@@ -142,5 +151,10 @@ extern void replay_nondeterminism(Replay *r, const char *fmt,...)
 extern Replay *replay_required(const char *function);
 extern void replay_advance_cursor(Replay *r, int64 event_id);
 extern TimestampTz replay_now(Replay *r);
+
+/* plpgsql_exprs.c */
+extern void plpgsql_exprs_code_begins(Replay *r, FmgrInfo *function);
+extern void plpgsql_exprs_note_busy(Replay *r);
+extern void plpgsql_exprs_release_busy(Replay *r);
 
 #endif							/* DURABLE_REPLAY_H */
