@@ -24,6 +24,7 @@
 #include "catalog/index.h"
 #include "catalog/pg_am.h"
 #include "optimizer/optimizer.h"
+#include "utils/datum.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -166,16 +167,58 @@ generic_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
 }
 
 /*
+ * Whether the new version's entry in an index is the old version's: the
+ * same values in the entry's columns, compared byte for byte, and the old
+ * version in the index (a partial index's predicate held for it).  Then a
+ * unique index needs no check: the old version, live until this update
+ * (which found it so), held the key, and anyone inserting the key meanwhile
+ * waits for this transaction and then finds the new version.  The entry is
+ * also flagged as a copy, as the executor flags it, so that the btree
+ * deletes older versions' entries before it splits a full page (bottom-up
+ * deletion).
+ */
+static bool
+entry_unchanged(KeptIndexes *k, KeptIndex *ki, TupleTableSlot *old,
+				TupleTableSlot *slot)
+{
+	TupleDesc	desc = slot->tts_tupleDescriptor;
+
+	for (int i = 0; i < ki->info->ii_NumIndexAttrs; i++)
+	{
+		AttrNumber	attnum = ki->info->ii_IndexAttrNumbers[i];
+		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+		bool		old_null;
+		bool		new_null;
+		Datum		old_value = slot_getattr(old, attnum, &old_null);
+		Datum		new_value = slot_getattr(slot, attnum, &new_null);
+
+		if (old_null != new_null ||
+			(!old_null && !datumIsEqual(old_value, new_value, att->attbyval, att->attlen)))
+			return false;
+	}
+	if (ki->predicate)
+	{
+		bool		held;
+
+		k->econtext->ecxt_scantuple = old;
+		held = ExecQual(ki->predicate, k->econtext);
+		ResetExprContext(k->econtext);
+		if (!held)
+			return false;
+	}
+	return true;
+}
+
+/*
  * The index entries of the tuple just written from slot (its tts_tid set),
  * as the executor makes them: partial indexes' predicates, unique checks.
+ * old: for an update, the version it replaced (still pinned), else NULL.
  * summarizing_only: for an update that needs only those (PostgreSQL 16 and
- * later).  estate may be NULL.  (An update is not flagged as one: the flag
- * only adds the hint that an index's key is unchanged, which the executor
- * would look for in a range table these writes have none of.)
+ * later).  estate may be NULL.
  */
 void
-rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
-					   bool summarizing_only)
+rows_add_index_entries(Relation rel, TupleTableSlot *slot, TupleTableSlot *old,
+					   EState *estate, bool summarizing_only)
 {
 	KeptIndexes *k = kept_for(rel);
 
@@ -190,6 +233,7 @@ rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
 		Datum		values[INDEX_MAX_KEYS];
 		bool		isnull[INDEX_MAX_KEYS];
 		Relation	index;
+		bool		unchanged;
 
 		if (!ki->info->ii_ReadyForInserts)
 			continue;
@@ -207,11 +251,12 @@ rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
 			if (!holds)
 				continue;
 		}
+		unchanged = old != NULL && entry_unchanged(k, ki, old, slot);
 		index = rows_open(ki->indexoid, RowExclusiveLock);
 		FormIndexDatum(ki->info, slot, NULL, values, isnull);
 		index_insert(index, values, isnull, &slot->tts_tid, rel,
-					 ki->info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
-					 false, ki->info);
+					 ki->info->ii_Unique && !unchanged ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 unchanged, ki->info);
 		rows_close(index);
 	}
 }

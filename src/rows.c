@@ -295,24 +295,26 @@ rows_check_columns(Relation rel, const Bitmapset *known)
 /*
  * Replaces the row at tid (locked by this transaction) with slot's values:
  * a heap-only update when no indexed column changes and the page has room,
- * else with index entries for the new version.
+ * else with index entries for the new version.  old, if not NULL, holds the
+ * version replaced (pinned): entries that repeat its own skip their unique
+ * check (row_indexes.c).
  */
 void
-rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot, Snapshot snapshot,
-			EState *estate)
+rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot, TupleTableSlot *old,
+			Snapshot snapshot, EState *estate)
 {
 #if PG_VERSION_NUM >= 160000
 	TU_UpdateIndexes update_indexes;
 
 	simple_table_tuple_update(rel, tid, slot, snapshot, &update_indexes);
 	if (update_indexes != TU_None)
-		rows_add_index_entries(rel, slot, estate, update_indexes == TU_Summarizing);
+		rows_add_index_entries(rel, slot, old, estate, update_indexes == TU_Summarizing);
 #else
 	bool		update_indexes;
 
 	simple_table_tuple_update(rel, tid, slot, snapshot, &update_indexes);
 	if (update_indexes)
-		rows_add_index_entries(rel, slot, estate, false);
+		rows_add_index_entries(rel, slot, old, estate, false);
 #endif
 }
 
@@ -326,7 +328,7 @@ rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot, Snapshot snapsh
  */
 TM_Result
 rows_update_unless_held(Relation rel, ItemPointer tid, TupleTableSlot *slot,
-						Snapshot snapshot, EState *estate)
+						TupleTableSlot *old, Snapshot snapshot, EState *estate)
 {
 	TM_FailureData tmfd;
 	LockTupleMode lockmode;
@@ -337,14 +339,14 @@ rows_update_unless_held(Relation rel, ItemPointer tid, TupleTableSlot *slot,
 	result = table_tuple_update(rel, tid, slot, GetCurrentCommandId(true), snapshot,
 								InvalidSnapshot, false, &tmfd, &lockmode, &update_indexes);
 	if (result == TM_Ok && update_indexes != TU_None)
-		rows_add_index_entries(rel, slot, estate, update_indexes == TU_Summarizing);
+		rows_add_index_entries(rel, slot, old, estate, update_indexes == TU_Summarizing);
 #else
 	bool		update_indexes;
 
 	result = table_tuple_update(rel, tid, slot, GetCurrentCommandId(true), snapshot,
 								InvalidSnapshot, false, &tmfd, &lockmode, &update_indexes);
 	if (result == TM_Ok && update_indexes)
-		rows_add_index_entries(rel, slot, estate, false);
+		rows_add_index_entries(rel, slot, old, estate, false);
 #endif
 	return result;
 }
@@ -651,6 +653,7 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	const RunAttnums *a;
 	EState	   *estate;
 	TupleTableSlot *slot;
+	TupleTableSlot *old;
 	Snapshot	snapshot;
 	ItemPointerData tid;
 
@@ -676,8 +679,9 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 		!rows_find_by_key(rel, F_UUID_EQ, run->run_id, snapshot, slot))
 		elog(ERROR, "workflow run to update was not found");
 	tid = slot->tts_tid;
+	old = slot;
 	slot = ExecCopySlot(ExecInitExtraTupleSlot(estate, RelationGetDescr(rel),
-											   &TTSOpsVirtual), slot);
+											   &TTSOpsVirtual), old);
 	set_column(slot, a->next_event_id, Int64GetDatum(run->next_event_id), false);
 	if (outcome)
 	{
@@ -693,7 +697,7 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 		/* set when, and only when, the run leaves 'running' */
 		set_column(slot, a->closed_at, TimestampTzGetDatum(GetCurrentTimestamp()), !closes);
 	}
-	rows_update(rel, &tid, slot, snapshot, estate);
+	rows_update(rel, &tid, slot, old, snapshot, estate);
 	note_run_tid(run, slot);
 	if (outcome && run->task_pending)
 	{
@@ -866,7 +870,7 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 		tuple = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 		heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
 		ExecStoreHeapTuple(tuple, slot, false);
-		rows_add_index_entries(rel, slot, NULL, false);
+		rows_add_index_entries(rel, slot, NULL, NULL, false);
 		heap_freetuple(tuple);
 	}
 	ExecDropSingleTupleTableSlot(slot);

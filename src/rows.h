@@ -28,11 +28,12 @@ extern bool rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot,
 					  bool skip_locked, bool *traversed);
 extern bool rows_peek_newest(Relation rel, ItemPointer row, TupleTableSlot *slot);
 extern void rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot,
-						Snapshot snapshot, EState *estate);
+						TupleTableSlot *old, Snapshot snapshot, EState *estate);
 extern TM_Result rows_update_unless_held(Relation rel, ItemPointer tid,
-										 TupleTableSlot *slot, Snapshot snapshot,
-										 EState *estate);
-extern void rows_add_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
+										 TupleTableSlot *slot, TupleTableSlot *old,
+										 Snapshot snapshot, EState *estate);
+extern void rows_add_index_entries(Relation rel, TupleTableSlot *slot,
+								   TupleTableSlot *old, EState *estate,
 								   bool summarizing_only);
 extern Oid	rows_enum_value(Oid enumtype, const char *label);
 extern AttrNumber rows_attnum(Oid relid, const char *column);

@@ -152,7 +152,7 @@ engine_insert_task(const NewTask *t)
 	ExecStoreVirtualTuple(slot);
 
 	simple_table_tuple_insert(rel, slot);
-	rows_add_index_entries(rel, slot, estate, false);
+	rows_add_index_entries(rel, slot, NULL, estate, false);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	rows_close(rel);
@@ -328,7 +328,7 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 		if (!task_is_ready(slot, c, queue_text, now))
 			continue;
 		mark_started(started, slot, c, now, worker);
-		result = rows_update_unless_held(rel, &tid, started, snapshot, estate);
+		result = rows_update_unless_held(rel, &tid, started, slot, snapshot, estate);
 		if (result != TM_Ok)
 		{
 			bool		traversed;
@@ -349,7 +349,7 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 				continue;
 			tid = slot->tts_tid;
 			mark_started(started, slot, c, now, worker);
-			rows_update(rel, &tid, started, snapshot, estate);
+			rows_update(rel, &tid, started, slot, snapshot, estate);
 		}
 		fill_claimed(&claimed[n++], started, c);
 	}
