@@ -166,6 +166,20 @@ generic_index_entries(Relation rel, TupleTableSlot *slot, EState *estate,
 		FreeExecutorState(own);
 }
 
+/* Whether the row in slot belongs in the index: a partial one's predicate. */
+static bool
+in_index(KeptIndexes *k, KeptIndex *ki, TupleTableSlot *slot)
+{
+	bool		holds;
+
+	if (ki->predicate == NULL)
+		return true;
+	k->econtext->ecxt_scantuple = slot;
+	holds = ExecQual(ki->predicate, k->econtext);
+	ResetExprContext(k->econtext);
+	return holds;
+}
+
 /*
  * Whether the new version's entry in an index is the old version's: the
  * same values in the entry's columns, compared byte for byte, and the old
@@ -196,17 +210,7 @@ entry_unchanged(KeptIndexes *k, KeptIndex *ki, TupleTableSlot *old,
 			(!old_null && !datumIsEqual(old_value, new_value, att->attbyval, att->attlen)))
 			return false;
 	}
-	if (ki->predicate)
-	{
-		bool		held;
-
-		k->econtext->ecxt_scantuple = old;
-		held = ExecQual(ki->predicate, k->econtext);
-		ResetExprContext(k->econtext);
-		if (!held)
-			return false;
-	}
-	return true;
+	return in_index(k, ki, old);
 }
 
 /*
@@ -241,16 +245,8 @@ rows_add_index_entries(Relation rel, TupleTableSlot *slot, TupleTableSlot *old,
 		if (summarizing_only && !ki->info->ii_Summarizing)
 			continue;
 #endif
-		if (ki->predicate)
-		{
-			bool		holds;
-
-			k->econtext->ecxt_scantuple = slot;
-			holds = ExecQual(ki->predicate, k->econtext);
-			ResetExprContext(k->econtext);
-			if (!holds)
-				continue;
-		}
+		if (!in_index(k, ki, slot))
+			continue;
 		unchanged = old != NULL && entry_unchanged(k, ki, old, slot);
 		index = rows_open(ki->indexoid, RowExclusiveLock);
 		FormIndexDatum(ki->info, slot, NULL, values, isnull);
