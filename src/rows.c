@@ -39,7 +39,9 @@
 #include "catalog/pg_enum.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
@@ -523,6 +525,40 @@ rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot, bool skip_locke
 				 RelationGetRelationName(rel));
 	}
 	return false;
+}
+
+/*
+ * Whether another transaction, still in progress, is writing or locking the
+ * row version in slot (a buffer slot from a scan), as its header tells under
+ * a share lock of its page: what SKIP LOCKED passes over.  A claim looks
+ * before it tries to update a ready task: with several pollers, the oldest
+ * ready tasks are often being claimed by the others, and finding that out
+ * by a failed update and a failed lock costs two exclusive locks of a page
+ * they all want.  Only a hint: the caller's update still decides.
+ */
+bool
+rows_held_elsewhere(TupleTableSlot *slot)
+{
+	BufferHeapTupleTableSlot *bslot = (BufferHeapTupleTableSlot *) slot;
+	HeapTupleHeader tuple;
+	TransactionId xmax = InvalidTransactionId;
+	bool		multi = false;
+
+	if (!TTS_IS_BUFFERTUPLE(slot) || bslot->base.tuple == NULL ||
+		!BufferIsValid(bslot->buffer))
+		return false;
+	LockBuffer(bslot->buffer, BUFFER_LOCK_SHARE);
+	tuple = bslot->base.tuple->t_data;
+	if (!(tuple->t_infomask & (HEAP_XMAX_INVALID | HEAP_XMAX_COMMITTED)))
+	{
+		xmax = HeapTupleHeaderGetRawXmax(tuple);
+		multi = (tuple->t_infomask & HEAP_XMAX_IS_MULTI) != 0;
+	}
+	LockBuffer(bslot->buffer, BUFFER_LOCK_UNLOCK);
+	/* a MultiXact's members are for the update to sort out */
+	return !multi && TransactionIdIsNormal(xmax) &&
+		!TransactionIdIsCurrentTransactionId(xmax) &&
+		TransactionIdIsInProgress(xmax);
 }
 
 /*

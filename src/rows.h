@@ -26,6 +26,7 @@ extern bool rows_find_by_key(Relation rel, RegProcedure eqproc, Datum key,
 							 Snapshot snapshot, TupleTableSlot *slot);
 extern bool rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot,
 					  bool skip_locked, bool *traversed);
+extern bool rows_held_elsewhere(TupleTableSlot *slot);
 extern bool rows_peek_newest(Relation rel, ItemPointer row, TupleTableSlot *slot);
 extern void rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot,
 						TupleTableSlot *old, Snapshot snapshot, EState *estate);

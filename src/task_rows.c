@@ -325,7 +325,7 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 	{
 		ItemPointerData tid = slot->tts_tid;
 
-		if (!task_is_ready(slot, c, queue_text, now))
+		if (!task_is_ready(slot, c, queue_text, now) || rows_held_elsewhere(slot))
 			continue;
 		mark_started(started, slot, c, now, worker);
 		result = rows_update_unless_held(rel, &tid, started, slot, snapshot, estate);

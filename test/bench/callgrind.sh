@@ -18,47 +18,13 @@ STEPS=${2:-10}
 WORKFLOW=${3:-bench_steps}
 PORT=${DURABLE_CALLGRIND_PORT:-54340}
 DIR=/tmp/durable-callgrind
-export PATH=/usr/lib/postgresql/15/bin:$PATH
-
-bash "$ROOT/scripts/install-deps.sh"
-command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-make -C "$ROOT" -s
-make -C "$ROOT" -s install
-
-if [ -f "$DIR/data/postmaster.pid" ]; then
-    su postgres -s /bin/bash -c "pg_ctl -D $DIR/data -m immediate -w stop" >/dev/null 2>&1 || true
-fi
-rm -rf "$DIR"; mkdir -p "$DIR/out"
+. "$ROOT/test/bench/callgrind_server.sh"
+callgrind_prepare
+callgrind_server_start "$WORKFLOWS" "$STEPS" "$WORKFLOW"
 gcc -O2 -Wall -o "$DIR/one_worker" "$ROOT/test/bench/one_worker.c" -I"$(pg_config --includedir)" -lpq
-chown -R postgres "$DIR"
-
-as_postgres() { su postgres -s /bin/bash -c "cd $DIR && export PATH='$PATH' PGHOST=127.0.0.1 PGPORT=$PORT PGDATABASE=bench && $*"; }
-as_postgres "initdb -D data -A trust >/dev/null"
-cat >> "$DIR/data/postgresql.conf" <<EOF
-shared_preload_libraries = 'durable'
-port = $PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$DIR'
-EOF
-as_postgres "valgrind --tool=callgrind --trace-children=yes --callgrind-out-file=$DIR/out/cg.%p -q postgres -D data > server.log 2>&1 &"
-trap 'as_postgres "pg_ctl -D data -m fast -w stop" >/dev/null 2>&1 || true' EXIT
-for _ in $(seq 1 120); do as_postgres "pg_isready -q" && break; sleep 1; done
-
-as_postgres "PGDATABASE=postgres createdb bench && psql -Xq -c 'CREATE EXTENSION durable'"
-cp "$ROOT/test/bench/workflows.sql" "$DIR/" && chown postgres "$DIR/workflows.sql"
-as_postgres "psql -Xq -f workflows.sql"
-as_postgres "psql -Xq" <<EOF
-SELECT count(durable.start_workflow('$WORKFLOW', '{"steps": $STEPS, "queue": "cg"}', 'cg-' || i))
-  FROM generate_series(1, $WORKFLOWS) i;
-EOF
-# the worker (slow under callgrind) runs every first workflow task
-for _ in $(seq 1 300); do
-    [ "$(as_postgres "psql -XAtc 'SELECT count(*) FROM durable.activity_tasks'")" = "$WORKFLOWS" ] && break
-    sleep 1
-done
+chown postgres "$DIR/one_worker"
 as_postgres "./one_worker cg $((WORKFLOWS * STEPS))" > "$DIR/one_worker.out"
-as_postgres "pg_ctl -D data -m fast -w stop" >/dev/null
-trap - EXIT
+callgrind_server_stop
 
 pid=$(awk '/^pid/ {print $2}' "$DIR/one_worker.out")
 done_=$(awk '/^done/ {print $2}' "$DIR/one_worker.out")
