@@ -25,10 +25,14 @@
  * prepares a fresh tree, as PL/pgSQL itself would after a commit.  The tree
  * the error interrupted is never used again.
  *
- * PL/pgSQL's frames are found on the error context stack: the first frame
- * the workflow function pushed is PL/pgSQL's when the function's handler is
- * plpgsql_call_handler, and its callback then tells PL/pgSQL's frames from
- * others (SPI's, SQL functions', other languages').
+ * PL/pgSQL's frames are found on the error context stack by their
+ * callback, which this process learns at the first suspend of a workflow
+ * function called straight through plpgsql_call_handler: the first frame
+ * that function pushes is PL/pgSQL's (and names the function).  Once it is
+ * known, the frames of any workflow code are told apart (SPI's, SQL
+ * functions', other languages'), whatever called PL/pgSQL: a function with
+ * a SET clause or SECURITY DEFINER (called through fmgr's wrapper, which
+ * hides the handler), or a helper of code in another language.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,6 +40,9 @@
 
 #include "plpgsql.h"
 #include "storage/proc.h"
+
+/* the error context callback of PL/pgSQL's frames, once learned */
+static void (*plpgsql_frame_callback) (void *) = NULL;
 
 /* PL/pgSQL's call handler, looked up once; NULL if PL/pgSQL cannot be loaded */
 static PGFunction
@@ -152,29 +159,27 @@ void
 plpgsql_exprs_note_busy(Replay *r)
 {
 	ErrorContextCallback *frame;
-	void		(*plpgsql_frame) (void *) = NULL;
 
-	if (!r->code_plpgsql)
-		return;
-	/* the workflow function's own frame, pushed first: PL/pgSQL's */
-	for (frame = error_context_stack; frame != NULL; frame = frame->previous)
-		if (frame->previous == r->code_frames_base)
-		{
-			PLpgSQL_execstate *estate = (PLpgSQL_execstate *) frame->arg;
+	/* learned from the workflow function's own frame, pushed first */
+	if (plpgsql_frame_callback == NULL && r->code_plpgsql)
+		for (frame = error_context_stack; frame != NULL; frame = frame->previous)
+			if (frame->previous == r->code_frames_base)
+			{
+				PLpgSQL_execstate *estate = (PLpgSQL_execstate *) frame->arg;
 
-			if (estate != NULL && estate->func != NULL &&
-				estate->func->fn_oid == r->code_function)
-				plpgsql_frame = frame->callback;
-			break;
-		}
-	if (plpgsql_frame == NULL)
+				if (estate != NULL && estate->func != NULL &&
+					estate->func->fn_oid == r->code_function)
+					plpgsql_frame_callback = frame->callback;
+				break;
+			}
+	if (plpgsql_frame_callback == NULL)
 		return;
 	for (frame = error_context_stack; frame != NULL && frame != r->code_frames_base;
 		 frame = frame->previous)
 	{
 		PLpgSQL_execstate *estate;
 
-		if (frame->callback != plpgsql_frame)
+		if (frame->callback != plpgsql_frame_callback)
 			continue;
 		estate = (PLpgSQL_execstate *) frame->arg;
 		if (estate->err_var != NULL)
