@@ -331,6 +331,13 @@ extern Oid	engine_function_oid(const char *regprocedure);
 extern void engine_check_role_may_run(Oid funcoid, Oid role);
 extern void engine_become_role(Oid role, bool read_only);
 extern long interval_arg_ms(Interval *iv, const char *what);
+/* this backend's local transaction id (storage/proc.h) */
+#if PG_VERSION_NUM >= 170000
+#define MY_LXID (MyProc->vxid.lxid)
+#else
+#define MY_LXID (MyProc->lxid)
+#endif
+
 extern text *required_text(FunctionCallInfo fcinfo, int argno, const char *what);
 extern char *required_text_arg(FunctionCallInfo fcinfo, int argno, const char *what);
 extern bool text_equals_cstring(const text *t, const char *s);

@@ -77,7 +77,7 @@ static void
 note_if_busy(Replay *r, PLpgSQL_expr *expr)
 {
 	if (expr != NULL && expr->expr_simple_in_use &&
-		expr->expr_simple_lxid == MyProc->lxid &&
+		expr->expr_simple_lxid == MY_LXID &&
 		r->nbusy_exprs < MAX_BUSY_EXPRS)
 		r->busy_exprs[r->nbusy_exprs++] = expr;
 }

@@ -425,12 +425,6 @@ rows_jsonb(TupleTableSlot *slot, AttrNumber attnum)
 	return copy;
 }
 
-#if PG_VERSION_NUM >= 170000
-#define MY_LXID (MyProc->vxid.lxid)
-#else
-#define MY_LXID (MyProc->lxid)
-#endif
-
 /*
  * Where the run's row is now, for write_run().  Only within the
  * subtransaction that saw it: its locks on the table are held there (a
