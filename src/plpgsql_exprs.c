@@ -73,13 +73,23 @@ plpgsql_exprs_code_begins(Replay *r, FmgrInfo *function)
 	r->nbusy_exprs = 0;
 }
 
+/*
+ * An expression noted is held until it is released: its function counted
+ * as in use, as PL/pgSQL counts a function it runs.  Code that catches the
+ * suspend runs on, and could meanwhile find its function redefined by
+ * another session; PL/pgSQL frees a replaced function's memory only when
+ * no one uses it.
+ */
 static void
 note_if_busy(Replay *r, PLpgSQL_expr *expr)
 {
-	if (expr != NULL && expr->expr_simple_in_use &&
+	if (expr != NULL && expr->func != NULL && expr->expr_simple_in_use &&
 		expr->expr_simple_lxid == MY_LXID &&
 		r->nbusy_exprs < MAX_BUSY_EXPRS)
+	{
+		expr->func->use_count++;
 		r->busy_exprs[r->nbusy_exprs++] = expr;
+	}
 }
 
 static void
@@ -202,6 +212,7 @@ plpgsql_exprs_release_busy(Replay *r)
 
 		expr->expr_simple_in_use = false;
 		expr->expr_simple_lxid = InvalidLocalTransactionId;
+		expr->func->use_count--;
 	}
 	r->nbusy_exprs = 0;
 }
