@@ -862,8 +862,10 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 
 /*
  * Appends events to a locked run's history, with ids from its
- * next_event_id on: heap_insert() and an insert into the table's one index
- * (its primary key).  Unique violations are reported as by an INSERT.
+ * next_event_id on: heap_insert(), or heap_multi_insert() for several (the
+ * events of a step come in pairs: one WAL record and one page lock for
+ * both, as COPY writes rows), and an insert into the table's one index (its
+ * primary key).  Unique violations are reported as by an INSERT.
  */
 void
 engine_append_events(LockedRun *run, int n, const NewEvent *events)
@@ -871,7 +873,7 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 	static Oid	relid = InvalidOid;
 	const HistoryColumns *c;
 	Relation	rel;
-	TupleTableSlot *slot;
+	TupleTableSlot **slots;
 	int			natts;
 	Datum	   *values;
 	bool	   *nulls;
@@ -883,11 +885,9 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 	natts = RelationGetDescr(rel)->natts;
 	values = palloc(sizeof(Datum) * natts);
 	nulls = palloc(sizeof(bool) * natts);
-	slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+	slots = palloc(sizeof(TupleTableSlot *) * n);
 	for (int i = 0; i < n; i++)
 	{
-		HeapTuple	tuple;
-
 		/* the other columns (dropped ones, nullable ones added later) NULL */
 		memset(nulls, true, sizeof(bool) * natts);
 #define SET(col, value) (values[c->col - 1] = (value), nulls[c->col - 1] = false)
@@ -897,13 +897,24 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 		SET(event_type, CStringGetTextDatum(events[i].type));
 		SET(details, JsonbPGetDatum(events[i].details));
 #undef SET
-		tuple = heap_form_tuple(RelationGetDescr(rel), values, nulls);
-		heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
-		ExecStoreHeapTuple(tuple, slot, false);
-		rows_add_index_entries(rel, slot, NULL, NULL, false);
-		heap_freetuple(tuple);
+		slots[i] = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+		ExecStoreHeapTuple(heap_form_tuple(RelationGetDescr(rel), values, nulls),
+						   slots[i], true);
 	}
-	ExecDropSingleTupleTableSlot(slot);
+	if (n == 1)
+	{
+		HeapTuple	tuple = ExecFetchSlotHeapTuple(slots[0], false, NULL);
+
+		heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
+		slots[0]->tts_tid = tuple->t_self;
+	}
+	else
+		heap_multi_insert(rel, slots, n, GetCurrentCommandId(true), 0, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		rows_add_index_entries(rel, slots[i], NULL, NULL, false);
+		ExecDropSingleTupleTableSlot(slots[i]);
+	}
 	rows_close(rel);
 	events_appended(run, n, events);
 }
