@@ -12,7 +12,8 @@
  * activity_workers.c (the API of activity workers), environment.c (the
  * settings workflow code runs under), activity_options.c (retry policies,
  * timeouts, priority), sql_activity.c (SQL activities run by the worker),
- * timers.c (the timer queue), token.c (task tokens), plans.c (how the
+ * timers.c (the timer queue), token.c (task tokens), queue_heads.c (where
+ * a busy queue's live ready tasks begin), plans.c (how the
  * engine's statements are planned and run), engine.c (running internal
  * queries as the extension owner, history appends, JSON building).
  *
@@ -31,6 +32,7 @@
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/s_lock.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -110,6 +112,26 @@ typedef struct WaitingPollers
 	char		task_queue[NAMEDATALEN];
 } WaitingPollers;
 
+/* Where each busy task queue's live ready entries begin (queue_heads.c). */
+#define DURABLE_QUEUE_HEADS		64
+
+typedef struct QueueHeadSlot
+{
+	Oid			dboid;			/* InvalidOid: free */
+	char		task_queue[NAMEDATALEN];
+	bool		mixed_priorities;	/* claims start at the first entry */
+	TimestampTz head;			/* DT_NOBEGIN: none */
+	uint64		last_used;
+} QueueHeadSlot;
+
+typedef struct QueueHeads
+{
+	slock_t		mutex;
+	uint64		version;		/* bumped by what a raise must not pass */
+	uint64		uses;
+	QueueHeadSlot slots[DURABLE_QUEUE_HEADS];
+} QueueHeads;
+
 typedef struct DurableShared
 {
 	LWLock	   *lock;			/* protects everything but the CVs */
@@ -121,6 +143,7 @@ typedef struct DurableShared
 	WakeChannel close_channels[DURABLE_CV_COUNT];	/* by hash of workflow id */
 	WaitingPollers waiting[DURABLE_WAITING_QUEUES];
 	pg_atomic_uint64 queue_limits_version; /* bumped when task queue limits change */
+	QueueHeads	queue_heads;
 	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];	/* durable_max_databases */
 } DurableShared;
 
@@ -133,6 +156,24 @@ extern WakeChannel *durable_queue_channel(const char *task_queue);
 extern WakeChannel *durable_close_channel(const char *workflow_id);
 extern uint64 channel_broadcasts(WakeChannel *ch);
 extern void durable_poller_waits(const char *task_queue, int delta);
+
+/* ---- where a queue's live ready entries begin (queue_heads.c) ---- */
+
+typedef struct QueueHeadRead
+{
+	TimestampTz head;
+	int64		window;			/* how far past the head to look first */
+	uint64		version;
+	TimestampTz started_at;
+} QueueHeadRead;
+
+extern bool queue_head_read(const char *task_queue, QueueHeadRead *read);
+extern void queue_head_seen(const char *task_queue, const QueueHeadRead *read,
+							bool from_first, TimestampTz until, bool seen_live,
+							TimestampTz first_ready_at, int32 first_priority);
+extern void queue_head_window_held(const char *task_queue, bool claimed);
+extern void queue_head_entry_added(const char *task_queue, int32 priority,
+								   TimestampTz ready_at);
 extern void channel_sleep(WakeChannel *ch, uint64 seen_broadcasts, long timeout_ms);
 
 /* commit-time wakeups: register now, delivered only if the transaction commits */

@@ -28,6 +28,7 @@
 #include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/memutils.h"
 
 DurableShared *durable_shared = NULL;
@@ -83,6 +84,7 @@ durable_shmem_startup(void)
 			pg_atomic_init_u64(&durable_shared->close_channels[i].broadcasts, 0);
 		}
 		pg_atomic_init_u64(&durable_shared->queue_limits_version, 1);
+		SpinLockInit(&durable_shared->queue_heads.mutex);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

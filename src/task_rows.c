@@ -153,6 +153,8 @@ engine_insert_task(const NewTask *t)
 
 	simple_table_tuple_insert(rel, slot);
 	rows_add_index_entries(rel, slot, NULL, estate, false);
+	if (!t->started)
+		queue_head_entry_added(t->task_queue, t->priority, t->now);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	rows_close(rel);
@@ -266,66 +268,112 @@ queue_scan_key(ScanKey key, Relation index, text *queue)
 }
 
 /*
- * Claims up to max_tasks ready tasks of the queue into claimed[], highest
- * priority first, then oldest, passing over rows someone holds; returns how
- * many.  As the statement
- *   UPDATE ... SET status = 'started', started_at = now, worker = worker
- *    WHERE task_id = ANY (ARRAY(SELECT task_id ... WHERE task_queue = queue
- *      AND status = 'scheduled' AND ready_at <= now ORDER BY priority DESC,
- *      ready_at, task_id LIMIT max_tasks FOR UPDATE SKIP LOCKED))
- * would, reading the ready tasks' index in its order.  A row is updated at
- * once when no one holds it and it is as the snapshot saw it (the usual
- * case); else it goes the statement's way: locked unless someone holds it,
- * in its newest version and looked at again (READ COMMITTED), or a
- * serialization failure (REPEATABLE READ).  In READ COMMITTED, a row changed
- * since the snapshot whose newest version is plainly not ready is passed
- * over without that lock (the statement would lock it, and keep the lock).
- *
- * A tentative look leaves nothing behind if it claims nothing: it passes
- * over rows changed since its snapshot instead of locking them, and then
- * releases the table and index locks it took (a poller about to sleep must
- * not hold them; the statement's way would keep them to the end of the
- * transaction).
+ * Does the ready index hold (task_queue, priority DESC, ready_at, ...), as
+ * the schema makes it?  Only then can a claim start at a queue's head
+ * (queue_heads.c).
  */
-int
-engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
-				   int max_tasks, bool tentative, ClaimedTask *claimed)
+static bool
+ready_index_has_head_columns(Relation index, const TaskColumns *c)
 {
-	static Oid	relid = InvalidOid;
-	text	   *queue_text = cstring_to_text(queue);
-	Relation	rel;
-	Relation	index;
-	const TaskColumns *c;
-	EState	   *estate;
+	Form_pg_index form = index->rd_index;
+
+	return form->indnkeyatts >= 3 &&
+		form->indkey.values[0] == c->task_queue &&
+		form->indkey.values[1] == c->priority &&
+		(index->rd_indoption[1] & INDOPTION_DESC) != 0 &&
+		form->indkey.values[2] == c->ready_at &&
+		(index->rd_indoption[2] & INDOPTION_DESC) == 0;
+}
+
+/*
+ * Where a claim's scan of the ready index goes: the queue's entries from
+ * its first one, or from its head (queue_heads.c) those of priority 0 with
+ * head <= ready_at < until (DT_NOEND: no end).
+ */
+typedef struct ClaimRange
+{
+	bool		from_head;
+	TimestampTz head;
+	TimestampTz until;
+} ClaimRange;
+
+static int
+claim_scan_keys(ScanKey keys, Relation index, text *queue, const ClaimRange *range)
+{
+	int			nkeys = 1;
+
+	queue_scan_key(&keys[0], index, queue);
+	if (!range->from_head)
+		return nkeys;
+	ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(0));
+	ScanKeyInit(&keys[nkeys++], 3, BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE,
+				TimestampTzGetDatum(range->head));
+	if (range->until != DT_NOEND)
+		ScanKeyInit(&keys[nkeys++], 3, BTLessStrategyNumber, F_TIMESTAMPTZ_LT,
+					TimestampTzGetDatum(range->until));
+	return nkeys;
+}
+
+/* What a claim's scan met first, for the queue's head. */
+typedef struct FirstLive
+{
+	bool		seen;			/* met an entry not known dead */
+	TimestampTz ready_at;
+	int32		priority;
+} FirstLive;
+
+/* Notes the entry the scan is on unless it is known dead, or one was noted. */
+static void
+note_first_live(FirstLive *first, IndexScanDesc scan, bool visible)
+{
+	bool		isnull;
+
+	if (first->seen || (!visible && scan->kill_prior_tuple))
+		return;
+	first->seen = true;
+	first->priority = DatumGetInt32(index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull));
+	first->ready_at = DatumGetTimestampTz(index_getattr(scan->xs_itup, 3, scan->xs_itupdesc, &isnull));
+}
+
+/*
+ * One pass of engine_claim_tasks() over the ready index, from the queue's
+ * head or from its first entry; claims into claimed[] from n on, returns
+ * the new count.
+ */
+static int
+claim_scan(Relation rel, Relation index, const TaskColumns *c, text *queue,
+		   const ClaimRange *range, const char *worker, TimestampTz now,
+		   int n, int max_tasks, bool tentative, Snapshot snapshot, EState *estate,
+		   ClaimedTask *claimed, FirstLive *first)
+{
 	TupleTableSlot *slot;
 	TupleTableSlot *started;
 	TupleTableSlot *peek;
-	Snapshot	snapshot;
 	IndexScanDesc scan;
-	ScanKeyData key;
+	ScanKeyData keys[4];
+	int			nkeys;
 	TM_Result	result;
-	int			n = 0;
 
-	PreventCommandIfReadOnly("UPDATE durable.activity_tasks");
-	snapshot = rows_begin_statement();
-	/* a tentative look may release its locks: nothing of it is kept */
-	rel = tentative ? table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock) :
-		rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
-	c = task_columns(rel);
-	index = tentative ? index_open(ready_index(rel), AccessShareLock) :
-		rows_open(ready_index(rel), AccessShareLock);
-	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
 	started = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
 	peek = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
-	queue_scan_key(&key, index, queue_text);
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	while (n < max_tasks && index_getnext_slot(scan, ForwardScanDirection, slot))
+	nkeys = claim_scan_keys(keys, index, queue, range);
+	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
+	/* the entries' own keys, for the head, whether or not their rows are visible */
+	scan->xs_want_itup = first != NULL;
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	/* index_getnext_slot(), with a look at each entry for the head */
+	while (n < max_tasks && index_getnext_tid(scan, ForwardScanDirection) != NULL)
 	{
-		ItemPointerData tid = slot->tts_tid;
+		ItemPointerData tid;
+		bool		visible = index_fetch_heap(scan, slot);
 
-		if (!task_is_ready(slot, c, queue_text, now) || rows_held_elsewhere(slot))
+		if (first != NULL)
+			note_first_live(first, scan, visible);
+		if (!visible)
+			continue;
+		tid = slot->tts_tid;
+		if (!task_is_ready(slot, c, queue, now) || rows_held_elsewhere(slot))
 			continue;
 		mark_started(started, slot, c, now, worker);
 		result = rows_update_unless_held(rel, &tid, started, slot, snapshot, estate);
@@ -343,9 +391,9 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 			if (tentative ||
 				(result == TM_Updated && !IsolationUsesXactSnapshot() &&
 				 (!rows_peek_newest(rel, &tid, peek) ||
-				  !task_is_ready(peek, c, queue_text, now))) ||
+				  !task_is_ready(peek, c, queue, now))) ||
 				!rows_lock(rel, slot, snapshot, true, &traversed) ||
-				(traversed && !task_is_ready(slot, c, queue_text, now)))
+				(traversed && !task_is_ready(slot, c, queue, now)))
 				continue;
 			tid = slot->tts_tid;
 			mark_started(started, slot, c, now, worker);
@@ -354,6 +402,127 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 		fill_claimed(&claimed[n++], started, c);
 	}
 	index_endscan(scan);
+	return n;
+}
+
+/* One pass of a claim, and what it tells of the queue's head. */
+static int
+claim_pass(Relation rel, Relation index, const TaskColumns *c, const char *queue,
+		   text *queue_text, const ClaimRange *range, const QueueHeadRead *head,
+		   const char *worker, TimestampTz now, int max_tasks, bool tentative,
+		   Snapshot snapshot, EState *estate, ClaimedTask *claimed)
+{
+	FirstLive	first = {false};
+	int			n;
+
+	/* from the first entry or from the head: what it meets tells of the head */
+	n = claim_scan(rel, index, c, queue_text, range, worker, now, 0, max_tasks,
+				   tentative, snapshot, estate, claimed, &first);
+	queue_head_seen(queue, head, !range->from_head, range->until, first.seen,
+					first.ready_at, first.priority);
+	return n;
+}
+
+/*
+ * A claim past the queue's dead entries (queue_heads.c): first the entries
+ * just past its head (how far: what held a task lately), then, for as many
+ * as that did not find, the rest of them from there; and when those hold
+ * nothing to claim (or the head is not to be used), from the queue's first
+ * entry.  The head is read once the claim holds its snapshot.
+ */
+static int
+claim_from_head_or_first(Relation rel, Relation index, const TaskColumns *c,
+						 const char *queue, text *queue_text, const char *worker,
+						 TimestampTz now, int max_tasks, bool tentative,
+						 Snapshot snapshot, EState *estate, ClaimedTask *claimed)
+{
+	QueueHeadRead head;
+	ClaimRange	range = {false, 0, DT_NOEND};
+	int			n = 0;
+
+	if (queue_head_read(queue, &head))
+	{
+		range.from_head = true;
+		range.head = head.head;
+		range.until = head.head + head.window;
+		n = claim_pass(rel, index, c, queue, queue_text, &range, &head, worker, now,
+					   max_tasks, tentative, snapshot, estate, claimed);
+		queue_head_window_held(queue, n > 0);
+		if (n < max_tasks)
+		{
+			range.head = range.until;
+			range.until = DT_NOEND;
+			n = claim_scan(rel, index, c, queue_text, &range, worker, now, n,
+						   max_tasks, tentative, snapshot, estate, claimed, NULL);
+		}
+		if (n > 0)
+			return n;
+		(void) queue_head_read(queue, &head);
+	}
+	range.from_head = false;
+	range.until = DT_NOEND;
+	return claim_pass(rel, index, c, queue, queue_text, &range, &head, worker, now,
+					  max_tasks, tentative, snapshot, estate, claimed);
+}
+
+/*
+ * Claims up to max_tasks ready tasks of the queue into claimed[], highest
+ * priority first, then oldest, passing over rows someone holds; returns how
+ * many.  As the statement
+ *   UPDATE ... SET status = 'started', started_at = now, worker = worker
+ *    WHERE task_id = ANY (ARRAY(SELECT task_id ... WHERE task_queue = queue
+ *      AND status = 'scheduled' AND ready_at <= now ORDER BY priority DESC,
+ *      ready_at, task_id LIMIT max_tasks FOR UPDATE SKIP LOCKED))
+ * would, reading the ready tasks' index in its order.  A row is updated at
+ * once when no one holds it and it is as the snapshot saw it (the usual
+ * case); else it goes the statement's way: locked unless someone holds it,
+ * in its newest version and looked at again (READ COMMITTED), or a
+ * serialization failure (REPEATABLE READ).  In READ COMMITTED, a row changed
+ * since the snapshot whose newest version is plainly not ready is passed
+ * over without that lock (the statement would lock it, and keep the lock).
+ *
+ * The index is read from the queue's head when it has one (queue_heads.c:
+ * past the entries of tasks claimed before, which stay until VACUUM), and
+ * from its first entry when that finds nothing.
+ *
+ * A tentative look leaves nothing behind if it claims nothing: it passes
+ * over rows changed since its snapshot instead of locking them, and then
+ * releases the table and index locks it took (a poller about to sleep must
+ * not hold them; the statement's way would keep them to the end of the
+ * transaction).
+ */
+int
+engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
+				   int max_tasks, bool tentative, ClaimedTask *claimed)
+{
+	static Oid	relid = InvalidOid;
+	text	   *queue_text = cstring_to_text(queue);
+	Relation	rel;
+	Relation	index;
+	const TaskColumns *c;
+	EState	   *estate;
+	Snapshot	snapshot;
+	int			n;
+
+	PreventCommandIfReadOnly("UPDATE durable.activity_tasks");
+	snapshot = rows_begin_statement();
+	/* a tentative look may release its locks: nothing of it is kept */
+	rel = tentative ? table_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock) :
+		rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
+	c = task_columns(rel);
+	index = tentative ? index_open(ready_index(rel), AccessShareLock) :
+		rows_open(ready_index(rel), AccessShareLock);
+	estate = CreateExecutorState();
+	if (ready_index_has_head_columns(index, c))
+		n = claim_from_head_or_first(rel, index, c, queue, queue_text, worker, now,
+									 max_tasks, tentative, snapshot, estate, claimed);
+	else
+	{
+		ClaimRange	all = {false};
+
+		n = claim_scan(rel, index, c, queue_text, &all, worker, now, 0, max_tasks,
+					   tentative, snapshot, estate, claimed, NULL);
+	}
 	if (tentative)
 		index_close(index, n == 0 ? AccessShareLock : NoLock);
 	else

@@ -86,7 +86,7 @@ fire_retry(int64 task_id, TimestampTz now)
 {
 	static EnginePlan plan = {NULL,
 		"UPDATE durable.activity_tasks SET status = 'scheduled', ready_at = $2"
-		" WHERE task_id = $1 AND status = 'backoff' RETURNING task_queue",
+		" WHERE task_id = $1 AND status = 'backoff' RETURNING task_queue, priority",
 	2, {INT8OID, TIMESTAMPTZOID}};
 	Datum		values[2] = {Int64GetDatum(task_id), TimestampTzGetDatum(now)};
 
@@ -101,7 +101,13 @@ fire_retry(int64 task_id, TimestampTz now)
 			durable_wake_worker_at_commit();
 		}
 		else
+		{
+			bool		isnull;
+
+			/* its entry in the ready index is in: see queue_heads.c */
+			queue_head_entry_added(queue, DatumGetInt32(engine_get(0, 2, &isnull)), now);
 			durable_wake_queue_at_commit(queue);
+		}
 	}
 }
 
