@@ -16,8 +16,10 @@
  * So each queue that claims have looked at (up to DURABLE_QUEUE_HEADS of
  * them, the least recently used making room) has a head: a ready_at before
  * which its entries are all dead to every transaction.  A claim starts
- * there ("ready_at >= head", priority 0), and raises the head to the first
- * entry it meets that is not known dead.  Keeping the head a lower bound:
+ * there ("ready_at >= head", priority 0: first a short span past it, as wide
+ * as lately held a task for this backend, so that a btree page is not read
+ * to its end for one task), and raises the head to the first entry it meets
+ * that is not known dead.  Keeping the head a lower bound:
  *
  * - Dead is for ever: an entry passed over because no snapshot can see its
  *   row (the index AM's killed items, the heap's all-dead answer) never
