@@ -51,7 +51,6 @@
  */
 #include "durable.h"
 
-#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
