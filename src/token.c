@@ -42,11 +42,9 @@ durable_random_key(PG_FUNCTION_ARGS)
 }
 
 /*
- * The key, read once per session: it never changes while the table holding
- * it exists (a new CREATE EXTENSION makes a new table, with a new key).
- */
-/*
- * HMAC-SHA256 with the key's two padded blocks hashed once per session:
+ * The key is read once per session: it never changes while the table
+ * holding it exists (a new CREATE EXTENSION makes a new table, with a new
+ * key).  HMAC-SHA256 with the key's two padded blocks hashed once per session:
  * signing a token then costs two SHA-256 finishes, where computing the HMAC
  * afresh (key set-up, OpenSSL's context and digest look-ups) cost ten times
  * as much, once per activity.  The result is HMAC-SHA256 as RFC 2104 has
