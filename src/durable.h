@@ -156,6 +156,19 @@ extern WakeChannel *durable_queue_channel(const char *task_queue);
 extern WakeChannel *durable_close_channel(const char *workflow_id);
 extern uint64 channel_broadcasts(WakeChannel *ch);
 extern void durable_poller_waits(const char *task_queue, int delta);
+extern void channel_sleep(WakeChannel *ch, uint64 seen_broadcasts, long timeout_ms);
+
+/* commit-time wakeups: register now, delivered only if the transaction commits */
+extern void durable_wake_worker_at_commit(void);
+extern void durable_wake_queue_at_commit(const char *task_queue);
+extern void durable_wake_queue_at_abort(const char *task_queue);
+extern void durable_wake_closed_at_commit(const char *workflow_id);
+extern void durable_notify_launcher_at_commit(Oid dboid);
+extern void durable_timer_added_at_commit(TimestampTz fire_at);
+extern void durable_wake_everything(void);
+extern void durable_queue_limits_changed_at_commit(void);
+extern uint64 durable_queue_limits_version(void);
+extern void durable_register_xact_callback(void);
 
 /* ---- where a queue's live ready entries begin (queue_heads.c) ---- */
 
@@ -174,19 +187,6 @@ extern void queue_head_seen(const char *task_queue, const QueueHeadRead *read,
 extern void queue_head_window_held(const char *task_queue, bool claimed);
 extern void queue_head_entry_added(const char *task_queue, int32 priority,
 								   TimestampTz ready_at);
-extern void channel_sleep(WakeChannel *ch, uint64 seen_broadcasts, long timeout_ms);
-
-/* commit-time wakeups: register now, delivered only if the transaction commits */
-extern void durable_wake_worker_at_commit(void);
-extern void durable_wake_queue_at_commit(const char *task_queue);
-extern void durable_wake_queue_at_abort(const char *task_queue);
-extern void durable_wake_closed_at_commit(const char *workflow_id);
-extern void durable_notify_launcher_at_commit(Oid dboid);
-extern void durable_timer_added_at_commit(TimestampTz fire_at);
-extern void durable_wake_everything(void);
-extern void durable_queue_limits_changed_at_commit(void);
-extern uint64 durable_queue_limits_version(void);
-extern void durable_register_xact_callback(void);
 
 /* ---- processes (launcher.c, worker.c) ---- */
 extern void durable_register_launcher(void);
