@@ -908,7 +908,7 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 		heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
 		slots[0]->tts_tid = tuple->t_self;
 	}
-	else
+	else if (n > 1)
 		heap_multi_insert(rel, slots, n, GetCurrentCommandId(true), 0, NULL);
 	for (int i = 0; i < n; i++)
 	{
