@@ -15,7 +15,8 @@ FIGURES = [
     ("ceiling: machine CPU per commit (us)", "ceiling.machine_cpu_us_per_commit", "{:.0f}"),
 ]
 for key in ("10_steps_complete_and_poll", "1_step_complete_and_poll", "10_steps", "1_step",
-            "10_steps_async_claim", "1_step_async_claim", "1_step_complete_and_poll_sustained"):
+            "10_steps_async_claim", "1_step_async_claim", "1_step_complete_and_poll_sustained",
+            "1_step_complete_and_poll_start_to_close"):
     t = "throughput." + key + "."
     FIGURES += [
         (key + ": activities/s", t + "activities_per_s", "{:,.0f}"),

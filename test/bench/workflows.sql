@@ -10,6 +10,16 @@ BEGIN
   END LOOP;
   RETURN to_jsonb(total);
 END $$;
+-- bench_steps with a 60 s start_to_close on each activity, as real ones have.
+CREATE OR REPLACE FUNCTION bench_timed_steps(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE total int := 0;
+BEGIN
+  FOR i IN 1..(input->>'steps')::int LOOP
+    total := total + (durable.activity('step', to_jsonb(i), input->>'queue',
+                                       '{"start_to_close": 60}'))::int;
+  END LOOP;
+  RETURN to_jsonb(total);
+END $$;
 -- The same sequence of activities with nothing else in the loop: replaying
 -- it measures what a replayed call costs durable itself.
 CREATE OR REPLACE FUNCTION bench_bare_steps(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
