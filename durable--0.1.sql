@@ -130,6 +130,10 @@ CREATE TABLE durable.activity_tasks (
     scheduled_at    pg_catalog.timestamptz NOT NULL,
     ready_at        pg_catalog.timestamptz NOT NULL,
     started_at      pg_catalog.timestamptz,
+    -- started: when the attempt's start_to_close runs out (NULL: it has
+    -- none).  Kept here rather than as a timer: the claim writes the row
+    -- anyway, and the attempt's end deletes or rewrites it.
+    start_to_close_at pg_catalog.timestamptz,
     worker          pg_catalog.text,
     last_failure    pg_catalog.jsonb,
     -- progress reported by durable.heartbeat_activity(), handed to the next
@@ -147,6 +151,11 @@ CREATE INDEX activity_tasks_ready ON durable.activity_tasks
 -- Where pollers count running tasks of a queue (max_in_flight).
 CREATE INDEX activity_tasks_in_flight ON durable.activity_tasks (task_queue)
     WHERE status = 'started';
+
+-- Where the worker finds attempts whose start_to_close ran out, as it finds
+-- due timers.
+CREATE INDEX activity_tasks_start_to_close ON durable.activity_tasks (start_to_close_at)
+    WHERE start_to_close_at IS NOT NULL;
 
 -- Per-queue controls, set with durable.configure_task_queue(); a queue with
 -- no row has no limits.  tokens/refilled_at: the token bucket of
@@ -166,7 +175,8 @@ CREATE TABLE durable.task_queues (
 --                      wait_signal timeout): fires TimerFired for "handle"
 --   retry              an activity's retry backoff: task_id becomes ready
 --   activity_timeout   one of an activity's timeouts ("timeout"), for its
---                      attempt "attempt" (0: all attempts)
+--                      attempt "attempt" (0: all attempts); not start_to_close,
+--                      kept on the task row (start_to_close_at)
 --   execution_timeout  the run's execution_timeout: it closes as timed out
 CREATE TABLE durable.timers (
     timer_id        pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

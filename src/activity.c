@@ -10,8 +10,10 @@
  * good, times out for good or is canceled; each attempt is claimed by one
  * poller (FOR UPDATE SKIP LOCKED) and gets its own token.  A waiting poller
  * sleeps on its queue's condition variable, broadcast when a transaction
- * that made a task ready commits.  Retry backoffs and the four timeouts are
- * timers of the timer queue (timers.c).
+ * that made a task ready commits.  Retry backoffs and three of the four
+ * timeouts are timers of the timer queue (timers.c); start_to_close, which
+ * nearly every activity has, is a column of the task row that the claim
+ * sets, and the worker finds it as it finds due timers.
  *
  * History: each attempt that ends is recorded as ActivityTaskStarted
  * followed by ActivityTaskCompleted, ActivityTaskFailed, ActivityTaskTimedOut
@@ -63,7 +65,8 @@ activity_start_timeout(Datum run_id, int64 task_id, int32 attempt, Jsonb *timeou
 /*
  * Drops a task's timers: those of the attempt that ended, or (all) every
  * one, the retry and schedule_to_close included.  A task with no timeouts
- * that is not waiting out a retry backoff has none: no statement then.
+ * but start_to_close (see activity_has_timeout_timers) that is not waiting
+ * out a retry backoff has none: no statement then.
  */
 static void
 drop_task_timers(ClaimedAttempt *a, bool all)
@@ -76,8 +79,7 @@ drop_task_timers(ClaimedAttempt *a, bool all)
 	"DELETE FROM durable.timers WHERE task_id = $1", 1, {INT8OID}};
 	Datum		values[1] = {Int64GetDatum(a->task_id)};
 
-	if ((a->timeouts == NULL || JB_ROOT_COUNT(a->timeouts) == 0) &&
-		strcmp(a->status, "backoff") != 0)
+	if (!activity_has_timeout_timers(a->timeouts) && strcmp(a->status, "backoff") != 0)
 		return;
 	engine_exec(all ? &all_plan : &attempt_plan, values, NULL, 0);
 }
@@ -156,11 +158,10 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 	activity_start_timeout(run->run_id, task_id, 0, options->timeouts, "schedule_to_close", now);
 	if (eager)
 	{
-		/* started at once: its attempt's timeouts run from now */
-		activity_start_timeout(run->run_id, task_id, 1, options->timeouts, "start_to_close", now);
+		/* started at once: its attempt's timeouts run from now (and the row's) */
 		activity_start_timeout(run->run_id, task_id, 1, options->timeouts, "heartbeat", now);
 		activity_eager_add(task_id, run, handle, activity, input,
-						   JB_ROOT_COUNT(options->timeouts) > 0, now);
+						   activity_has_timeout_timers(options->timeouts), now);
 		return;
 	}
 	activity_start_timeout(run->run_id, task_id, 1, options->timeouts, "schedule_to_start", now);
@@ -312,7 +313,8 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 {
 	static EnginePlan retry_plan = {NULL,
 		"UPDATE durable.activity_tasks SET attempt = attempt + 1, status = 'backoff',"
-		" ready_at = $2, started_at = NULL, worker = NULL, last_failure = $3"
+		" ready_at = $2, started_at = NULL, start_to_close_at = NULL, worker = NULL,"
+		" last_failure = $3"
 		" WHERE task_id = $1",
 	3, {INT8OID, TIMESTAMPTZOID, JSONBOID}};
 	RetryPolicy policy;
@@ -355,12 +357,25 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 /* ---- timeouts, fired by the timer queue ---- */
 
 /*
+ * Has the attempt in a, locked, run out of its start_to_close at now?  As
+ * the claim computed the row's start_to_close_at from the same two values.
+ */
+static bool
+start_to_close_ran_out(ClaimedAttempt *a, TimestampTz now)
+{
+	TimestampTz deadline = activity_start_to_close_at(a->timeouts, a->started_at);
+
+	return deadline != 0 && deadline <= now;
+}
+
+/*
  * One of an activity's timeouts fired (its run locked by the caller).
  * schedule_to_start and schedule_to_close end the activity for good, as in
  * Temporal; start_to_close and heartbeat end the attempt, retried by policy.
  * A timer of an attempt that is no longer current changes nothing.  Claims
  * (deletes) the timer row itself, after locking the task; returns false when
- * it did not fire.
+ * it did not fire.  timer_id 0: a start_to_close kept on the task row,
+ * which fires only if the locked row is still that attempt and it ran out.
  */
 bool
 activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attempt,
@@ -378,8 +393,14 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attem
 	memcpy(&a.run, run, sizeof(LockedRun));
 	if (!activity_lock_task(task_id, &a))
 		return false;
+	if (timer_id == 0)
+	{
+		if (strcmp(a.status, "started") != 0 || a.attempt != attempt ||
+			!start_to_close_ran_out(&a, now))
+			return false;
+	}
 	/* after the task, the timer: a heartbeat may have moved it meanwhile */
-	if (engine_exec(&claim, values, NULL, 0) == 0)
+	else if (engine_exec(&claim, values, NULL, 0) == 0)
 		return false;
 	if (!whole_activity &&
 		(a.attempt != attempt ||

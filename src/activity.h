@@ -65,7 +65,7 @@ extern void activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_t
 extern bool activity_eager_takes(const char *task_queue);
 extern const char *activity_eager_worker(void);
 extern void activity_eager_add(int64 task_id, LockedRun *run, int32 handle,
-							   const char *activity, Jsonb *input, bool has_timeouts,
-							   TimestampTz started_at);
+							   const char *activity, Jsonb *input,
+							   bool has_timeout_timers, TimestampTz started_at);
 
 #endif							/* DURABLE_ACTIVITY_H */

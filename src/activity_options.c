@@ -13,7 +13,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "durable.h"
+#include "activity.h"
 
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -278,6 +278,35 @@ activity_timeout_seconds(Jsonb *timeouts, const char *name)
 		v.type != jbvNumeric)
 		return 0;
 	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric)));
+}
+
+/*
+ * When an attempt started at started_at runs out of its start_to_close; 0
+ * when it has none.  The task row keeps it (start_to_close_at).
+ */
+TimestampTz
+activity_start_to_close_at(Jsonb *timeouts, TimestampTz started_at)
+{
+	double		seconds;
+
+	if (timeouts == NULL || JB_ROOT_COUNT(timeouts) == 0)
+		return 0;
+	seconds = activity_timeout_seconds(timeouts, "start_to_close");
+	return seconds > 0 ? plus_seconds(started_at, seconds) : 0;
+}
+
+/*
+ * Does an activity with these timeouts have timer rows (durable.timers)?
+ * All its timeouts are timers but start_to_close, which its task row keeps.
+ */
+bool
+activity_has_timeout_timers(Jsonb *timeouts)
+{
+	if (timeouts == NULL || JB_ROOT_COUNT(timeouts) == 0)
+		return false;
+	return activity_timeout_seconds(timeouts, "schedule_to_start") > 0 ||
+		activity_timeout_seconds(timeouts, "schedule_to_close") > 0 ||
+		activity_timeout_seconds(timeouts, "heartbeat") > 0;
 }
 
 /* Does the policy stop retrying errors of this type? */

@@ -51,7 +51,7 @@ typedef struct EagerTask
 	Jsonb	   *input;
 	pg_uuid_t	run_id;
 	int32		handle;
-	bool		has_timeouts;
+	bool		has_timeout_timers;
 	TimestampTz started_at;
 } EagerTask;
 
@@ -140,7 +140,7 @@ activity_eager_takes(const char *task_queue)
 
 void
 activity_eager_add(int64 task_id, LockedRun *run, int32 handle, const char *activity,
-				   Jsonb *input, bool has_timeouts, TimestampTz started_at)
+				   Jsonb *input, bool has_timeout_timers, TimestampTz started_at)
 {
 	EagerOffer *offer = eager_offer;
 	MemoryContext old = MemoryContextSwitchTo(offer->cxt);
@@ -152,7 +152,7 @@ activity_eager_add(int64 task_id, LockedRun *run, int32 handle, const char *acti
 	t->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
 	memcpy(&t->run_id, DatumGetUUIDP(run->run_id), sizeof(pg_uuid_t));
 	t->handle = handle;
-	t->has_timeouts = has_timeouts;
+	t->has_timeout_timers = has_timeout_timers;
 	t->started_at = started_at;
 	offer->slots--;
 	MemoryContextSwitchTo(old);
@@ -214,8 +214,9 @@ check_task_queue_name(text *queue)
  * (complete_and_poll), and then the token needs no HMAC to be checked and
  * the run is locked by its id, without reading the task row first.  Whether
  * the attempt is still the current one is checked where it ends (the task
- * row's delete), as always.  Attempts with timeouts (which have timers to
- * drop) or long names are not kept: they take the general path.
+ * row's delete), as always.  Attempts with timer rows to drop (timeouts but
+ * start_to_close, which is on the task row) or long names are not kept:
+ * they take the general path.
  */
 #define HANDED_OUT		8
 #define HANDED_OUT_TOKEN_LEN	80
@@ -293,7 +294,7 @@ typedef struct Attempt
 	const char *task_queue;
 	const char *worker;
 	TimestampTz started_at;
-	bool		has_timeouts;
+	bool		has_timeout_timers;
 } Attempt;
 
 static void
@@ -309,7 +310,7 @@ remember_handed_out(const char *token, Attempt *t)
 	}
 	h->token[0] = '\0';
 	h->claimed_in = InvalidSubTransactionId;
-	if (t->has_timeouts || strlen(token) >= HANDED_OUT_TOKEN_LEN ||
+	if (t->has_timeout_timers || strlen(token) >= HANDED_OUT_TOKEN_LEN ||
 		strlen(t->task_queue) >= NAMEDATALEN ||
 		(t->worker && strlen(t->worker) >= NAMEDATALEN))
 		return;
@@ -451,8 +452,7 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		ClaimedTask *c = &claimed[i];
 		Attempt		t;
 
-		activity_start_timeout(c->run_id, c->task_id, c->attempt, c->timeouts,
-							   "start_to_close", now);
+		/* start_to_close: the claim set the row's start_to_close_at */
 		activity_start_timeout(c->run_id, c->task_id, c->attempt, c->timeouts,
 							   "heartbeat", now);
 		t.task_id = c->task_id;
@@ -468,7 +468,7 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		t.task_queue = queue;
 		t.worker = worker;
 		t.started_at = now;
-		t.has_timeouts = JB_ROOT_COUNT(c->timeouts) > 0;
+		t.has_timeout_timers = activity_has_timeout_timers(c->timeouts);
 		put_task(rsinfo, &t);
 	}
 	if (n > 0 && tokens >= 0)
@@ -770,7 +770,7 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 		t.task_queue = req.queue;
 		t.worker = req.worker;
 		t.started_at = e->started_at;
-		t.has_timeouts = e->has_timeouts;
+		t.has_timeout_timers = e->has_timeout_timers;
 		put_task(req.rsinfo, &t);
 	}
 	eager_streak += offer.ntasks;

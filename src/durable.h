@@ -443,6 +443,8 @@ extern void retry_policy_from_jsonb(Jsonb *j, RetryPolicy *p);
 extern bool retry_policy_stops(RetryPolicy *p, const char *error_type);
 extern double backoff_seconds(RetryPolicy *p, int32 failed_attempt);
 extern double activity_timeout_seconds(Jsonb *timeouts, const char *name);
+extern TimestampTz activity_start_to_close_at(Jsonb *timeouts, TimestampTz started_at);
+extern bool activity_has_timeout_timers(Jsonb *timeouts);
 
 /* ---- activity.c ---- */
 extern void activity_schedule(LockedRun *run, int32 handle, const char *activity,

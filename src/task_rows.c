@@ -45,6 +45,7 @@ typedef struct TaskColumns
 				scheduled_at,
 				ready_at,
 				started_at,
+				start_to_close_at,
 				worker,
 				cancel_requested,
 				heartbeat_details;	/* not written by an insert */
@@ -82,6 +83,7 @@ task_columns(Relation rel)
 	c->scheduled_at = rows_known_attnum(relid, "scheduled_at", &known);
 	c->ready_at = rows_known_attnum(relid, "ready_at", &known);
 	c->started_at = rows_known_attnum(relid, "started_at", &known);
+	c->start_to_close_at = rows_known_attnum(relid, "start_to_close_at", &known);
 	c->worker = rows_known_attnum(relid, "worker", &known);
 	c->cancel_requested = rows_known_attnum(relid, "cancel_requested", &known);
 	c->heartbeat_details = rows_attnum(relid, "heartbeat_details");
@@ -115,6 +117,8 @@ engine_insert_task(const NewTask *t)
 	Datum	   *values;
 	bool	   *nulls;
 	int64		task_id;
+	TimestampTz start_to_close_at = t->started ?
+		activity_start_to_close_at(t->timeouts, t->now) : 0;
 
 	PreventCommandIfReadOnly("INSERT INTO durable.activity_tasks");
 	rel = rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
@@ -145,6 +149,8 @@ engine_insert_task(const NewTask *t)
 	SET(ready_at, TimestampTzGetDatum(t->now));
 	if (t->started)
 		SET(started_at, TimestampTzGetDatum(t->now));
+	if (start_to_close_at != 0)
+		SET(start_to_close_at, TimestampTzGetDatum(start_to_close_at));
 	if (t->started && t->worker)
 		SET(worker, CStringGetTextDatum(t->worker));
 	SET(cancel_requested, BoolGetDatum(false));
@@ -155,6 +161,8 @@ engine_insert_task(const NewTask *t)
 	rows_add_index_entries(rel, slot, NULL, estate, false);
 	if (!t->started)
 		queue_head_entry_added(t->task_queue, t->priority, t->now);
+	if (start_to_close_at != 0)
+		durable_timer_added_at_commit(start_to_close_at);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	rows_close(rel);
@@ -214,17 +222,38 @@ fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
 	t->timeouts = rows_jsonb(slot, c->timeouts);
 }
 
-/* The claimed version of the task in slot, into started. */
+/*
+ * The claimed version of the task in slot, into started: its attempt's
+ * start_to_close runs from now.
+ */
 static void
 mark_started(TupleTableSlot *started, TupleTableSlot *slot, const TaskColumns *c,
 			 TimestampTz now, const char *worker)
 {
+	bool		isnull;
+	Datum		timeouts = slot_getattr(slot, c->timeouts, &isnull);
+	TimestampTz start_to_close_at =
+		isnull ? 0 : activity_start_to_close_at(DatumGetJsonbP(timeouts), now);
+
 	ExecCopySlot(started, slot);
 	started->tts_values[c->status - 1] = ObjectIdGetDatum(c->started);
 	started->tts_values[c->started_at - 1] = TimestampTzGetDatum(now);
 	started->tts_isnull[c->started_at - 1] = false;
 	started->tts_values[c->worker - 1] = worker ? CStringGetTextDatum(worker) : (Datum) 0;
 	started->tts_isnull[c->worker - 1] = worker == NULL;
+	started->tts_values[c->start_to_close_at - 1] = TimestampTzGetDatum(start_to_close_at);
+	started->tts_isnull[c->start_to_close_at - 1] = start_to_close_at == 0;
+}
+
+/* The claim of the task in started is made: the timer queue has its deadline. */
+static void
+note_started(TupleTableSlot *started, const TaskColumns *c)
+{
+	bool		isnull;
+	Datum		start_to_close_at = slot_getattr(started, c->start_to_close_at, &isnull);
+
+	if (!isnull)
+		durable_timer_added_at_commit(DatumGetTimestampTz(start_to_close_at));
 }
 
 /*
@@ -399,6 +428,7 @@ claim_scan(Relation rel, Relation index, const TaskColumns *c, text *queue,
 			mark_started(started, slot, c, now, worker);
 			rows_update(rel, &tid, started, slot, snapshot, estate);
 		}
+		note_started(started, c);
 		fill_claimed(&claimed[n++], started, c);
 	}
 	index_endscan(scan);

@@ -1,11 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * timers.c
- *	  The timer queue: workflow timers, activity retry backoffs and run
- *	  execution timeouts, kept in durable.timers and fired by the worker.
+ *	  The timer queue: workflow timers, activity retry backoffs and
+ *	  timeouts, run execution timeouts, kept in durable.timers, and the
+ *	  start_to_close of started attempts, kept on their task rows; fired by
+ *	  the worker.
  *
- * The worker asks for the earliest fire_at (one probe of the fire_at index,
- * whatever the number of timers), publishes it in its slot and sleeps until
+ * The worker asks for the earliest fire_at (one probe of each table's index
+ * of them, whatever their number), publishes it in its slot and sleeps until
  * then.  A transaction that adds an earlier timer wakes it at commit (see
  * shmem.c); one that adds a later one lets it sleep.  Due timers are fired in
  * batches, a batch per transaction: each firing locks its run, deletes the
@@ -262,26 +264,60 @@ static bool
 fire_isolated(DueTimer *t, TimestampTz now, bool *busy)
 {
 	OneFiring	f = {t, now, false, false, 0};
+	/* a start_to_close on a task row is known by its task */
+	int64		key = t->timer_id != 0 ? t->timer_id : -t->task_id;
 
-	if (engine_is_busy(t->timer_id))
+	if (engine_is_busy(key))
 	{
 		*busy = true;
 		return false;
 	}
 	if (!engine_in_subxact_unless_busy(fire_one_locked, &f))
 	{
-		engine_note_busy(t->timer_id);
+		engine_note_busy(key);
 		f.busy = true;
 	}
 	*busy |= f.busy;
 	return f.fired;
 }
 
+/*
+ * Started attempts whose start_to_close ran out by now (values), as timers
+ * of timer_id 0 (activity_fire_timeout() knows them by that).
+ */
+static int
+read_due_attempts(Datum *values, DueTimer **out)
+{
+	static EnginePlan due = {NULL,
+		"SELECT task_id, run_id, attempt FROM durable.activity_tasks"
+		" WHERE start_to_close_at <= $1 ORDER BY start_to_close_at"
+		" LIMIT " CppAsString2(FIRE_BATCH),
+	1, {TIMESTAMPTZOID}};
+	int			n = engine_exec(&due, values, NULL, 0);
+	DueTimer   *timers = palloc0(sizeof(DueTimer) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		timers[i].task_id = DatumGetInt64(engine_get(i, 1, &isnull));
+		timers[i].run_id = engine_get(i, 2, &isnull);
+		timers[i].attempt = DatumGetInt32(engine_get(i, 3, &isnull));
+		timers[i].kind = "activity_timeout";
+		timers[i].timeout = "start_to_close";
+	}
+	*out = timers;
+	return n;
+}
+
 /* The earliest fire_at of all timers, DT_NOEND when there is none. */
 static TimestampTz
 earliest_fire_at(void)
 {
-	static EnginePlan plan = {NULL, "SELECT min(fire_at) FROM durable.timers", 0, {0}};
+	static EnginePlan plan = {NULL,
+		"SELECT LEAST((SELECT min(fire_at) FROM durable.timers),"
+		" (SELECT min(start_to_close_at) FROM durable.activity_tasks))",
+	0, {0}};
 	bool		isnull = true;
 	Datum		d = (Datum) 0;
 
@@ -347,10 +383,11 @@ fire_workflow_timers_together(void *arg)
 /*
  * Fires up to a batch of due timers in one transaction: workflow timers all
  * together, then the rest (retries, timeouts, timers of busy or closed runs)
- * one by one.  Returns how many fired; *full says a batch was full (more may
- * be due); *retry_soon is set when a due timer's run was locked by someone
- * else (it is left for later); *next_due is the earliest fire_at left (as
- * this transaction sees it; DT_NOEND if none).
+ * one by one, then up to a batch of attempts out of their start_to_close.
+ * Returns how many fired; *full says a batch was full (more may be due);
+ * *retry_soon is set when a due timer's run was locked by someone else (it
+ * is left for later); *next_due is the earliest fire_at left (as this
+ * transaction sees it; DT_NOEND if none).
  */
 int
 timers_fire_due(bool *retry_soon, bool *full, TimestampTz *next_due)
@@ -360,6 +397,7 @@ timers_fire_due(bool *retry_soon, bool *full, TimestampTz *next_due)
 	Datum		values[1];
 	DueTimer   *timers;
 	int			n;
+	int			m = 0;
 	int			fired;
 	OneFiring	together = {NULL, 0, false, false, 0};
 
@@ -383,12 +421,17 @@ timers_fire_due(bool *retry_soon, bool *full, TimestampTz *next_due)
 		for (int i = 0; i < n; i++)
 			if (fire_isolated(&timers[i], now, retry_soon))
 				fired++;
+		if (fired < FIRE_BATCH && n < FIRE_BATCH)
+			m = read_due_attempts(values, &timers);
+		for (int i = 0; i < m; i++)
+			if (fire_isolated(&timers[i], now, retry_soon))
+				fired++;
 		*next_due = earliest_fire_at();
 	}
 	engine_leave(&scope);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	*full = (fired == FIRE_BATCH || n == FIRE_BATCH);
+	*full = (fired >= FIRE_BATCH || n == FIRE_BATCH || m == FIRE_BATCH);
 	return fired;
 }
 

@@ -92,6 +92,51 @@ SELECT count(*) FROM durable.history h JOIN durable.runs r USING (run_id)
  WHERE r.workflow_id LIKE 'down-%' AND h.event_type = 'TimerFired'}),
 	'50', 'each exactly once');
 
+# --- start_to_close of claimed attempts: kept on the task rows, not timers ---
+# 50 attempts claimed with a 2 s start_to_close: no timer row, the worker
+# sleeps until the earliest deadline, and after a crash that outlasts them
+# each attempt times out exactly once and the next one is handed out.
+$node->safe_psql('postgres', q{
+CREATE FUNCTION timed_work(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.activity('work', NULL, 'stc',
+                          '{"start_to_close": "2 s", "retry": {"initial_interval": "0.1 s"}}');
+END $$;
+SELECT count(durable.start_workflow('timed_work', '{}', 'stc-' || i)) FROM generate_series(1, 50) i;
+});
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 50 FROM durable.activity_tasks WHERE task_queue = 'stc'")
+  or die 'activities not scheduled';
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM durable.poll_activity('stc', max_tasks => 50)"), '50', '50 attempts claimed');
+is($node->safe_psql('postgres', q{
+SELECT count(*) FILTER (WHERE start_to_close_at = started_at + interval '2 s')
+       || '/' || (SELECT count(*) FROM durable.timers WHERE task_id IS NOT NULL)
+  FROM durable.activity_tasks WHERE task_queue = 'stc'}),
+	'50/0', 'each deadline is on its task row, none is a timer');
+ok($node->poll_query_until('postgres', q{
+SELECT w.sleeping_until = (SELECT min(start_to_close_at) FROM durable.activity_tasks)
+  FROM durable.worker_status() w WHERE w.database = 'postgres'}),
+	'the worker sleeps until the earliest deadline');
+$node->stop('immediate');
+sleep 3;
+$node->start;
+my $claimed = 0;
+for (my $i = 0; $i < 100 && $claimed < 50; $i++)
+{
+	$claimed += $node->safe_psql('postgres', q{
+SELECT count(durable.complete_activity(task_token, to_jsonb(attempt)))
+  FROM durable.poll_activity('stc', wait => '1 s', max_tasks => 50)});
+}
+is($claimed, 50, 'after the restart, each activity was handed out again');
+is($node->safe_psql('postgres', q{
+SELECT count(*) FILTER (WHERE result = '2') || '/' ||
+       (SELECT count(*) FROM durable.history h JOIN durable.runs r USING (run_id)
+         WHERE r.workflow_id LIKE 'stc-%' AND h.event_type = 'ActivityTaskTimedOut'
+           AND h.details->>'timeout' = 'start_to_close')
+  FROM durable.runs WHERE workflow_id LIKE 'stc-%' AND status = 'completed'}),
+	'50/50', 'as a second attempt, each after exactly one start_to_close timeout');
+
 # --- signals sent while the server crashes: each received once, in order ---
 $node->safe_psql('postgres', q{
 CREATE FUNCTION collect5(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
