@@ -15,7 +15,7 @@ SHLIB_LINK = -lcrypto
 REGRESS = api errors replay security timers activities eager
 REGRESS_OPTS = --inputdir=. --load-extension=durable
 # pg_isolation_regress (test/isolation/specs, test/isolation/expected)
-ISOLATION = pollers completion_race signals activity_races queue_heads
+ISOLATION = pollers completion_race signals activity_races queue_heads starts
 ISOLATION_OPTS = --inputdir=test/isolation --load-extension=durable
 # TAP (test/t/*.pl), each with its own clusters
 TAP_TESTS = 1

@@ -63,7 +63,9 @@ CREATE TABLE durable.runs (
     result          pg_catalog.jsonb,
     failure         pg_catalog.jsonb,
     started_at      pg_catalog.timestamptz NOT NULL,
-    closed_at       pg_catalog.timestamptz
+    closed_at       pg_catalog.timestamptz,
+    -- a later run of the same workflow id was started (this one had closed)
+    superseded      pg_catalog.bool NOT NULL DEFAULT false
 )
 -- Half of each page is left free when runs are inserted, so that a run's
 -- first updates (its first workflow task, its counter) find room for the
@@ -73,9 +75,13 @@ CREATE TABLE durable.runs (
 -- to trade that back.
 WITH (fillfactor = 50);
 
--- A workflow id names at most one open run; closed runs keep their id.
-CREATE UNIQUE INDEX runs_open_workflow_id ON durable.runs (workflow_id)
-    WHERE status = 'running';
+-- A workflow id names at most one open run; closed runs keep their id.  The
+-- unique entry is each id's latest run, open or closed: a start marks the
+-- closed run before it superseded.  So a run's close, which changes its
+-- status, changes no indexed column (nor a partial index's predicate) and is
+-- heap-only too; and "the open run, else the latest" is one index probe.
+CREATE UNIQUE INDEX runs_latest_workflow_id ON durable.runs (workflow_id)
+    WHERE NOT superseded;
 CREATE INDEX runs_workflow_id ON durable.runs (workflow_id, started_at);
 
 -- The worker's queue of workflow tasks: a row for each run with one due
@@ -313,9 +319,7 @@ DECLARE
 BEGIN
     SELECT r.run_id INTO found_run
       FROM durable.runs r
-     WHERE r.workflow_id = _run_of.workflow_id
-     ORDER BY r.status = 'running' DESC, r.started_at DESC
-     LIMIT 1;
+     WHERE r.workflow_id = _run_of.workflow_id AND NOT r.superseded;
     IF found_run IS NULL THEN
         RAISE EXCEPTION 'workflow "%" does not exist', _run_of.workflow_id
             USING ERRCODE = 'undefined_object',

@@ -159,6 +159,23 @@ typedef struct NewRun
 } NewRun;
 
 /*
+ * Marks the workflow id's latest run superseded if it is closed, so that a
+ * new run can take its place in runs_latest_workflow_id.  Returns whether
+ * there was one.
+ */
+static bool
+supersede_closed_run(Datum workflow_id)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.runs SET superseded = true"
+		" WHERE workflow_id = $1 AND NOT superseded AND status <> 'running'",
+	1, {TEXTOID}};
+	Datum		values[1] = {workflow_id};
+
+	return engine_exec(&plan, values, NULL, 0) > 0;
+}
+
+/*
  * Inserts the run and its first event; the worker runs it after commit.
  * Returns false, writing nothing, when an open run has that workflow id.
  * Must be called inside engine_enter().
@@ -170,7 +187,7 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 		"WITH run AS ("
 		"  INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
 		"   started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 2)"
-		"  ON CONFLICT (workflow_id) WHERE status = 'running' DO NOTHING"
+		"  ON CONFLICT (workflow_id) WHERE NOT superseded DO NOTHING"
 		"  RETURNING run_id, task_due_at)"
 		" INSERT INTO durable.due_tasks (run_id, due_at) SELECT run_id, task_due_at FROM run",
 	6, {UUIDOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, TIMESTAMPTZOID}};
@@ -195,8 +212,16 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 	values[3] = ObjectIdGetDatum(owner);
 	values[4] = JsonbPGetDatum(nr->input);
 	values[5] = TimestampTzGetDatum(now);
-	if (engine_exec(&plan, values, NULL, 0) == 0)
-		return false;
+	(void) supersede_closed_run(values[1]);
+
+	/*
+	 * A conflict is an open run, or a run that a concurrent start inserted
+	 * (committed since the supersede looked) and that has closed since: then
+	 * supersede that one and try again.
+	 */
+	while (engine_exec(&plan, values, NULL, 0) == 0)
+		if (!supersede_closed_run(values[1]))
+			return false;
 
 	json_begin(&jb);
 	json_add_str(&jb, "workflow", nr->workflow);
@@ -288,8 +313,8 @@ static bool
 lock_open_run(Oid caller, const char *workflow_id, LockedRun *run, char **last_status)
 {
 	static EnginePlan find = {NULL,
-		"SELECT run_id, owner, status FROM durable.runs WHERE workflow_id = $1"
-		" ORDER BY status = 'running' DESC, started_at DESC LIMIT 1",
+		"SELECT run_id, owner, status FROM durable.runs"
+		" WHERE workflow_id = $1 AND NOT superseded",
 	1, {TEXTOID}};
 	Datum		values[1] = {CStringGetTextDatum(workflow_id)};
 	bool		isnull;
@@ -404,8 +429,8 @@ static void
 read_run_status(const char *workflow_id, RunStatus *rs)
 {
 	static EnginePlan plan = {NULL,
-		"SELECT status, result, failure, owner FROM durable.runs WHERE workflow_id = $1"
-		" ORDER BY status = 'running' DESC, started_at DESC LIMIT 1",
+		"SELECT status, result, failure, owner FROM durable.runs"
+		" WHERE workflow_id = $1 AND NOT superseded",
 	1, {TEXTOID}};
 	Oid			caller = GetUserId();
 	EngineScope scope;
@@ -538,7 +563,8 @@ Datum
 durable_retry_workflow_task(PG_FUNCTION_ARGS)
 {
 	static EnginePlan find = {NULL,
-		"SELECT run_id, owner FROM durable.runs WHERE workflow_id = $1 AND status = 'running'",
+		"SELECT run_id, owner FROM durable.runs"
+		" WHERE workflow_id = $1 AND NOT superseded AND status = 'running'",
 	1, {TEXTOID}};
 	static EnginePlan retry = {NULL,
 		"WITH retried AS ("

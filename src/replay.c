@@ -1003,8 +1003,7 @@ Datum
 durable_query(PG_FUNCTION_ARGS)
 {
 	static EnginePlan find = {NULL,
-		"SELECT run_id, owner FROM durable.runs WHERE workflow_id = $1"
-		" ORDER BY status = 'running' DESC, started_at DESC LIMIT 1",
+		"SELECT run_id, owner FROM durable.runs WHERE workflow_id = $1 AND NOT superseded",
 	1, {TEXTOID}};
 	MemoryContext fn_cxt = CurrentMemoryContext;
 	char	   *workflow_id;

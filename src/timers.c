@@ -469,7 +469,8 @@ Datum
 durable_fire_timers(PG_FUNCTION_ARGS)
 {
 	static EnginePlan find = {NULL,
-		"SELECT run_id, owner FROM durable.runs WHERE workflow_id = $1 AND status = 'running'",
+		"SELECT run_id, owner FROM durable.runs"
+		" WHERE workflow_id = $1 AND NOT superseded AND status = 'running'",
 	1, {TEXTOID}};
 	char	   *workflow_id;
 	EngineScope scope;
