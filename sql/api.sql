@@ -63,6 +63,13 @@ SELECT status, history_length >= 1 AS has_history FROM durable.describe('greet-7
 SELECT count(*) FROM durable.workflows WHERE workflow_id = 'greet-7';
 -- a generated workflow id is a uuid
 SELECT durable.start_workflow('public.greet(jsonb)', '{"id": 9}')::uuid IS NOT NULL AS generated;
+-- run ids are UUIDs of version 7, their first 48 bits the start's Unix time
+-- in milliseconds: indexes keyed by run_id grow at their end
+SELECT count(*) AS runs,
+       count(*) FILTER (WHERE substr(run_id::text, 15, 1) = '7'
+         AND abs(('x' || substr(replace(run_id::text, '-', ''), 1, 12))::bit(48)::int8
+                 - floor(extract(epoch FROM started_at) * 1000)) <= 5) AS time_ordered
+  FROM durable.runs;
 
 -- result() of an open run, without and with a short wait
 SELECT durable.result('greet-7');

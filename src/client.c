@@ -159,6 +159,32 @@ typedef struct NewRun
 } NewRun;
 
 /*
+ * A new run's id: a UUID of version 7 (RFC 9562), the milliseconds since
+ * the Unix epoch in its first 48 bits, then random bits.  The run's rows in
+ * every index keyed by run_id (the runs' primary key, the history's, the
+ * tasks' and timers') then go in near the end of the index, where the last
+ * runs' went, rather than at random places: fewer pages touched and split,
+ * and fewer full-page images after each checkpoint.
+ */
+static Datum
+new_run_id(void)
+{
+	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+	uint64		unix_ms = (uint64) (GetCurrentTimestamp() / 1000) +
+		(uint64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+
+	if (!pg_strong_random(uuid->data + 6, UUID_LEN - 6))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+	for (int i = 0; i < 6; i++)
+		uuid->data[i] = (unsigned char) (unix_ms >> (8 * (5 - i)));
+	uuid->data[6] = (uuid->data[6] & 0x0F) | 0x70; /* version 7 */
+	uuid->data[8] = (uuid->data[8] & 0x3F) | 0x80; /* RFC 9562 variant */
+	return UUIDPGetDatum(uuid);
+}
+
+/*
  * Marks the workflow id's latest run superseded if it is closed, so that a
  * new run can take its place in runs_latest_workflow_id.  Returns whether
  * there was one.
@@ -196,7 +222,7 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 	JsonBuf		jb;
 
 	memset(run, 0, sizeof(LockedRun));
-	run->run_id = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
+	run->run_id = new_run_id();
 	/* the caller returns it after engine_leave() */
 	run->workflow_id = nr->workflow_id ? nr->workflow_id :
 		engine_pstrdup(DatumGetCString(DirectFunctionCall1(uuid_out, run->run_id)));
