@@ -60,8 +60,9 @@ def wal_position(conn):
 
 def wal_records(conn, since):
     """WAL records since an LSN, by kind, counted by pg_waldump: commits (the
-    transactions that wrote something: read-only ones write none) and
-    MultiXacts created."""
+    transactions that wrote something: read-only ones write none),
+    MultiXacts created, and the bytes of all records (full-page images
+    included)."""
     # the flushed end: records still in WAL buffers are not in the files yet
     # (every commit counted was flushed before it returned)
     until = q1(conn, "SELECT pg_current_wal_flush_lsn()")
@@ -71,9 +72,12 @@ def wal_records(conn, since):
     if out.returncode != 0:
         raise RuntimeError("pg_waldump failed: " + out.stderr)
     out = out.stdout
-    counts = {"commits": 0, "multixacts": 0}
+    counts = {"commits": 0, "multixacts": 0, "bytes": 0}
     for line in out.splitlines():
-        if line.startswith("Transaction/COMMIT "):
+        if line.startswith("Total "):
+            # Total  N  record bytes [%]  FPI bytes [%]  combined bytes [%]
+            counts["bytes"] = int(line.split()[6])
+        elif line.startswith("Transaction/COMMIT "):
             counts["commits"] = int(line.split()[1])
         elif line.startswith("MultiXact/CREATE_ID "):
             counts["multixacts"] = int(line.split()[1])
@@ -287,6 +291,7 @@ def throughput(conn, args, steps, n, mode, workflow):
             "workflows_per_s": round(n / elapsed, 1),
             "activities_per_s": round(activities / elapsed, 1),
             "commits_per_activity": round(wal["commits"] / activities, 2),
+            "wal_bytes_per_activity": round(wal["bytes"] / activities),
             "xids_per_activity": round(xids / activities, 2),
             "multixacts_per_activity": round(wal["multixacts"] / activities, 2),
             "cpu_us_per_activity": cpu,
@@ -595,6 +600,9 @@ def print_table(results):
             rows.append(("%s: activities/s" % label, t["activities_per_s"],
                          "x%.2f of ceiling" % t["activities_per_s_vs_ceiling"] if "activities_per_s_vs_ceiling" in t else ""))
             rows.append(("%s: WAL commits per activity" % label, t["commits_per_activity"], ""))
+            if "wal_bytes_per_activity" in t:
+                rows.append(("%s: WAL bytes per activity" % label, t["wal_bytes_per_activity"],
+                             "the workflows' starts included"))
             rows.append(("%s: transaction ids / MultiXacts per activity" % label,
                          "%s / %s" % (t["xids_per_activity"], t["multixacts_per_activity"]), ""))
             c = t["cpu_us_per_activity"]

@@ -25,6 +25,7 @@ for key in ("10_steps_complete_and_poll", "1_step_complete_and_poll", "10_steps"
         (key + ": pollers' backends CPU (us)", t + "cpu_us_per_activity.poller_backends", "{:.0f}"),
         (key + ": worker CPU (us)", t + "cpu_us_per_activity.worker", "{:.0f}"),
         (key + ": WAL commits per activity", t + "commits_per_activity", "{:.2f}"),
+        (key + ": WAL bytes per activity", t + "wal_bytes_per_activity", "{:,.0f}"),
         (key + ": transaction ids per activity", t + "xids_per_activity", "{:.2f}"),
         (key + ": MultiXacts per activity", t + "multixacts_per_activity", "{:.2f}"),
     ]
