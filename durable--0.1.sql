@@ -373,6 +373,9 @@ BEGIN ATOMIC
                          'last_heartbeat_at', t.last_heartbeat_at,
                          'heartbeat_details', t.heartbeat_details,
                          'cancel_requested', t.cancel_requested)
+                       || CASE WHEN t.start_to_close_at IS NOT NULL
+                               THEN jsonb_build_object('start_to_close_at', t.start_to_close_at)
+                               ELSE '{}' END
                        ORDER BY t.handle)
                        FROM durable.activity_tasks t
                       WHERE t.run_id = r.run_id), '[]'::jsonb),

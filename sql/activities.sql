@@ -43,6 +43,9 @@ SELECT durable.start_workflow('one_activity', '{"activity": "slow", "queue": "ac
   "options": {"start_to_close": "0.3 s", "retry": {"initial_interval": "0.1 s"}}}',
   workflow_id => 'stc-1');
 SELECT task_token AS token1 FROM durable.poll_activity('act', wait => '10 s') \gset
+-- describe() shows when the attempt runs out
+SELECT (a->>'start_to_close_at')::timestamptz - (a->>'started_at')::timestamptz AS start_to_close
+  FROM durable.describe('stc-1'), jsonb_array_elements(pending_activities) a;
 SELECT task_token AS token2, attempt FROM durable.poll_activity('act', wait => '10 s') \gset
 \echo attempt :attempt
 SELECT durable.complete_activity(:'token1', '"late"');
