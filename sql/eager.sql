@@ -404,6 +404,43 @@ SELECT b.id, count(*) AS events_with_it FROM big_inputs b, durable.history(b.id)
  GROUP BY b.id ORDER BY b.id;
 DROP TABLE big_inputs;
 
+-- Eager start (durable.eager_workflow_start): start_workflow() runs the new
+-- run's first workflow task itself.  Its first activity is scheduled in the
+-- starting transaction, and the run never enters the worker's queue.
+SET durable.eager_workflow_start = on;
+BEGIN;
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-start"}', 'eager-start-1');
+SELECT event_type FROM durable.history('eager-start-1') ORDER BY event_id;
+SELECT * FROM tasks_of('eager-start-1');
+SELECT count(*) AS in_worker_queue FROM durable.due_tasks d JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'eager-start-1';
+COMMIT;
+SELECT task_token AS token FROM durable.poll_activity('eager-start', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token', '1');
+SELECT task_token AS token FROM durable.poll_activity('eager-start', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token', '2');
+SELECT task_token AS token FROM durable.poll_activity('eager-start', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token', '3');
+SELECT durable.result('eager-start-1', wait => '10 s');
+-- code that fails ends the run right there, as it would in the worker
+CREATE FUNCTION fails_at_once(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'no such order';
+END $$;
+BEGIN;
+SELECT durable.start_workflow('fails_at_once', '{}', 'eager-start-2');
+SELECT status FROM durable.describe('eager-start-2');
+COMMIT;
+-- in a REPEATABLE READ transaction the task is left to the worker
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-start-rr"}', 'eager-start-3');
+SELECT event_type FROM durable.history('eager-start-3') ORDER BY event_id;
+SELECT count(*) AS in_worker_queue FROM durable.due_tasks d JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'eager-start-3';
+COMMIT;
+SELECT wait_scheduled('eager-start-3');
+RESET durable.eager_workflow_start;
+
 -- A session that has created temporary objects leaves the task to the
 -- worker (code run by the worker never sees temporary objects).  Last in
 -- this file: that holds for the rest of the session.

@@ -156,6 +156,7 @@ typedef struct NewRun
 	Jsonb	   *input;
 	char	   *workflow_id;
 	Interval   *execution_timeout;	/* or NULL */
+	bool		eager_start;	/* its first workflow task run here if it can */
 } NewRun;
 
 /*
@@ -203,13 +204,16 @@ supersede_closed_run(Datum workflow_id)
 
 /*
  * Inserts the run and its first event; the worker runs it after commit.
+ * With nr->eager_start, its first workflow task runs right here instead,
+ * when this backend may run it (see replay_task_inline): the run is never
+ * in the worker's queue, and its first command is there at this commit.
  * Returns false, writing nothing, when an open run has that workflow id.
  * Must be called inside engine_enter().
  */
 static bool
 insert_run(NewRun *nr, Oid owner, LockedRun *run)
 {
-	static EnginePlan plan = {NULL,
+	static EnginePlan queued_plan = {NULL,
 		"WITH run AS ("
 		"  INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
 		"   started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 2)"
@@ -217,6 +221,12 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 		"  RETURNING run_id, task_due_at)"
 		" INSERT INTO durable.due_tasks (run_id, due_at) SELECT run_id, task_due_at FROM run",
 	6, {UUIDOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, TIMESTAMPTZOID}};
+	static EnginePlan eager_plan = {NULL,
+		"INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
+		" started_at, next_event_id, task_pending) VALUES ($1, $2, $3, $4, $5, $6, 2, false)"
+		" ON CONFLICT (workflow_id) WHERE NOT superseded DO NOTHING",
+	6, {UUIDOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, TIMESTAMPTZOID}};
+	EnginePlan *plan = nr->eager_start ? &eager_plan : &queued_plan;
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		values[6];
 	JsonBuf		jb;
@@ -245,7 +255,7 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 	 * (committed since the supersede looked) and that has closed since: then
 	 * supersede that one and try again.
 	 */
-	while (engine_exec(&plan, values, NULL, 0) == 0)
+	while (engine_exec(plan, values, NULL, 0) == 0)
 		if (!supersede_closed_run(values[1]))
 			return false;
 
@@ -267,10 +277,13 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 	/*
 	 * Event 1: the row already counts it (next_event_id 2), and its first
 	 * workflow task is already due (task_pending's default, and the row
-	 * in durable.due_tasks).
+	 * in durable.due_tasks), unless it is to run here.
 	 */
 	engine_append_event(run, "WorkflowExecutionStarted", json_end(&jb), now);
-	durable_wake_worker_at_commit();
+	if (!nr->eager_start)
+		durable_wake_worker_at_commit();
+	else if (!replay_task_inline(run, owner))
+		engine_request_workflow_task(run);
 	return true;
 }
 
@@ -305,6 +318,7 @@ durable_start_workflow(PG_FUNCTION_ARGS)
 					 errmsg("execution_timeout must be positive")));
 	}
 	nr.workflow = format_procedure_qualified(resolve_workflow_function(nr.workflow));
+	nr.eager_start = durable_eager_workflow_start;
 
 	engine_enter(&scope);
 	started = insert_run(&nr, scope.caller, &run);
@@ -415,6 +429,8 @@ durable_signal_with_start(PG_FUNCTION_ARGS)
 	payload = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	nr.input = workflow_input_arg(fcinfo, 4);
 	nr.execution_timeout = NULL;
+	/* its first task is due with the signal's: the worker runs it */
+	nr.eager_start = false;
 	nr.workflow = format_procedure_qualified(resolve_workflow_function(nr.workflow));
 
 	engine_enter(&scope);

@@ -29,6 +29,7 @@ int			durable_workflow_task_timeout_ms = 10000;
 int			durable_max_poll_wait_ms = 60000;
 int			durable_task_batch_size = 32;
 bool		durable_eager_workflow_tasks = true;
+bool		durable_eager_workflow_start = false;
 int			durable_eager_dispatch_limit = 16;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -214,6 +215,15 @@ _PG_init(void)
 							 "instead of leaving that to the worker.",
 							 &durable_eager_workflow_tasks,
 							 true,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("durable.eager_workflow_start",
+							 "Lets start_workflow() run the new run's first workflow task itself.",
+							 "The code runs up to its first command in the starting transaction, "
+							 "which then schedules that command at its commit, with no trip through "
+							 "the worker; it also takes the start that much longer.",
+							 &durable_eager_workflow_start,
+							 false,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("durable.eager_dispatch_limit",

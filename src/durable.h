@@ -55,6 +55,7 @@ extern int	durable_workflow_task_timeout_ms;
 extern int	durable_max_poll_wait_ms;
 extern int	durable_task_batch_size;
 extern bool durable_eager_workflow_tasks;
+extern bool durable_eager_workflow_start;
 extern int	durable_eager_dispatch_limit;
 
 /* ---- shared state (shmem.c) ---- */
