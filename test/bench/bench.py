@@ -15,7 +15,8 @@ pgbench for the ceiling.  Scenarios:
   sql          SQL activities (run by the worker itself) per second
   fanout       one workflow awaiting 1,000 parallel activities, K pollers
   latency      start_workflow commit -> waiting poller has the task, and
-               complete_activity commit -> next task, idle and loaded
+               complete_activity commit -> next task, idle and loaded;
+               start_workflow call -> task, idle, also with the eager start
   timers       10,000 timers due in the same second (spread over it, and all
                at the same instant): fired/s and lateness; the idle
                worker's CPU with 1,000,000 pending timers
@@ -322,11 +323,15 @@ def fanout(conn, args):
             "activities_per_s": round(n / elapsed, 1)}
 
 
-def dispatch_latencies(samples, loaded_pollers=0):
-    """start_workflow commit -> poller has the task; complete commit -> next task."""
+def dispatch_latencies(samples, loaded_pollers=0, eager_start=False):
+    """start_workflow commit -> poller has the task (and from the call: with
+    eager_start, the call runs the first workflow task); complete commit ->
+    next task."""
     starter = connect()
     waiter = connect()
-    start_lat, next_lat = [], []
+    if eager_start:
+        q(starter, "SET durable.eager_workflow_start = on")
+    start_lat, call_lat, next_lat = [], [], []
     load = Pollers("bench", loaded_pollers) if loaded_pollers else None
     if load:
         q(starter, "SELECT count(durable.start_workflow('bench_steps', jsonb_build_object('steps', 1000000, 'queue', 'bench'), 'load-' || i))"
@@ -345,10 +350,12 @@ def dispatch_latencies(samples, loaded_pollers=0):
         th = threading.Thread(target=wait)
         th.start()
         time.sleep(0.005)
+        t_call = time.perf_counter()
         q(starter, "SELECT durable.start_workflow('bench_steps', jsonb_build_object('steps', 2, 'queue', 'lat'), %s)", (wf,))
         t0 = time.perf_counter()
         th.join()
         start_lat.append((got["t"] - t0) * 1000)
+        call_lat.append((got["t"] - t_call) * 1000)
         th = threading.Thread(target=wait)
         th.start()
         time.sleep(0.005)
@@ -360,7 +367,8 @@ def dispatch_latencies(samples, loaded_pollers=0):
     if load:
         load.finish()
     stats = {}
-    for name, values in (("start_to_first_task", start_lat), ("complete_to_next_task", next_lat)):
+    for name, values in (("start_to_first_task", start_lat), ("start_call_to_first_task", call_lat),
+                         ("complete_to_next_task", next_lat)):
         stats[name] = {"p50_ms": round(percentile(values, 50), 2), "p99_ms": round(percentile(values, 99), 2)}
     return stats
 
@@ -370,7 +378,8 @@ def latency(conn, args):
     samples = 50 if args.quick else 200
     idle = dispatch_latencies(samples)
     loaded = dispatch_latencies(samples // 2, loaded_pollers=args.clients)
-    return {"samples": samples, "idle": idle, "loaded": loaded}
+    eager = dispatch_latencies(samples, eager_start=True)
+    return {"samples": samples, "idle": idle, "loaded": loaded, "idle_eager_start": eager}
 
 
 def worker_cpu(conn, seconds):
@@ -616,8 +625,8 @@ def print_table(results):
         rows.append(("fan-out of %d: seconds" % s["fanout"]["parallel_activities"], s["fanout"]["seconds"],
                      "%s activities/s" % s["fanout"]["activities_per_s"]))
     if "latency" in s:
-        for mode in ("idle", "loaded"):
-            for k, v in s["latency"][mode].items():
+        for mode in ("idle", "loaded", "idle_eager_start"):
+            for k, v in s["latency"].get(mode, {}).items():
                 rows.append(("latency %s %s p50/p99 ms" % (mode, k), "%s / %s" % (v["p50_ms"], v["p99_ms"]), ""))
     if "timers" in s:
         t = s["timers"]

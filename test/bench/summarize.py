@@ -34,8 +34,8 @@ FIGURES += [
     ("SQL activities x ceiling", "sql.vs_ceiling", "{:.2f}"),
     ("fan-out of 1,000: seconds", "fanout.seconds", "{:.2f}"),
 ]
-for mode in ("idle", "loaded"):
-    for kind in ("start_to_first_task", "complete_to_next_task"):
+for mode in ("idle", "loaded", "idle_eager_start"):
+    for kind in ("start_to_first_task", "start_call_to_first_task", "complete_to_next_task"):
         for p in ("p50_ms", "p99_ms"):
             FIGURES.append(("dispatch %s %s %s" % (mode, kind, p), "latency.%s.%s.%s" % (mode, kind, p), "{:.2f}"))
 for key in ("spread", "burst"):
