@@ -229,6 +229,25 @@ SELECT durable.result('walks-1', wait => '10 s'), durable.result('walks-2', wait
 SELECT workflow_id, status, pending_activities, pending_timers
   FROM durable.describe('walks-1') UNION ALL
 SELECT workflow_id, status, pending_activities, pending_timers FROM durable.describe('walks-2');
+-- A started task of a closed run (written by hand here: a close drops
+-- them) whose start_to_close has run out: the worker drops it, as the close
+-- would have, rather than finding it due again and again.
+INSERT INTO durable.activity_tasks (run_id, handle, workflow_id, activity, task_queue,
+                                    retry_policy, timeouts, status, scheduled_at, ready_at,
+                                    started_at, start_to_close_at)
+SELECT run_id, 99, workflow_id, 'left', 'walks_away_queue', '{}', '{"start_to_close": 1}',
+       'started', now(), now(), now() - interval '2 s', now() - interval '1 s'
+  FROM durable.runs WHERE workflow_id = 'walks-1';
+-- any commit that gives the worker work wakes it
+SELECT durable.start_workflow('walks_away', '{"leave": false}', workflow_id => 'walks-3');
+DO $$
+BEGIN
+  FOR i IN 1..1000 LOOP
+    EXIT WHEN NOT EXISTS (SELECT FROM durable.activity_tasks WHERE activity = 'left');
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END $$;
+SELECT count(*) AS left_behind FROM durable.activity_tasks WHERE activity = 'left';
 
 -- Bad arguments to the new functions.
 SELECT durable.signal(NULL, 'x');

@@ -250,6 +250,12 @@ fire_one_locked(void *arg)
 	/* never wait for an application's transaction: come back later */
 	if (!engine_lock_run(f->timer->run_id, &run, true))
 		f->busy = true;
+	else if (strcmp(run.status, "running") != 0 && f->timer->timer_id == 0)
+	{
+		/* a closed run's task (its close drops them): abandoned, as then */
+		activity_cancel_all(&run);
+		f->fired = true;
+	}
 	else if (strcmp(run.status, "running") != 0)
 		f->fired = claim_timer(f->timer->timer_id); /* a closed run's leftover */
 	else
