@@ -125,6 +125,8 @@ CREATE TABLE durable.activity_tasks (
     activity        pg_catalog.text NOT NULL,
     task_queue      pg_catalog.text COLLATE pg_catalog."C" NOT NULL,
     input           pg_catalog.jsonb,
+    -- what differs from the default policy ('{}': none; the history's
+    -- ActivityTaskScheduled has it all)
     retry_policy    pg_catalog.jsonb NOT NULL,
     -- seconds: schedule_to_start, start_to_close, schedule_to_close, heartbeat
     timeouts        pg_catalog.jsonb NOT NULL DEFAULT '{}',

@@ -84,6 +84,11 @@ END $$;
 SELECT durable.start_workflow('flaky', '{"amount": 5}', workflow_id => 'flaky-1');
 SELECT task_token AS token, attempt FROM durable.poll_activity('payments', wait => '10 s') \gset
 \echo attempt :attempt
+-- the history records the whole retry policy; the task row (written again at
+-- every claim) keeps what differs from the defaults
+SELECT h.details->'retry_policy' AS recorded, t.retry_policy AS kept
+  FROM durable.history('flaky-1') h, durable.activity_tasks t
+ WHERE h.event_type = 'ActivityTaskScheduled' AND t.activity = 'charge';
 SELECT durable.fail_activity(:'token', 'card declined');
 SELECT durable.fail_activity(:'token', 'card declined');
 SELECT jsonb_path_query(pending_activities, '$[*].attempt') AS attempt,

@@ -108,7 +108,7 @@ insert_task(LockedRun *run, int32 handle, const char *activity,
 	task.activity = activity;
 	task.task_queue = task_queue;
 	task.input = input;
-	task.retry_policy = options->retry_policy;
+	task.retry_policy = options->stored_retry_policy;
 	task.timeouts = options->timeouts;
 	task.priority = options->priority;
 	task.now = now;

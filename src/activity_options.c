@@ -140,16 +140,26 @@ parse_retry(Jsonb *retry, RetryPolicy *policy)
 		bad_option("retry option \"%s\" must not be less than initial_interval", "maximum_interval");
 }
 
+/*
+ * The policy as JSON: all of it (what the history records), or only what
+ * differs from the defaults (what a task row keeps: every claim writes the
+ * row again, so each byte there is two in the WAL; retry_policy_from_jsonb()
+ * reads both).
+ */
 static Jsonb *
-retry_policy_to_jsonb(RetryPolicy *p)
+retry_policy_to_jsonb(RetryPolicy *p, bool all)
 {
 	JsonBuf		jb;
 
 	json_begin(&jb);
-	json_add_float(&jb, "initial_interval", p->initial_interval_s);
-	json_add_float(&jb, "backoff_coefficient", p->backoff_coefficient);
-	json_add_float(&jb, "maximum_interval", p->maximum_interval_s);
-	json_add_int(&jb, "maximum_attempts", p->maximum_attempts);
+	if (all || p->initial_interval_s != DEFAULT_INITIAL_INTERVAL_S)
+		json_add_float(&jb, "initial_interval", p->initial_interval_s);
+	if (all || p->backoff_coefficient != DEFAULT_BACKOFF_COEFFICIENT)
+		json_add_float(&jb, "backoff_coefficient", p->backoff_coefficient);
+	if (all || p->maximum_interval_s != DEFAULT_MAXIMUM_INTERVAL_S)
+		json_add_float(&jb, "maximum_interval", p->maximum_interval_s);
+	if (all || p->maximum_attempts != 0)
+		json_add_int(&jb, "maximum_attempts", p->maximum_attempts);
 	if (p->non_retryable_errors)
 		json_add_jsonb(&jb, "non_retryable_errors", p->non_retryable_errors);
 	return json_end(&jb);
@@ -196,7 +206,7 @@ activity_parse_options(Jsonb *options, ActivityOptions *out)
 	double		timeouts[lengthof(timeout_names)] = {0};
 	JsonBuf		jb;
 	static Jsonb *default_retry_policy = NULL;
-	static Jsonb *no_timeouts = NULL;
+	static Jsonb *no_timeouts = NULL;	/* and the default policy's stored form */
 
 	out->priority = 0;
 	/* no options, the usual case: the defaults, built once */
@@ -208,10 +218,11 @@ activity_parse_options(Jsonb *options, ActivityOptions *out)
 
 			json_begin(&jb);
 			no_timeouts = json_end(&jb);
-			default_retry_policy = retry_policy_to_jsonb(&policy);
+			default_retry_policy = retry_policy_to_jsonb(&policy, true);
 			MemoryContextSwitchTo(old);
 		}
 		out->retry_policy = default_retry_policy;
+		out->stored_retry_policy = no_timeouts;
 		out->timeouts = no_timeouts;
 		return;
 	}
@@ -258,7 +269,8 @@ activity_parse_options(Jsonb *options, ActivityOptions *out)
 				parse_retry(retry, &policy);
 		}
 	}
-	out->retry_policy = retry_policy_to_jsonb(&policy);
+	out->retry_policy = retry_policy_to_jsonb(&policy, true);
+	out->stored_retry_policy = retry_policy_to_jsonb(&policy, false);
 
 	json_begin(&jb);
 	for (int i = 0; i < (int) lengthof(timeout_names); i++)

@@ -435,6 +435,7 @@ typedef struct RetryPolicy
 typedef struct ActivityOptions
 {
 	Jsonb	   *retry_policy;
+	Jsonb	   *stored_retry_policy;	/* the task row's: what is not default */
 	Jsonb	   *timeouts;		/* {"start_to_close": seconds, ...} */
 	int32		priority;
 } ActivityOptions;
