@@ -111,14 +111,15 @@ CREATE TABLE durable.history (
 );
 
 -- Activity tasks: one row per scheduled activity until it completes or fails
--- for good.  "handle" is the activity's sequence number in its run, the value
--- durable.activity_async() returns.  A row is claimed by poll_activity()
+-- for good, keyed by its run and "handle", the activity's sequence number in
+-- its run (the value durable.activity_async() returns; a task token names
+-- both).  No surrogate key: every new task and every claim would add an
+-- entry to its index.  A row is claimed by poll_activity()
 -- (status 'started'); a retried attempt goes back to 'scheduled' with a later
 -- ready_at.  New rows are inserted, claimed and, when their attempt ends,
 -- deleted without statements (src/task_rows.c): no trigger or rule sees
 -- those.
 CREATE TABLE durable.activity_tasks (
-    task_id         pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id          pg_catalog.uuid NOT NULL,
     handle          pg_catalog.int4 NOT NULL,
     workflow_id     pg_catalog.text COLLATE pg_catalog."C" NOT NULL,
@@ -149,12 +150,13 @@ CREATE TABLE durable.activity_tasks (
     heartbeat_details pg_catalog.jsonb,
     last_heartbeat_at pg_catalog.timestamptz,
     cancel_requested pg_catalog.bool NOT NULL DEFAULT false,
-    UNIQUE (run_id, handle)
+    PRIMARY KEY (run_id, handle)
 );
 
--- What poll_activity() reads: ready tasks of one queue, oldest first.
+-- What poll_activity() reads: ready tasks of one queue, oldest first (those
+-- ready at the same time in the order of their rows).
 CREATE INDEX activity_tasks_ready ON durable.activity_tasks
-    (task_queue, priority DESC, ready_at, task_id) WHERE status = 'scheduled';
+    (task_queue, priority DESC, ready_at) WHERE status = 'scheduled';
 
 -- Where pollers count running tasks of a queue (max_in_flight).
 CREATE INDEX activity_tasks_in_flight ON durable.activity_tasks (task_queue)
@@ -181,27 +183,26 @@ CREATE TABLE durable.task_queues (
 -- timers) and fires what is due in batches.
 --   timer              a workflow timer (durable.sleep, timer_async, a
 --                      wait_signal timeout): fires TimerFired for "handle"
---   retry              an activity's retry backoff: task_id becomes ready
---   activity_timeout   one of an activity's timeouts ("timeout"), for its
---                      attempt "attempt" (0: all attempts); not start_to_close,
---                      kept on the task row (start_to_close_at)
+--   retry              an activity's retry backoff: the task of "handle"
+--                      becomes ready
+--   activity_timeout   one of the timeouts ("timeout") of the activity of
+--                      "handle", for its attempt "attempt" (0: all
+--                      attempts); not start_to_close, kept on the task row
+--                      (start_to_close_at)
 --   execution_timeout  the run's execution_timeout: it closes as timed out
 CREATE TABLE durable.timers (
     timer_id        pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id          pg_catalog.uuid NOT NULL,
     kind            durable.timer_kind NOT NULL,
     handle          pg_catalog.int4,
-    task_id         pg_catalog.int8,
     attempt         pg_catalog.int4,
     timeout         durable.activity_timeout,
     fire_at         pg_catalog.timestamptz NOT NULL,
-    CHECK ((kind = 'timer') = (handle IS NOT NULL)),
-    CHECK ((kind IN ('retry', 'activity_timeout')) = (task_id IS NOT NULL)),
+    CHECK ((kind <> 'execution_timeout') = (handle IS NOT NULL)),
     CHECK ((kind = 'activity_timeout') = (timeout IS NOT NULL AND attempt IS NOT NULL))
 );
 CREATE INDEX timers_due ON durable.timers (fire_at);
-CREATE INDEX timers_of_run ON durable.timers (run_id);
-CREATE INDEX timers_of_task ON durable.timers (task_id) WHERE task_id IS NOT NULL;
+CREATE INDEX timers_of_run ON durable.timers (run_id, handle);
 
 -- The key that signs task tokens (HMAC-SHA256), so that a forged token is
 -- told apart from a stale one without storing tokens.

@@ -164,7 +164,7 @@ SELECT pg_reload_conf();
 -- errors
 SELECT durable.heartbeat_activity(NULL);
 SELECT durable.heartbeat_activity('garbage');
-SELECT durable.cancel_activity('1.1.00000000000000000000000000000000');
+SELECT durable.cancel_activity('00000000000000000000000000000000.1.1.00000000000000000000000000000000');
 SELECT durable.cancel(1);
 CREATE FUNCTION bad_activity_options(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE errors jsonb := '[]';
@@ -382,7 +382,7 @@ SELECT task_token AS token, input FROM durable.complete_and_poll(:'token', :'inp
 \echo :input
 SELECT count(*) AS next_tasks FROM durable.complete_and_poll(:'token', :'input', 'cp');
 SELECT durable.result('cp-1', wait => '10 s');
-SELECT count(*) FROM durable.complete_and_poll('1.1.00000000000000000000000000000000', NULL, 'cp');
+SELECT count(*) FROM durable.complete_and_poll('00000000000000000000000000000000.1.1.00000000000000000000000000000000', NULL, 'cp');
 
 -- A poll that may wait looks first in the caller's transaction itself when
 -- the queue is known to have no limits: the claimed row is written by the

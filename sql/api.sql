@@ -125,15 +125,21 @@ SELECT status FROM durable.describe('flaky-3');
 SELECT durable.complete_activity(:'token', '{"charged": true}');
 SELECT durable.result('flaky-3', wait => '10 s');
 
--- a task token is "<task>.<attempt>.<mac>", the mac the first 16 bytes of
--- HMAC-SHA256 of "<task>.<attempt>" under the database's key: checked
+-- a task token is "<run>.<handle>.<attempt>.<mac>": the task's key (the
+-- run id in hex, the activity's handle), the attempt, and the first 16
+-- bytes of HMAC-SHA256 of the rest under the database's key: checked
 -- against pgcrypto's hmac()
 CREATE EXTENSION pgcrypto;
 SELECT durable.start_workflow('flaky', '{"amount": 8}', workflow_id => 'flaky-4');
 SELECT task_token AS token FROM durable.poll_activity('payments', wait => '10 s') \gset
-SELECT split_part(:'token', '.', 3) =
+SELECT split_part(:'token', '.', 1) = replace(d.run_id::text, '-', '') AS names_the_run,
+       split_part(:'token', '.', 2) = (d.pending_activities->0->>'handle') AS names_the_handle,
+       split_part(:'token', '.', 3) = (d.pending_activities->0->>'attempt') AS names_the_attempt
+  FROM durable.describe('flaky-4') d;
+SELECT split_part(:'token', '.', 4) =
        encode(substring(hmac(convert_to(split_part(:'token', '.', 1) || '.' ||
-                                        split_part(:'token', '.', 2), 'UTF8'),
+                                        split_part(:'token', '.', 2) || '.' ||
+                                        split_part(:'token', '.', 3), 'UTF8'),
                              k.key, 'sha256') FROM 1 FOR 16), 'hex') AS mac_is_hmac_sha256
   FROM durable.token_key k;
 SELECT durable.complete_activity(:'token', '{"charged": true}');

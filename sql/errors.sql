@@ -71,9 +71,9 @@ SELECT err($$SELECT * FROM durable.poll_activity('q', wait => '1 s')$$);
 ROLLBACK;
 SELECT err($$SELECT durable.complete_activity(NULL)$$);
 SELECT err($$SELECT durable.complete_activity('not a token')$$);
-SELECT err($$SELECT durable.complete_activity('1.1.00000000000000000000000000000000')$$);
+SELECT err($$SELECT durable.complete_activity('00000000000000000000000000000000.1.1.00000000000000000000000000000000')$$);
 SELECT err($$SELECT durable.complete_activity('1.1.0000')$$);
-SELECT err($$SELECT durable.fail_activity('1.1.00000000000000000000000000000000', 'x')$$);
+SELECT err($$SELECT durable.fail_activity('00000000000000000000000000000000.1.1.00000000000000000000000000000000', 'x')$$);
 SELECT err($$SELECT durable.fail_activity(NULL, 'x')$$);
 
 -- bad activity options and arguments are errors inside the workflow code

@@ -31,7 +31,7 @@ SELECT * FROM durable.token_key;
 -- nor act as an activity worker unless granted: polling hands out other
 -- roles' inputs
 SELECT * FROM durable.poll_activity('security');
-SELECT durable.complete_activity('1.1.00000000000000000000000000000000');
+SELECT durable.complete_activity('00000000000000000000000000000000.1.1.00000000000000000000000000000000');
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION durable.poll_activity(text, text, interval, int) TO regress_durable_bob;
 SET ROLE regress_durable_bob;

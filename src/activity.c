@@ -39,13 +39,13 @@
 
 /* Starts one of an attempt's timeouts, if the options set it. */
 void
-activity_start_timeout(Datum run_id, int64 task_id, int32 attempt, Jsonb *timeouts,
+activity_start_timeout(Datum run_id, int32 handle, int32 attempt, Jsonb *timeouts,
 			  const char *timeout, TimestampTz from)
 {
 	static EnginePlan plan = {NULL,
-		"INSERT INTO durable.timers (run_id, kind, task_id, attempt, timeout, fire_at)"
+		"INSERT INTO durable.timers (run_id, kind, handle, attempt, timeout, fire_at)"
 		" VALUES ($1, 'activity_timeout', $2, $3, $4::durable.activity_timeout, $5)",
-	5, {UUIDOID, INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
+	5, {UUIDOID, INT4OID, INT4OID, TEXTOID, TIMESTAMPTZOID}};
 	double		seconds = activity_timeout_seconds(timeouts, timeout);
 	TimestampTz fire_at;
 	Datum		values[5];
@@ -54,7 +54,7 @@ activity_start_timeout(Datum run_id, int64 task_id, int32 attempt, Jsonb *timeou
 		return;
 	fire_at = plus_seconds(from, seconds);
 	values[0] = run_id;
-	values[1] = Int64GetDatum(task_id);
+	values[1] = Int32GetDatum(handle);
 	values[2] = Int32GetDatum(attempt);
 	values[3] = CStringGetTextDatum(timeout);
 	values[4] = TimestampTzGetDatum(fire_at);
@@ -72,12 +72,14 @@ static void
 drop_task_timers(ClaimedAttempt *a, bool all)
 {
 	static EnginePlan attempt_plan = {NULL,
-		"DELETE FROM durable.timers WHERE task_id = $1 AND kind = 'activity_timeout'"
-		" AND timeout <> 'schedule_to_close'",
-	1, {INT8OID}};
+		"DELETE FROM durable.timers WHERE run_id = $1 AND handle = $2"
+		" AND kind = 'activity_timeout' AND timeout <> 'schedule_to_close'",
+	2, {UUIDOID, INT4OID}};
 	static EnginePlan all_plan = {NULL,
-	"DELETE FROM durable.timers WHERE task_id = $1", 1, {INT8OID}};
-	Datum		values[1] = {Int64GetDatum(a->task_id)};
+		"DELETE FROM durable.timers WHERE run_id = $1 AND handle = $2"
+		" AND kind IN ('retry', 'activity_timeout')",
+	2, {UUIDOID, INT4OID}};
+	Datum		values[2] = {a->run.run_id, Int32GetDatum(a->handle)};
 
 	if (!activity_has_timeout_timers(a->timeouts) && strcmp(a->status, "backoff") != 0)
 		return;
@@ -91,15 +93,13 @@ drop_task_timers(ClaimedAttempt *a, bool all)
  * activity: ready for the queue's pollers, or already started by
  * complete_and_poll()'s caller (eager dispatch).  With save_run, the run's
  * next_event_id is recorded too (the caller has no more events to append).
- * Returns the task_id.
  */
-static int64
+static void
 insert_task(LockedRun *run, int32 handle, const char *activity,
 			const char *task_queue, Jsonb *input, ActivityOptions *options,
 			TimestampTz now, bool eager, int nevents, NewEvent *events, bool save_run)
 {
 	NewTask		task;
-	int64		task_id;
 
 	engine_append_events(run, nevents, events);
 	task.run_id = run->run_id;
@@ -114,10 +114,9 @@ insert_task(LockedRun *run, int32 handle, const char *activity,
 	task.now = now;
 	task.started = eager;
 	task.worker = eager ? activity_eager_worker() : NULL;
-	task_id = engine_insert_task(&task);
+	engine_insert_task(&task);
 	if (save_run)
 		engine_save_next_event_id(run);
-	return task_id;
 }
 
 /*
@@ -132,7 +131,6 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 				  bool save_run)
 {
 	bool		eager = activity_eager_takes(task_queue);
-	int64		task_id;
 	JsonBuf		jb;
 	NewEvent	events[2];
 	int			n = 0;
@@ -152,19 +150,19 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 	events[n].type = "ActivityTaskScheduled";
 	events[n].details = json_end(&jb);
 	events[n].when = now;
-	task_id = insert_task(run, handle, activity, task_queue, input, options, now, eager,
-						  n + 1, events, save_run);
+	insert_task(run, handle, activity, task_queue, input, options, now, eager,
+				n + 1, events, save_run);
 
-	activity_start_timeout(run->run_id, task_id, 0, options->timeouts, "schedule_to_close", now);
+	activity_start_timeout(run->run_id, handle, 0, options->timeouts, "schedule_to_close", now);
 	if (eager)
 	{
 		/* started at once: its attempt's timeouts run from now (and the row's) */
-		activity_start_timeout(run->run_id, task_id, 1, options->timeouts, "heartbeat", now);
-		activity_eager_add(task_id, run, handle, activity, input,
+		activity_start_timeout(run->run_id, handle, 1, options->timeouts, "heartbeat", now);
+		activity_eager_add(run, handle, activity, input,
 						   activity_has_timeout_timers(options->timeouts), now);
 		return;
 	}
-	activity_start_timeout(run->run_id, task_id, 1, options->timeouts, "schedule_to_start", now);
+	activity_start_timeout(run->run_id, handle, 1, options->timeouts, "schedule_to_start", now);
 	if (task_queue[0] == '\0')
 		sql_activity_maybe_due();	/* scheduled by the worker, which runs it */
 	else
@@ -187,13 +185,12 @@ activity_cancel_all(LockedRun *run)
 
 /* Fills a from the current SPI result's first row, TASK_COLUMNS from first_col on. */
 void
-activity_fill_attempt(ClaimedAttempt *a, int64 task_id, int first_col)
+activity_fill_attempt(ClaimedAttempt *a, int first_col)
 {
 	bool		isnull;
 	Datum		d;
 	int			c = first_col;
 
-	a->task_id = task_id;
 	a->handle = DatumGetInt32(engine_get(0, c, &isnull));
 	a->attempt = DatumGetInt32(engine_get(0, c + 1, &isnull));
 	a->status = engine_get_text(0, c + 2);
@@ -209,18 +206,22 @@ activity_fill_attempt(ClaimedAttempt *a, int64 task_id, int first_col)
 	a->input = isnull ? NULL : DatumGetJsonbP(d);
 }
 
-/* Locks the task row (its run already locked by the caller) and reads it. */
+/*
+ * Locks the task row of handle in a->run (locked by the caller) and reads
+ * it into a.
+ */
 bool
-activity_lock_task(int64 task_id, ClaimedAttempt *a)
+activity_lock_task(int32 handle, ClaimedAttempt *a)
 {
 	static EnginePlan plan = {NULL,
-		"SELECT " TASK_COLUMNS_OF("") " FROM durable.activity_tasks WHERE task_id = $1 FOR UPDATE",
-	1, {INT8OID}};
-	Datum		values[1] = {Int64GetDatum(task_id)};
+		"SELECT " TASK_COLUMNS_OF("") " FROM durable.activity_tasks"
+		" WHERE run_id = $1 AND handle = $2 FOR UPDATE",
+	2, {UUIDOID, INT4OID}};
+	Datum		values[2] = {a->run.run_id, Int32GetDatum(handle)};
 
 	if (engine_exec(&plan, values, NULL, 1) == 0)
 		return false;
-	activity_fill_attempt(a, task_id, 1);
+	activity_fill_attempt(a, 1);
 	return true;
 }
 
@@ -263,11 +264,12 @@ activity_append_ended(ClaimedAttempt *a, const char *event_type, Jsonb *details,
 }
 
 static void
-delete_task(int64 task_id)
+delete_task(ClaimedAttempt *a)
 {
 	static EnginePlan plan = {NULL,
-	"DELETE FROM durable.activity_tasks WHERE task_id = $1", 1, {INT8OID}};
-	Datum		values[1] = {Int64GetDatum(task_id)};
+		"DELETE FROM durable.activity_tasks WHERE run_id = $1 AND handle = $2",
+	2, {UUIDOID, INT4OID}};
+	Datum		values[2] = {a->run.run_id, Int32GetDatum(a->handle)};
 
 	engine_exec(&plan, values, NULL, 0);
 }
@@ -298,7 +300,7 @@ activity_finish(ClaimedAttempt *a, Oid caller)
 void
 activity_resolve(ClaimedAttempt *a, Oid caller)
 {
-	delete_task(a->task_id);
+	delete_task(a);
 	activity_finish(a, caller);
 }
 
@@ -313,10 +315,10 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 {
 	static EnginePlan retry_plan = {NULL,
 		"UPDATE durable.activity_tasks SET attempt = attempt + 1, status = 'backoff',"
-		" ready_at = $2, started_at = NULL, start_to_close_at = NULL, worker = NULL,"
-		" last_failure = $3"
-		" WHERE task_id = $1",
-	3, {INT8OID, TIMESTAMPTZOID, JSONBOID}};
+		" ready_at = $3, started_at = NULL, start_to_close_at = NULL, worker = NULL,"
+		" last_failure = $4"
+		" WHERE run_id = $1 AND handle = $2",
+	4, {UUIDOID, INT4OID, TIMESTAMPTZOID, JSONBOID}};
 	RetryPolicy policy;
 	bool		will_retry;
 	TimestampTz next_at = 0;
@@ -341,7 +343,7 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 		return;
 	}
 	{
-		Datum		values[3] = {Int64GetDatum(a->task_id),
+		Datum		values[4] = {a->run.run_id, Int32GetDatum(a->handle),
 		TimestampTzGetDatum(next_at), JsonbPGetDatum(details)};
 
 		engine_exec(&retry_plan, values, NULL, 0);
@@ -351,7 +353,7 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 	if (a->task_queue[0] != '\0')
 		durable_wake_queue_at_commit(a->task_queue);
 	/* the timer queue makes it ready again after its backoff */
-	timer_schedule(&a->run, "retry", 0, a->task_id, next_at);
+	timer_schedule(&a->run, "retry", a->handle, next_at);
 }
 
 /* ---- timeouts, fired by the timer queue ---- */
@@ -378,7 +380,7 @@ start_to_close_ran_out(ClaimedAttempt *a, TimestampTz now)
  * which fires only if the locked row is still that attempt and it ran out.
  */
 bool
-activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attempt,
+activity_fire_timeout(LockedRun *run, int64 timer_id, int32 handle, int32 attempt,
 					  const char *timeout, TimestampTz now)
 {
 	static EnginePlan claim = {NULL,
@@ -391,7 +393,7 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id, int32 attem
 	JsonBuf		jb;
 
 	memcpy(&a.run, run, sizeof(LockedRun));
-	if (!activity_lock_task(task_id, &a))
+	if (!activity_lock_task(handle, &a))
 		return false;
 	if (timer_id == 0)
 	{
@@ -439,12 +441,11 @@ activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now)
 {
 	static EnginePlan find = {NULL,
 		"UPDATE durable.activity_tasks SET cancel_requested = true"
-		" WHERE run_id = $1 AND handle = $2 RETURNING task_id",
+		" WHERE run_id = $1 AND handle = $2",
 	2, {UUIDOID, INT4OID}};
 	Datum		values[2] = {run->run_id, Int32GetDatum(handle)};
 	ClaimedAttempt a;
 	JsonBuf		jb;
-	bool		isnull;
 
 	json_begin(&jb);
 	json_add_int(&jb, "handle", handle);
@@ -452,15 +453,14 @@ activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now)
 	if (engine_exec(&find, values, NULL, 1) == 0)
 		return false;			/* already over */
 	memcpy(&a.run, run, sizeof(LockedRun));
-	if (!activity_lock_task(DatumGetInt64(engine_get(0, 1, &isnull)), &a) ||
-		strcmp(a.status, "started") == 0)
+	if (!activity_lock_task(handle, &a) || strcmp(a.status, "started") == 0)
 		return false;
 
 	json_begin(&jb);
 	json_add_int(&jb, "handle", handle);
 	engine_append_event(&a.run, "ActivityTaskCanceled", json_end(&jb), now);
 	drop_task_timers(&a, true);
-	delete_task(a.task_id);
+	delete_task(&a);
 	memcpy(run, &a.run, sizeof(LockedRun));
 	return true;
 }

@@ -17,8 +17,7 @@
 typedef struct ClaimedAttempt
 {
 	LockedRun	run;
-	int64		task_id;
-	int32		handle;
+	int32		handle;			/* with run.run_id, the task row's key */
 	int32		attempt;
 	char	   *status;
 	char	   *activity;
@@ -47,12 +46,12 @@ plus_seconds(TimestampTz t, double seconds)
 }
 
 /* activity.c */
-extern void activity_start_timeout(Datum run_id, int64 task_id, int32 attempt,
+extern void activity_start_timeout(Datum run_id, int32 handle, int32 attempt,
 								   Jsonb *timeouts, const char *timeout, TimestampTz from);
-extern void activity_fill_attempt(ClaimedAttempt *a, int64 task_id, int first_col);
+extern void activity_fill_attempt(ClaimedAttempt *a, int first_col);
 extern void activity_started_event(ClaimedAttempt *a, NewEvent *event);
 extern void activity_finish(ClaimedAttempt *a, Oid caller);
-extern bool activity_lock_task(int64 task_id, ClaimedAttempt *a);
+extern bool activity_lock_task(int32 handle, ClaimedAttempt *a);
 extern void activity_append_started(ClaimedAttempt *a);
 extern void activity_append_ended(ClaimedAttempt *a, const char *event_type,
 								  Jsonb *details, TimestampTz when);
@@ -64,7 +63,7 @@ extern void activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_t
 /* activity_workers.c: eager dispatch, for activity_schedule() */
 extern bool activity_eager_takes(const char *task_queue);
 extern const char *activity_eager_worker(void);
-extern void activity_eager_add(int64 task_id, LockedRun *run, int32 handle,
+extern void activity_eager_add(LockedRun *run, int32 handle,
 							   const char *activity, Jsonb *input,
 							   bool has_timeout_timers, TimestampTz started_at);
 

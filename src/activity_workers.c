@@ -45,7 +45,6 @@ PG_FUNCTION_INFO_V1(durable_complete_and_poll);
 /* An activity handed straight to complete_and_poll()'s caller. */
 typedef struct EagerTask
 {
-	int64		task_id;
 	char	   *workflow_id;
 	char	   *activity;
 	Jsonb	   *input;
@@ -139,14 +138,13 @@ activity_eager_takes(const char *task_queue)
 }
 
 void
-activity_eager_add(int64 task_id, LockedRun *run, int32 handle, const char *activity,
-				   Jsonb *input, bool has_timeout_timers, TimestampTz started_at)
+activity_eager_add(LockedRun *run, int32 handle, const char *activity, Jsonb *input,
+				   bool has_timeout_timers, TimestampTz started_at)
 {
 	EagerOffer *offer = eager_offer;
 	MemoryContext old = MemoryContextSwitchTo(offer->cxt);
 	EagerTask  *t = &offer->tasks[offer->ntasks++];
 
-	t->task_id = task_id;
 	t->workflow_id = pstrdup(run->workflow_id);
 	t->activity = pstrdup(activity);
 	t->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
@@ -167,11 +165,12 @@ activity_eager_worker(void)
 
 /* ---- the attempt a token names ---- */
 
-/* An attempt's run and task, by task_id: lock what the caller needs. */
+/* An attempt's run and task, by the task's key: lock what the caller needs. */
 #define ATTEMPT_QUERY \
 	"SELECT " RUN_COLUMNS_OF("r.") ", " TASK_COLUMNS_OF("t.") \
 	" FROM durable.activity_tasks t JOIN durable.runs r ON r.run_id = t.run_id" \
-	" WHERE t.task_id = $1"
+	" WHERE t.run_id = $1 AND t.handle = $2"
+#define ATTEMPT_QUERY_TYPES	2, {UUIDOID, INT4OID}
 
 /*
  * Locks the run, then the task (always in that order: the worker locks
@@ -182,17 +181,17 @@ activity_eager_worker(void)
 static bool
 lock_current_attempt(const char *token, ClaimedAttempt *a)
 {
-	static EnginePlan plan = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r, t", 1, {INT8OID}};
-	Datum		values[1];
-	int64		task_id;
+	static EnginePlan plan = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r, t", ATTEMPT_QUERY_TYPES};
+	Datum		values[2];
+	int32		handle;
 	int32		attempt;
 
-	token_parse(token, &task_id, &attempt);
-	values[0] = Int64GetDatum(task_id);
+	token_parse(token, &values[0], &handle, &attempt);
+	values[1] = Int32GetDatum(handle);
 	if (engine_exec(&plan, values, NULL, 1) == 0)
 		return false;
 	engine_fill_locked_run(&a->run, 1);
-	activity_fill_attempt(a, task_id, RUN_NCOLUMNS + 1);
+	activity_fill_attempt(a, RUN_NCOLUMNS + 1);
 	return strcmp(a->run.status, "running") == 0 && a->attempt == attempt &&
 		strcmp(a->status, "started") == 0;
 }
@@ -219,12 +218,11 @@ check_task_queue_name(text *queue)
  * they take the general path.
  */
 #define HANDED_OUT		8
-#define HANDED_OUT_TOKEN_LEN	80
+#define HANDED_OUT_TOKEN_LEN	96
 
 typedef struct HandedOut
 {
 	char		token[HANDED_OUT_TOKEN_LEN];	/* "" : free */
-	int64		task_id;
 	int32		attempt;
 	pg_uuid_t	run_id;
 	int32		handle;
@@ -281,7 +279,6 @@ handed_out_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 /* An attempt that this function hands out. */
 typedef struct Attempt
 {
-	int64		task_id;
 	int32		attempt;
 	const char *workflow_id;
 	const char *activity;
@@ -314,7 +311,6 @@ remember_handed_out(const char *token, Attempt *t)
 		strlen(t->task_queue) >= NAMEDATALEN ||
 		(t->worker && strlen(t->worker) >= NAMEDATALEN))
 		return;
-	h->task_id = t->task_id;
 	h->attempt = t->attempt;
 	memcpy(&h->run_id, DatumGetUUIDP(t->run_id), sizeof(pg_uuid_t));
 	h->handle = t->handle;
@@ -342,7 +338,7 @@ put_task(ReturnSetInfo *rsinfo, Attempt *t)
 {
 	Datum		out[6];
 	bool		outnull[6] = {false, false, false, t->input == NULL, false, t->no_details};
-	char	   *token = token_make(t->task_id, t->attempt);
+	char	   *token = token_make(t->run_id, t->handle, t->attempt);
 
 	remember_handed_out(token, t);
 	out[0] = CStringGetTextDatum(token);
@@ -453,9 +449,8 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		Attempt		t;
 
 		/* start_to_close: the claim set the row's start_to_close_at */
-		activity_start_timeout(c->run_id, c->task_id, c->attempt, c->timeouts,
+		activity_start_timeout(c->run_id, c->handle, c->attempt, c->timeouts,
 							   "heartbeat", now);
-		t.task_id = c->task_id;
 		t.attempt = c->attempt;
 		t.workflow_id = c->workflow_id;
 		t.activity = c->activity;
@@ -636,11 +631,11 @@ required_token(FunctionCallInfo fcinfo)
 static bool
 complete_attempt(const char *token, Jsonb *result)
 {
-	static EnginePlan lock = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r", 1, {INT8OID}};
+	static EnginePlan lock = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r", ATTEMPT_QUERY_TYPES};
 	EngineScope scope;
 	ClaimedAttempt a;
 	HandedOut  *h = find_handed_out(token);
-	int64		task_id;
+	int32		handle;
 	int32		attempt;
 	Datum		values[2];
 	bool		current = false;
@@ -652,12 +647,11 @@ complete_attempt(const char *token, Jsonb *result)
 		pg_uuid_t  *run_id = palloc(sizeof(pg_uuid_t));
 
 		memcpy(run_id, &h->run_id, sizeof(pg_uuid_t));
-		task_id = h->task_id;
+		handle = h->handle;
 		attempt = h->attempt;
 		memset(&a, 0, sizeof(a));
-		a.task_id = task_id;
 		a.attempt = attempt;
-		a.handle = h->handle;
+		a.handle = handle;
 		a.status = "started";
 		a.task_queue = pstrdup(h->task_queue);
 		a.worker = h->has_worker ? pstrdup(h->worker) : NULL;
@@ -667,12 +661,12 @@ complete_attempt(const char *token, Jsonb *result)
 	}
 	else
 	{
-		token_parse(token, &task_id, &attempt);
-		values[0] = Int64GetDatum(task_id);
+		token_parse(token, &values[0], &handle, &attempt);
+		values[1] = Int32GetDatum(handle);
 		if (engine_exec(&lock, values, NULL, 1) == 1)
 		{
 			engine_fill_locked_run(&a.run, 1);
-			activity_fill_attempt(&a, task_id, RUN_NCOLUMNS + 1);
+			activity_fill_attempt(&a, RUN_NCOLUMNS + 1);
 			current = strcmp(a.run.status, "running") == 0 && a.attempt == attempt &&
 				strcmp(a.status, "started") == 0;
 		}
@@ -692,7 +686,7 @@ complete_attempt(const char *token, Jsonb *result)
 		events[1].details = json_end(&jb);
 		events[1].when = GetCurrentTimestamp();
 
-		current = engine_delete_started_task(task_id, attempt);
+		current = engine_delete_started_task(a.run.run_id, handle, attempt);
 		if (current)
 		{
 			engine_append_events(&a.run, 2, events);
@@ -758,7 +752,6 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 		EagerTask  *e = &offer.tasks[i];
 		Attempt		t;
 
-		t.task_id = e->task_id;
 		t.attempt = 1;
 		t.workflow_id = e->workflow_id;
 		t.activity = e->activity;
@@ -831,31 +824,31 @@ Datum
 durable_heartbeat_activity(PG_FUNCTION_ARGS)
 {
 	static EnginePlan beat = {NULL,
-		"UPDATE durable.activity_tasks SET heartbeat_details = $3, last_heartbeat_at = $4"
-		" WHERE task_id = $1 AND attempt = $2 AND status = 'started'"
+		"UPDATE durable.activity_tasks SET heartbeat_details = $4, last_heartbeat_at = $5"
+		" WHERE run_id = $1 AND handle = $2 AND attempt = $3 AND status = 'started'"
 		" RETURNING cancel_requested, timeouts",
-	4, {INT8OID, INT4OID, JSONBOID, TIMESTAMPTZOID}};
+	5, {UUIDOID, INT4OID, INT4OID, JSONBOID, TIMESTAMPTZOID}};
 	static EnginePlan move = {NULL,
-		"UPDATE durable.timers SET fire_at = $3 WHERE task_id = $1 AND attempt = $2"
-		" AND kind = 'activity_timeout' AND timeout = 'heartbeat'",
-	3, {INT8OID, INT4OID, TIMESTAMPTZOID}};
+		"UPDATE durable.timers SET fire_at = $4 WHERE run_id = $1 AND handle = $2"
+		" AND attempt = $3 AND kind = 'activity_timeout' AND timeout = 'heartbeat'",
+	4, {UUIDOID, INT4OID, INT4OID, TIMESTAMPTZOID}};
 	char	   *token = required_token(fcinfo);
 	Jsonb	   *details = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 	TimestampTz now = GetCurrentTimestamp();
 	EngineScope scope;
-	int64		task_id;
+	int32		handle;
 	int32		attempt;
-	Datum		values[4];
-	char		nulls[4] = "    ";
+	Datum		values[5];
+	char		nulls[5] = "     ";
 	bool		stop = true;
 
 	engine_enter(&scope);
-	token_parse(token, &task_id, &attempt);
-	values[0] = Int64GetDatum(task_id);
-	values[1] = Int32GetDatum(attempt);
-	values[2] = details ? JsonbPGetDatum(details) : (Datum) 0;
-	nulls[2] = details ? ' ' : 'n';
-	values[3] = TimestampTzGetDatum(now);
+	token_parse(token, &values[0], &handle, &attempt);
+	values[1] = Int32GetDatum(handle);
+	values[2] = Int32GetDatum(attempt);
+	values[3] = details ? JsonbPGetDatum(details) : (Datum) 0;
+	nulls[3] = details ? ' ' : 'n';
+	values[4] = TimestampTzGetDatum(now);
 	if (engine_exec(&beat, values, nulls, 1) == 1)
 	{
 		bool		isnull;
@@ -866,7 +859,7 @@ durable_heartbeat_activity(PG_FUNCTION_ARGS)
 										   "heartbeat");
 		if (seconds > 0)
 		{
-			values[2] = TimestampTzGetDatum(plus_seconds(now, seconds));
+			values[3] = TimestampTzGetDatum(plus_seconds(now, seconds));
 			engine_exec(&move, values, NULL, 0);
 		}
 	}

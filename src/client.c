@@ -272,7 +272,7 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 
 		json_add_str(&jb, "execution_timeout",
 					 interval_text(nr->execution_timeout));
-		timer_schedule(run, "execution_timeout", 0, 0, deadline);
+		timer_schedule(run, "execution_timeout", 0, deadline);
 	}
 	/*
 	 * Event 1: the row already counts it (next_event_id 2), and its first

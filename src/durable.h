@@ -281,7 +281,7 @@ typedef enum RunLockMode
 } RunLockMode;
 
 extern bool engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode);
-extern bool engine_delete_started_task(int64 task_id, int32 attempt);
+extern bool engine_delete_started_task(Datum run_id, int32 handle, int32 attempt);
 
 /* A new activity's task row. */
 typedef struct NewTask
@@ -300,12 +300,11 @@ typedef struct NewTask
 	const char *worker;			/* that caller's worker name, or NULL */
 } NewTask;
 
-extern int64 engine_insert_task(const NewTask *task);
+extern void engine_insert_task(const NewTask *task);
 
 /* A task claimed by a poll, with what handing it out needs. */
 typedef struct ClaimedTask
 {
-	int64		task_id;
 	int32		attempt;
 	int32		handle;
 	Datum		run_id;			/* uuid */
@@ -395,8 +394,9 @@ extern char *interval_text(Interval *iv);
 #endif
 
 /* ---- token.c ---- */
-extern char *token_make(int64 task_id, int32 attempt);
-extern void token_parse(const char *token, int64 *task_id, int32 *attempt);
+extern char *token_make(Datum run_id, int32 handle, int32 attempt);
+extern void token_parse(const char *token, Datum *run_id, int32 *handle,
+						int32 *attempt);
 
 /* ---- sql_activity.c ---- */
 extern int	sql_activity_run_due(int max_tasks, bool *busy);
@@ -404,7 +404,7 @@ extern void sql_activity_maybe_due(void);
 
 /* ---- timers.c ---- */
 extern void timer_schedule(LockedRun *run, const char *kind, int32 handle,
-						   int64 task_id, TimestampTz fire_at);
+						   TimestampTz fire_at);
 extern bool timer_cancel(LockedRun *run, int32 handle);
 extern void timers_cancel_all(LockedRun *run);
 #define TIMERS_FIRE_BATCH	500
@@ -455,7 +455,7 @@ extern void activity_schedule(LockedRun *run, int32 handle, const char *activity
 							  const NewEvent *before, bool save_run);
 extern void activity_cancel_all(LockedRun *run);
 extern bool activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now);
-extern bool activity_fire_timeout(LockedRun *run, int64 timer_id, int64 task_id,
+extern bool activity_fire_timeout(LockedRun *run, int64 timer_id, int32 handle,
 								  int32 attempt, const char *timeout, TimestampTz now);
 
 #endif							/* DURABLE_H */

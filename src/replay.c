@@ -383,7 +383,7 @@ start_timer(Replay *r, NewCommand *cmd)
 		json_add_str(&jb, "duration",
 					 interval_text(cmd->duration));
 	engine_append_event(r->run, "TimerStarted", json_end(&jb), r->task_time);
-	timer_schedule(r->run, "timer", cmd->handle, 0, cmd->fire_at);
+	timer_schedule(r->run, "timer", cmd->handle, cmd->fire_at);
 }
 
 /*

@@ -171,23 +171,36 @@ rows_begin_statement(void)
 	return GetActiveSnapshot();
 }
 
-/* Finds the row whose one-column primary key equals key (eqproc: its = function). */
+/*
+ * Finds the row whose primary key equals key[] (its first nkeys columns: all
+ * of them; eqprocs[]: their = functions).
+ */
 bool
-rows_find_by_key(Relation rel, RegProcedure eqproc, Datum key, Snapshot snapshot,
-				 TupleTableSlot *slot)
+rows_find_by_key(Relation rel, int nkeys, const RegProcedure *eqprocs,
+				 const Datum *key, Snapshot snapshot, TupleTableSlot *slot)
 {
 	Relation	index = rows_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
 	IndexScanDesc scan;
-	ScanKeyData scankey;
+	ScanKeyData scankeys[INDEX_MAX_KEYS];
 	bool		found;
 
-	ScanKeyInit(&scankey, 1, BTEqualStrategyNumber, eqproc, key);
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
-	index_rescan(scan, &scankey, 1, NULL, 0);
+	for (int i = 0; i < nkeys; i++)
+		ScanKeyInit(&scankeys[i], i + 1, BTEqualStrategyNumber, eqprocs[i], key[i]);
+	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
+	index_rescan(scan, scankeys, nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);
 	rows_close(index);
 	return found;
+}
+
+/* Finds the row whose primary key, a uuid, is key. */
+bool
+rows_find_by_uuid(Relation rel, Datum key, Snapshot snapshot, TupleTableSlot *slot)
+{
+	static const RegProcedure eq = F_UUID_EQ;
+
+	return rows_find_by_key(rel, 1, &eq, &key, snapshot, slot);
 }
 
 Oid
@@ -599,7 +612,7 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 	snapshot = rows_begin_statement();
 	rel = rows_open(rows_relid(&relid, "runs"), mode == RUN_READ ? AccessShareLock : RowShareLock);
 	slot = table_slot_create(rel, NULL);
-	found = rows_find_by_key(rel, F_UUID_EQ, run_id, snapshot, slot);
+	found = rows_find_by_uuid(rel, run_id, snapshot, slot);
 	if (found && mode != RUN_READ)
 		found = rows_lock(rel, slot, snapshot, mode == RUN_LOCK_OR_SKIP, NULL);
 	if (found)
@@ -654,7 +667,7 @@ dequeue_run(Datum run_id, Snapshot snapshot)
 	Relation	rel = rows_open(rows_relid(&relid, "due_tasks"), RowExclusiveLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 
-	if (rows_find_by_key(rel, F_UUID_EQ, run_id, snapshot, slot))
+	if (rows_find_by_uuid(rel, run_id, snapshot, slot))
 		simple_table_tuple_delete(rel, &slot->tts_tid, snapshot);
 	ExecDropSingleTupleTableSlot(slot);
 	rows_close(rel);
@@ -706,7 +719,7 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	if (!(run_tid_usable(run) &&
 		  table_tuple_fetch_row_version(rel, &run->tid, snapshot, slot) &&
 		  same_run(slot, a, run->run_id)) &&
-		!rows_find_by_key(rel, F_UUID_EQ, run->run_id, snapshot, slot))
+		!rows_find_by_uuid(rel, run->run_id, snapshot, slot))
 		elog(ERROR, "workflow run to update was not found");
 	tid = slot->tts_tid;
 	old = slot;

@@ -22,8 +22,10 @@ extern void rows_close(Relation rel);
 extern void rows_close_kept(int depth);
 extern void rows_forget_kept(int depth);
 extern Snapshot rows_begin_statement(void);
-extern bool rows_find_by_key(Relation rel, RegProcedure eqproc, Datum key,
-							 Snapshot snapshot, TupleTableSlot *slot);
+extern bool rows_find_by_key(Relation rel, int nkeys, const RegProcedure *eqprocs,
+							 const Datum *key, Snapshot snapshot, TupleTableSlot *slot);
+extern bool rows_find_by_uuid(Relation rel, Datum key, Snapshot snapshot,
+							  TupleTableSlot *slot);
 extern bool rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot,
 					  bool skip_locked, bool *traversed);
 extern bool rows_held_elsewhere(TupleTableSlot *slot);

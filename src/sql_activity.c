@@ -149,8 +149,8 @@ record_outcome(ClaimedAttempt *a, SqlOutcome *out, TimestampTz now)
 
 typedef struct DueSqlActivity
 {
-	int64		task_id;
 	Datum		run_id;
+	int32		handle;
 	TimestampTz now;
 	bool		ran;
 	bool		busy;			/* its run is held by someone else */
@@ -171,7 +171,7 @@ run_one(void *arg)
 		return;
 	}
 	if (strcmp(a.run.status, "running") != 0 ||
-		!activity_lock_task(due->task_id, &a) ||
+		!activity_lock_task(due->handle, &a) ||
 		strcmp(a.status, "scheduled") != 0)
 		return;
 	a.started_at = due->now;
@@ -192,9 +192,9 @@ int
 sql_activity_run_due(int max_tasks, bool *busy)
 {
 	static EnginePlan due = {NULL,
-		"SELECT task_id, run_id FROM durable.activity_tasks"
+		"SELECT run_id, handle FROM durable.activity_tasks"
 		" WHERE task_queue = '" SQL_ACTIVITY_QUEUE "' AND status = 'scheduled' AND ready_at <= $1"
-		" ORDER BY priority DESC, ready_at, task_id LIMIT $2",
+		" ORDER BY priority DESC, ready_at LIMIT $2",
 	2, {TIMESTAMPTZOID, INT4OID}};
 	EngineScope scope;
 	TimestampTz now;
@@ -220,8 +220,8 @@ sql_activity_run_due(int max_tasks, bool *busy)
 	{
 		bool		isnull;
 
-		activities[i].task_id = DatumGetInt64(engine_get(i, 1, &isnull));
-		activities[i].run_id = engine_get(i, 2, &isnull);
+		activities[i].run_id = engine_get(i, 1, &isnull);
+		activities[i].handle = DatumGetInt32(engine_get(i, 2, &isnull));
 		activities[i].now = now;
 	}
 	/* each in a subtransaction: a row someone holds sets aside only that one */

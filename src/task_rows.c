@@ -27,11 +27,9 @@
 typedef struct TaskColumns
 {
 	Oid			relid;			/* invalid: to be looked up */
-	Oid			task_id_sequence;
 	Oid			scheduled,		/* the status enum's values */
 				started;
-	AttrNumber	task_id,
-				run_id,
+	AttrNumber	run_id,
 				handle,
 				workflow_id,
 				activity,
@@ -68,7 +66,6 @@ task_columns(Relation rel)
 
 	if (rows_columns_kept(&c->relid, rel))
 		return c;
-	c->task_id = rows_known_attnum(relid, "task_id", &known);
 	c->run_id = rows_known_attnum(relid, "run_id", &known);
 	c->handle = rows_known_attnum(relid, "handle", &known);
 	c->workflow_id = rows_known_attnum(relid, "workflow_id", &known);
@@ -91,22 +88,17 @@ task_columns(Relation rel)
 	bms_free(known);
 	c->scheduled = rows_enum_value(TupleDescAttr(desc, c->status - 1)->atttypid, "scheduled");
 	c->started = rows_enum_value(TupleDescAttr(desc, c->status - 1)->atttypid, "started");
-#if PG_VERSION_NUM >= 170000
-	c->task_id_sequence = getIdentitySequence(rel, c->task_id, false);
-#else
-	c->task_id_sequence = getIdentitySequence(relid, c->task_id, false);
-#endif
 	c->relid = relid;
 	return c;
 }
 
 /*
  * Inserts the task row of a new activity, as an INSERT naming these columns
- * would (task_id from its identity sequence, the others NULL, uniqueness and
- * partial indexes as the executor checks them): scheduled, or already
- * started by the caller of complete_and_poll().  Returns its task_id.
+ * would (the others NULL, uniqueness and partial indexes as the executor
+ * checks them): scheduled, or already started by the caller of
+ * complete_and_poll().
  */
-int64
+void
 engine_insert_task(const NewTask *t)
 {
 	static Oid	relid = InvalidOid;
@@ -116,14 +108,12 @@ engine_insert_task(const NewTask *t)
 	TupleTableSlot *slot;
 	Datum	   *values;
 	bool	   *nulls;
-	int64		task_id;
 	TimestampTz start_to_close_at = t->started ?
 		activity_start_to_close_at(t->timeouts, t->now) : 0;
 
 	PreventCommandIfReadOnly("INSERT INTO durable.activity_tasks");
 	rel = rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
 	c = task_columns(rel);
-	task_id = nextval_internal(c->task_id_sequence, false);
 
 	estate = CreateExecutorState();
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
@@ -132,7 +122,6 @@ engine_insert_task(const NewTask *t)
 	ExecClearTuple(slot);
 	memset(nulls, true, sizeof(bool) * RelationGetDescr(rel)->natts);
 #define SET(col, value) (values[c->col - 1] = (value), nulls[c->col - 1] = false)
-	SET(task_id, Int64GetDatum(task_id));
 	SET(run_id, t->run_id);
 	SET(handle, Int32GetDatum(t->handle));
 	SET(workflow_id, CStringGetTextDatum(t->workflow_id));
@@ -166,7 +155,6 @@ engine_insert_task(const NewTask *t)
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	rows_close(rel);
-	return task_id;
 }
 
 /* ---- claiming ready tasks ---- */
@@ -210,7 +198,6 @@ fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
 	bool		isnull;
 	pg_uuid_t  *run_id = SPI_palloc(sizeof(pg_uuid_t));
 
-	t->task_id = DatumGetInt64(slot_getattr(slot, c->task_id, &isnull));
 	t->attempt = DatumGetInt32(slot_getattr(slot, c->attempt, &isnull));
 	t->handle = DatumGetInt32(slot_getattr(slot, c->handle, &isnull));
 	memcpy(run_id, DatumGetUUIDP(slot_getattr(slot, c->run_id, &isnull)), sizeof(pg_uuid_t));
@@ -500,9 +487,9 @@ claim_from_head_or_first(Relation rel, Relation index, const TaskColumns *c,
  * priority first, then oldest, passing over rows someone holds; returns how
  * many.  As the statement
  *   UPDATE ... SET status = 'started', started_at = now, worker = worker
- *    WHERE task_id = ANY (ARRAY(SELECT task_id ... WHERE task_queue = queue
+ *    WHERE ctid = ANY (ARRAY(SELECT ctid ... WHERE task_queue = queue
  *      AND status = 'scheduled' AND ready_at <= now ORDER BY priority DESC,
- *      ready_at, task_id LIMIT max_tasks FOR UPDATE SKIP LOCKED))
+ *      ready_at LIMIT max_tasks FOR UPDATE SKIP LOCKED))
  * would, reading the ready tasks' index in its order.  A row is updated at
  * once when no one holds it and it is as the snapshot saw it (the usual
  * case); else it goes the statement's way: locked unless someone holds it,
@@ -570,15 +557,17 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 /* ---- the task row of an attempt that ended ---- */
 
 /*
- * Deletes the task row of task_id if it is still at this attempt and
- * started, as "DELETE ... WHERE task_id = $1 AND attempt = $2 AND status =
- * 'started'" would: a row someone updated meanwhile (a heartbeat) is waited
+ * Deletes the task row of (run_id, handle) if it is still at this attempt
+ * and started, as "DELETE ... WHERE run_id = $1 AND handle = $2 AND attempt =
+ * $3 AND status = 'started'" would: a row someone updated meanwhile (a heartbeat) is waited
  * for and looked at again in its newest version (a serialization failure in
  * REPEATABLE READ).  True if it deleted the row.
  */
 bool
-engine_delete_started_task(int64 task_id, int32 attempt)
+engine_delete_started_task(Datum run_id, int32 handle, int32 attempt)
 {
+	static const RegProcedure key_eq[2] = {F_UUID_EQ, F_INT4EQ};
+	Datum		key[2] = {run_id, Int32GetDatum(handle)};
 	static Oid	relid = InvalidOid;
 	Relation	rel;
 	const TaskColumns *c;
@@ -592,7 +581,7 @@ engine_delete_started_task(int64 task_id, int32 attempt)
 	rel = rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
 	c = task_columns(rel);
 	slot = table_slot_create(rel, NULL);
-	found = rows_find_by_key(rel, F_INT8EQ, Int64GetDatum(task_id), snapshot, slot);
+	found = rows_find_by_key(rel, 2, key_eq, key, snapshot, slot);
 	while (found)
 	{
 		bool		isnull;

@@ -35,26 +35,23 @@
 
 PG_FUNCTION_INFO_V1(durable_fire_timers);
 
+/* A timer of kind for the command of handle (0: the run's own). */
 void
-timer_schedule(LockedRun *run, const char *kind, int32 handle, int64 task_id,
-			   TimestampTz fire_at)
+timer_schedule(LockedRun *run, const char *kind, int32 handle, TimestampTz fire_at)
 {
 	static EnginePlan plan = {NULL,
-		"INSERT INTO durable.timers (run_id, kind, handle, task_id, fire_at)"
-		" VALUES ($1, $2::durable.timer_kind, $3, $4, $5)",
-	5, {UUIDOID, TEXTOID, INT4OID, INT8OID, TIMESTAMPTZOID}};
-	Datum		values[5];
-	char		nulls[5] = "     ";
+		"INSERT INTO durable.timers (run_id, kind, handle, fire_at)"
+		" VALUES ($1, $2::durable.timer_kind, $3, $4)",
+	4, {UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID}};
+	Datum		values[4];
+	char		nulls[4] = "    ";
 
 	values[0] = run->run_id;
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = Int32GetDatum(handle);
 	if (handle == 0)
 		nulls[2] = 'n';
-	values[3] = Int64GetDatum(task_id);
-	if (task_id == 0)
-		nulls[3] = 'n';
-	values[4] = TimestampTzGetDatum(fire_at);
+	values[3] = TimestampTzGetDatum(fire_at);
 	engine_exec(&plan, values, nulls, 0);
 	durable_timer_added_at_commit(fire_at);
 }
@@ -84,13 +81,14 @@ timers_cancel_all(LockedRun *run)
 
 /* An activity's backoff is over: it is ready for pollers again. */
 static void
-fire_retry(int64 task_id, TimestampTz now)
+fire_retry(Datum run_id, int32 handle, TimestampTz now)
 {
 	static EnginePlan plan = {NULL,
-		"UPDATE durable.activity_tasks SET status = 'scheduled', ready_at = $2"
-		" WHERE task_id = $1 AND status = 'backoff' RETURNING task_queue, priority",
-	2, {INT8OID, TIMESTAMPTZOID}};
-	Datum		values[2] = {Int64GetDatum(task_id), TimestampTzGetDatum(now)};
+		"UPDATE durable.activity_tasks SET status = 'scheduled', ready_at = $3"
+		" WHERE run_id = $1 AND handle = $2 AND status = 'backoff'"
+		" RETURNING task_queue, priority",
+	3, {UUIDOID, INT4OID, TIMESTAMPTZOID}};
+	Datum		values[3] = {run_id, Int32GetDatum(handle), TimestampTzGetDatum(now)};
 
 	if (engine_exec(&plan, values, NULL, 1) == 1)
 	{
@@ -156,8 +154,7 @@ typedef struct DueTimer
 	int64		timer_id;
 	Datum		run_id;
 	char	   *kind;
-	int32		handle;
-	int64		task_id;
+	int32		handle;			/* 0: none (an execution_timeout) */
 	int32		attempt;
 	char	   *timeout;
 } DueTimer;
@@ -182,12 +179,12 @@ fire_one(DueTimer *t, LockedRun *run, TimestampTz now, bool early)
 {
 	/* an activity timeout claims its timer itself, after locking the task */
 	if (strcmp(t->kind, "activity_timeout") == 0)
-		return activity_fire_timeout(run, t->timer_id, t->task_id, t->attempt,
+		return activity_fire_timeout(run, t->timer_id, t->handle, t->attempt,
 									 t->timeout, now);
 	if (!claim_timer(t->timer_id))
 		return false;
 	if (strcmp(t->kind, "retry") == 0)
-		fire_retry(t->task_id, now);
+		fire_retry(t->run_id, t->handle, now);
 	else if (strcmp(t->kind, "timer") == 0)
 		fire_workflow_timer(run, t->handle, now, early);
 	else
@@ -200,11 +197,11 @@ static int
 read_timers(bool of_one_run, Datum *values, DueTimer **out)
 {
 	static EnginePlan due = {NULL,
-		"SELECT timer_id, run_id, kind, handle, task_id, attempt, timeout FROM durable.timers"
+		"SELECT timer_id, run_id, kind, handle, attempt, timeout FROM durable.timers"
 		" WHERE fire_at <= $1 ORDER BY fire_at LIMIT " CppAsString2(FIRE_BATCH),
 	1, {TIMESTAMPTZOID}};
 	static EnginePlan of_run = {NULL,
-		"SELECT timer_id, run_id, kind, handle, task_id, attempt, timeout FROM durable.timers"
+		"SELECT timer_id, run_id, kind, handle, attempt, timeout FROM durable.timers"
 		" WHERE run_id = $1 AND kind IN ('timer', 'retry') ORDER BY fire_at",
 	1, {UUIDOID}};
 	int			n = engine_exec(of_one_run ? &of_run : &due, values, NULL, 0);
@@ -220,13 +217,10 @@ read_timers(bool of_one_run, Datum *values, DueTimer **out)
 		timers[i].handle = DatumGetInt32(engine_get(i, 4, &isnull));
 		if (isnull)
 			timers[i].handle = 0;
-		timers[i].task_id = DatumGetInt64(engine_get(i, 5, &isnull));
-		if (isnull)
-			timers[i].task_id = 0;
-		timers[i].attempt = DatumGetInt32(engine_get(i, 6, &isnull));
+		timers[i].attempt = DatumGetInt32(engine_get(i, 5, &isnull));
 		if (isnull)
 			timers[i].attempt = 0;
-		timers[i].timeout = engine_get_text(i, 7);
+		timers[i].timeout = engine_get_text(i, 6);
 	}
 	*out = timers;
 	return n;
@@ -263,6 +257,20 @@ fire_one_locked(void *arg)
 }
 
 /*
+ * The busy key (engine_note_busy()) of a task's start_to_close: negative, as
+ * timer ids are not; two tasks that share one merely wait for each other.
+ */
+static int64
+task_busy_key(Datum run_id, int32 handle)
+{
+	uint64		key;
+
+	/* the run id's last 8 bytes, random in a UUIDv7 */
+	memcpy(&key, DatumGetUUIDP(run_id)->data + UUID_LEN - sizeof(key), sizeof(key));
+	return (int64) ((key ^ (uint64) handle) | PG_INT64_MIN);
+}
+
+/*
  * Fires one timer in its own subtransaction; a timer whose row or run is
  * held is left for later.  Returns false when it did not fire.
  */
@@ -271,7 +279,7 @@ fire_isolated(DueTimer *t, TimestampTz now, bool *busy)
 {
 	OneFiring	f = {t, now, false, false, 0};
 	/* a start_to_close on a task row is known by its task */
-	int64		key = t->timer_id != 0 ? t->timer_id : -t->task_id;
+	int64		key = t->timer_id != 0 ? t->timer_id : task_busy_key(t->run_id, t->handle);
 
 	if (engine_is_busy(key))
 	{
@@ -295,7 +303,7 @@ static int
 read_due_attempts(Datum *values, DueTimer **out)
 {
 	static EnginePlan due = {NULL,
-		"SELECT task_id, run_id, attempt FROM durable.activity_tasks"
+		"SELECT run_id, handle, attempt FROM durable.activity_tasks"
 		" WHERE start_to_close_at <= $1 ORDER BY start_to_close_at"
 		" LIMIT " CppAsString2(FIRE_BATCH),
 	1, {TIMESTAMPTZOID}};
@@ -306,8 +314,8 @@ read_due_attempts(Datum *values, DueTimer **out)
 	{
 		bool		isnull;
 
-		timers[i].task_id = DatumGetInt64(engine_get(i, 1, &isnull));
-		timers[i].run_id = engine_get(i, 2, &isnull);
+		timers[i].run_id = engine_get(i, 1, &isnull);
+		timers[i].handle = DatumGetInt32(engine_get(i, 2, &isnull));
 		timers[i].attempt = DatumGetInt32(engine_get(i, 3, &isnull));
 		timers[i].kind = "activity_timeout";
 		timers[i].timeout = "start_to_close";

@@ -4,8 +4,9 @@
  *	  Task tokens: what poll_activity() hands to a worker and what it gives
  *	  back to complete, fail or heartbeat one attempt of an activity.
  *
- * A token is "<task_id>.<attempt>.<mac>", the mac being HMAC-SHA256 of the
- * task id and attempt under a random per-database key (durable.token_key,
+ * A token is "<run>.<handle>.<attempt>.<mac>": the task's key (its run id in
+ * hex, and the activity's handle), the attempt, and the mac, HMAC-SHA256 of
+ * the rest under a random per-database key (durable.token_key,
  * readable only by the extension owner), truncated to 128 bits.  So tokens
  * cannot be guessed or forged, and nothing needs to be stored to check one:
  * a token whose mac is wrong is an error, a genuine token of an attempt that
@@ -21,10 +22,13 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/uuid.h"
 
 #include <openssl/evp.h>
 
 #define TOKEN_MAC_BYTES	16
+/* "<run>.<handle>.<attempt>" and its NUL */
+#define TOKEN_TASK_CHARS	(UUID_LEN * 2 + 2 * 12 + 1)
 
 PG_FUNCTION_INFO_V1(durable_random_key);
 
@@ -122,16 +126,24 @@ prepare_key(void)
 	cached_table = table;
 }
 
+/* "<run>.<handle>.<attempt>", the run id as 32 hex digits */
 static void
-token_mac(int64 task_id, int32 attempt, uint8 *mac)
+task_text(Datum run_id, int32 handle, int32 attempt, char *text, size_t size)
+{
+	char		hex[UUID_LEN * 2 + 1];
+
+	hex[hex_encode((char *) DatumGetUUIDP(run_id)->data, UUID_LEN, hex)] = '\0';
+	snprintf(text, size, "%s.%d.%d", hex, handle, attempt);
+}
+
+static void
+token_mac(const char *message, uint8 *mac)
 {
 	uint8		inner[PG_SHA256_DIGEST_LENGTH];
 	uint8		full[PG_SHA256_DIGEST_LENGTH];
-	char		message[64];
 	unsigned int len;
 
 	prepare_key();
-	snprintf(message, sizeof(message), INT64_FORMAT ".%d", task_id, attempt);
 	if (EVP_MD_CTX_copy_ex(scratch, keyed_inner) != 1 ||
 		EVP_DigestUpdate(scratch, message, strlen(message)) != 1 ||
 		EVP_DigestFinal_ex(scratch, inner, &len) != 1 ||
@@ -143,14 +155,16 @@ token_mac(int64 task_id, int32 attempt, uint8 *mac)
 }
 
 char *
-token_make(int64 task_id, int32 attempt)
+token_make(Datum run_id, int32 handle, int32 attempt)
 {
+	char		task[TOKEN_TASK_CHARS];
 	uint8		mac[TOKEN_MAC_BYTES];
 	char		hex[TOKEN_MAC_BYTES * 2 + 1];
 
-	token_mac(task_id, attempt, mac);
+	task_text(run_id, handle, attempt, task, sizeof(task));
+	token_mac(task, mac);
 	hex[hex_encode((char *) mac, TOKEN_MAC_BYTES, hex)] = '\0';
-	return psprintf(INT64_FORMAT ".%d.%s", task_id, attempt, hex);
+	return psprintf("%s.%s", task, hex);
 }
 
 /* Compares in constant time, so timing tells nothing about the mac. */
@@ -174,26 +188,35 @@ invalid_token(const char *token, const char *why)
 			 errhint("Pass the task_token column returned by durable.poll_activity() unchanged.")));
 }
 
+/* The task (*run_id palloc'd) and attempt a genuine token names. */
 void
-token_parse(const char *token, int64 *task_id, int32 *attempt)
+token_parse(const char *token, Datum *run_id, int32 *handle, int32 *attempt)
 {
-	long long	id;
+	char		run_hex[UUID_LEN * 2 + 1];
+	int			h;
 	int			att;
 	int			consumed = 0;
 	char		hex[TOKEN_MAC_BYTES * 2 + 1];
 	uint8		given[TOKEN_MAC_BYTES];
 	uint8		expected[TOKEN_MAC_BYTES];
+	char		task[TOKEN_TASK_CHARS];
+	pg_uuid_t  *uuid;
 
-	if (sscanf(token, "%lld.%d.%32[0-9a-f]%n", &id, &att, hex, &consumed) != 3 ||
-		consumed != (int) strlen(token) || strlen(hex) != TOKEN_MAC_BYTES * 2 ||
-		id <= 0 || att <= 0)
-		invalid_token(token, "A task token has the form <task>.<attempt>.<signature>.");
+	if (sscanf(token, "%32[0-9a-f].%d.%d.%32[0-9a-f]%n", run_hex, &h, &att, hex,
+			   &consumed) != 4 ||
+		consumed != (int) strlen(token) || strlen(run_hex) != UUID_LEN * 2 ||
+		strlen(hex) != TOKEN_MAC_BYTES * 2 || h <= 0 || att <= 0)
+		invalid_token(token, "A task token has the form <run>.<handle>.<attempt>.<signature>.");
 
+	uuid = palloc(sizeof(pg_uuid_t));
+	hex_decode(run_hex, UUID_LEN * 2, (char *) uuid->data);
+	task_text(UUIDPGetDatum(uuid), h, att, task, sizeof(task));
 	hex_decode(hex, TOKEN_MAC_BYTES * 2, (char *) given);
-	token_mac(id, att, expected);
+	token_mac(task, expected);
 	if (!macs_equal(given, expected))
 		invalid_token(token, "The token's signature does not match: it was not issued by this database.");
 
-	*task_id = id;
+	*run_id = UUIDPGetDatum(uuid);
+	*handle = h;
 	*attempt = att;
 }
