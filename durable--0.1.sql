@@ -97,18 +97,37 @@ CREATE TABLE durable.due_tasks (
 );
 CREATE INDEX due_tasks_due_at ON durable.due_tasks (due_at);
 
--- History: the append-only event log of each run, Temporal's event names.
--- The engine appends rows the way PostgreSQL writes its catalogs (heap and
--- index inserts, no INSERT statement): a trigger or rule on this table would
--- not see them.
-CREATE TABLE durable.history (
+-- History: the append-only event log of each run, Temporal's event names,
+-- as the engine records it.  The engine appends rows the way PostgreSQL
+-- writes its catalogs (heap and index inserts, no INSERT statement): a
+-- trigger or rule on this table would not see them.  An activity attempt's
+-- ActivityTaskStarted (written when the attempt ends, as Temporal does) is
+-- kept on the row of the event that ended the attempt, which takes the
+-- event id after it: attempt_started_at, attempt_worker.  Read
+-- durable.history, which shows every event.
+CREATE TABLE durable.recorded_events (
     run_id          pg_catalog.uuid NOT NULL,
     event_id        pg_catalog.int8 NOT NULL,
     event_time      pg_catalog.timestamptz NOT NULL,
     event_type      pg_catalog.text NOT NULL,
     details         pg_catalog.jsonb NOT NULL,
+    attempt_started_at pg_catalog.timestamptz,
+    attempt_worker  pg_catalog.text,
     PRIMARY KEY (run_id, event_id)
 );
+
+-- Every event of every run, one row each: the recorded ones, and the
+-- ActivityTaskStarted kept on the rows of the events that ended attempts.
+CREATE VIEW durable.history WITH (security_invoker = true) AS
+    SELECT e.run_id, e.event_id, e.event_time, e.event_type, e.details
+      FROM durable.recorded_events e
+    UNION ALL
+    SELECT e.run_id, e.event_id - 1, e.attempt_started_at, 'ActivityTaskStarted',
+           pg_catalog.jsonb_build_object('handle', e.details -> 'handle',
+                                         'attempt', e.details -> 'attempt',
+                                         'worker', e.attempt_worker)
+      FROM durable.recorded_events e
+     WHERE e.attempt_started_at IS NOT NULL;
 
 -- Activity tasks: one row per scheduled activity until it completes or fails
 -- for good, keyed by its run and "handle", the activity's sequence number in
@@ -213,7 +232,7 @@ CREATE TABLE durable.token_key (
 
 -- Keep state in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('durable.runs', '');
-SELECT pg_catalog.pg_extension_config_dump('durable.history', '');
+SELECT pg_catalog.pg_extension_config_dump('durable.recorded_events', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.activity_tasks', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.timers', '');
 SELECT pg_catalog.pg_extension_config_dump('durable.task_queues', '');
@@ -222,21 +241,21 @@ SELECT pg_catalog.pg_extension_config_dump('durable.due_tasks', '');
 
 -- Each role sees the runs it owns (or is a member of the owner of).
 ALTER TABLE durable.runs ENABLE ROW LEVEL SECURITY;
-ALTER TABLE durable.history ENABLE ROW LEVEL SECURITY;
+ALTER TABLE durable.recorded_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE durable.activity_tasks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE durable.timers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY runs_owner ON durable.runs FOR SELECT
     USING (pg_catalog.pg_has_role(owner, 'USAGE'));
-CREATE POLICY history_owner ON durable.history FOR SELECT
-    USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = history.run_id));
+CREATE POLICY recorded_events_owner ON durable.recorded_events FOR SELECT
+    USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = recorded_events.run_id));
 CREATE POLICY activity_tasks_owner ON durable.activity_tasks FOR SELECT
     USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = activity_tasks.run_id));
 CREATE POLICY timers_owner ON durable.timers FOR SELECT
     USING (EXISTS (SELECT FROM durable.runs r WHERE r.run_id = timers.run_id));
 
 REVOKE ALL ON ALL TABLES IN SCHEMA durable FROM PUBLIC;
-GRANT SELECT ON durable.runs, durable.history, durable.activity_tasks, durable.timers,
-    durable.task_queues TO PUBLIC;
+GRANT SELECT ON durable.runs, durable.recorded_events, durable.history,
+    durable.activity_tasks, durable.timers, durable.task_queues TO PUBLIC;
 GRANT USAGE ON SCHEMA durable TO PUBLIC;
 
 -- Internal: a random key, and the notice to the launcher that this database

@@ -405,7 +405,7 @@ SELECT durable.result('at-once-1', wait => '10 s');
 -- made on tables analyzed nearly empty (a queue's statistics are always
 -- stale): with a task waiting behind thousands of others, a poll or a
 -- completion must not read the whole table.
-ANALYZE durable.activity_tasks, durable.runs, durable.history, durable.timers;
+ANALYZE durable.activity_tasks, durable.runs, durable.recorded_events, durable.timers;
 SELECT pg_stat_force_next_flush();  -- count only what follows
 SELECT durable.start_workflow('fan_out', '{"n": 3, "queue": "indexed"}', workflow_id => 'indexed-1');
 BEGIN;

@@ -56,7 +56,7 @@ WITH mine AS (SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text AS 
 SELECT (SELECT run.xmin::text = mine.xid FROM run, mine) AS run_written_by_it,
        (SELECT bool_and(t.xmin::text = mine.xid) FROM durable.activity_tasks t, run, mine
          WHERE t.run_id = run.run_id) AS task_written_by_it,
-       (SELECT array_agg(h.event_type ORDER BY h.event_id) FROM durable.history h, run, mine
+       (SELECT array_agg(h.event_type ORDER BY h.event_id) FROM durable.recorded_events h, run, mine
          WHERE h.run_id = run.run_id AND h.xmin::text = mine.xid) AS events_written_by_it;
 COMMIT;
 
@@ -358,7 +358,7 @@ CREATE EXTENSION IF NOT EXISTS amcheck;
 CREATE INDEX extra_tasks_worker ON durable.activity_tasks (worker);
 CREATE INDEX extra_tasks_expression ON durable.activity_tasks ((lower(activity)));
 CREATE INDEX extra_runs_counter ON durable.runs (next_event_id) WHERE status = 'running';
-CREATE INDEX extra_history_type ON durable.history (event_type);
+CREATE INDEX extra_history_type ON durable.recorded_events (event_type);
 SELECT durable.start_workflow('three_steps', '{"queue": "eager-idx"}', 'eager-idx-1');
 SELECT durable.start_workflow('three_steps', '{"queue": "eager-idx"}', 'eager-idx-2');
 SELECT task_token AS token FROM durable.poll_activity('eager-idx', 'w1', wait => '10 s') \gset

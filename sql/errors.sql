@@ -119,14 +119,14 @@ SELECT count(*) FROM durable.poll_activity('q');
 -- NULL) is refused rather than left NULL.  Each in a transaction rolled
 -- back, which keeps the worker off the tables meanwhile.
 BEGIN;
-ALTER TABLE durable.history ADD COLUMN note text;
+ALTER TABLE durable.recorded_events ADD COLUMN note text;
 SELECT durable.start_workflow('bad_options', '{}', workflow_id => 'added-column');
 SELECT h.event_id, h.event_type, h.note
-  FROM durable.history h JOIN durable.runs r USING (run_id)
+  FROM durable.recorded_events h JOIN durable.runs r USING (run_id)
  WHERE r.workflow_id = 'added-column';
 ROLLBACK;
 BEGIN;
-ALTER TABLE durable.history ADD COLUMN source text NOT NULL DEFAULT 'app';
+ALTER TABLE durable.recorded_events ADD COLUMN source text NOT NULL DEFAULT 'app';
 SELECT durable.start_workflow('bad_options', '{}', workflow_id => 'added-column');
 ROLLBACK;
 -- The same for task rows: the next activity, scheduled by the workflow task
@@ -153,7 +153,7 @@ SELECT durable.start_workflow('two_activities', '{}', workflow_id => 'ddl-after-
 BEGIN;
 SELECT durable.complete_activity(task_token, '1')
   FROM durable.poll_activity('added-column-q', wait => '10 s');
-ALTER TABLE durable.history ADD COLUMN note text;
+ALTER TABLE durable.recorded_events ADD COLUMN note text;
 ALTER TABLE durable.activity_tasks ADD COLUMN note text;
 ALTER TABLE durable.runs ADD COLUMN note text;
 ROLLBACK;

@@ -26,7 +26,7 @@ SELECT durable.start_workflow('alice_app.snoop', '{}', workflow_id => 'alice-sno
 INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input, started_at)
   VALUES (gen_random_uuid(), 'forged', 'x', 'regress_durable_alice', '{}', now());
 UPDATE durable.runs SET status = 'completed';
-DELETE FROM durable.history;
+DELETE FROM durable.recorded_events;
 SELECT * FROM durable.token_key;
 -- nor act as an activity worker unless granted: polling hands out other
 -- roles' inputs
@@ -45,10 +45,18 @@ SELECT durable.result('alice-1', wait => '10 s');
 SELECT owner FROM durable.describe('alice-1');
 SELECT durable.result('alice-snoop', wait => '10 s');
 
+-- alice sees her run's events, the attempt's start (kept on the row of its
+-- completion) included
+SET ROLE regress_durable_alice;
+SELECT h.event_type FROM durable.history h JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'alice-1' AND h.event_type LIKE 'Activity%' ORDER BY h.event_id;
+RESET ROLE;
+
 -- bob sees none of alice's runs
 SET ROLE regress_durable_bob;
 SELECT count(*) FROM durable.workflows WHERE workflow_id LIKE 'alice%';
 SELECT count(*) FROM durable.history h;
+SELECT count(*) FROM durable.recorded_events;
 SELECT * FROM durable.describe('alice-1');
 SELECT durable.result('alice-1');
 -- and bob cannot start alice's workflows

@@ -338,7 +338,7 @@ BEGIN
   END LOOP;
 END $$;
 BEGIN;
-INSERT INTO durable.history
+INSERT INTO durable.recorded_events (run_id, event_id, event_time, event_type, details)
 SELECT run_id, next_event_id, now(), 'ActivityTaskCompleted', '{}'
   FROM durable.runs WHERE workflow_id = 'go-4';
 UPDATE durable.runs SET next_event_id = next_event_id + 1 WHERE workflow_id = 'go-4';

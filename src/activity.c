@@ -18,7 +18,9 @@
  * History: each attempt that ends is recorded as ActivityTaskStarted
  * followed by ActivityTaskCompleted, ActivityTaskFailed, ActivityTaskTimedOut
  * or ActivityTaskCanceled (Temporal writes Started lazily too, so a poll
- * costs no history write).
+ * costs no history write), both in one row: the start is kept on the row of
+ * the event that ends the attempt (durable.recorded_events), and
+ * durable.history shows it as an event of its own.
  *
  * Lock order, everywhere: the run row, then the task row, then its timers.
  * Heartbeats, which do not take the run, take the task then its timers.
@@ -147,9 +149,7 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 		json_add_int(&jb, "priority", options->priority);
 	if (before)
 		events[n++] = *before;
-	events[n].type = "ActivityTaskScheduled";
-	events[n].details = json_end(&jb);
-	events[n].when = now;
+	events[n] = NEW_EVENT("ActivityTaskScheduled", json_end(&jb), now);
 	insert_task(run, handle, activity, task_queue, input, options, now, eager,
 				n + 1, events, save_run);
 
@@ -204,6 +204,7 @@ activity_fill_attempt(ClaimedAttempt *a, int first_col)
 	a->cancel_requested = DatumGetBool(engine_get(0, c + 9, &isnull));
 	d = engine_get(0, c + 10, &isnull);
 	a->input = isnull ? NULL : DatumGetJsonbP(d);
+	a->had_started = strcmp(a->status, "started") == 0;
 }
 
 /*
@@ -225,42 +226,33 @@ activity_lock_task(int32 handle, ClaimedAttempt *a)
 	return true;
 }
 
-/* ActivityTaskStarted of an attempt that ends now (Temporal writes it late too). */
+/*
+ * The event that ends the attempt in a (its details with its handle and
+ * attempt), and, when the attempt had started, its ActivityTaskStarted
+ * (Temporal writes it late too): kept on the same row, it takes the event
+ * id before it (see durable.recorded_events).
+ */
 void
-activity_started_event(ClaimedAttempt *a, NewEvent *event)
+activity_ended_event(ClaimedAttempt *a, const char *event_type, Jsonb *details,
+					 TimestampTz when, NewEvent *event)
 {
-	JsonBuf		jb;
-
-	json_begin(&jb);
-	json_add_int(&jb, "handle", a->handle);
-	json_add_int(&jb, "attempt", a->attempt);
-	json_add_str(&jb, "worker", a->worker);
-	event->type = "ActivityTaskStarted";
-	event->details = json_end(&jb);
-	event->when = a->started_at;
+	*event = NEW_EVENT(event_type, details, when);
+	if (a->had_started)
+	{
+		event->attempt_started_at = a->started_at;
+		event->attempt_worker = a->worker;
+	}
 }
 
-void
-activity_append_started(ClaimedAttempt *a)
-{
-	NewEvent	started;
-
-	activity_started_event(a, &started);
-	engine_append_events(&a->run, 1, &started);
-}
-
-/* ActivityTaskStarted and the event that ends the attempt, appended together. */
+/* Appends the event that ends the attempt in a, after its start if it had one. */
 void
 activity_append_ended(ClaimedAttempt *a, const char *event_type, Jsonb *details,
 					  TimestampTz when)
 {
-	NewEvent	events[2];
+	NewEvent	event;
 
-	activity_started_event(a, &events[0]);
-	events[1].type = event_type;
-	events[1].details = details;
-	events[1].when = when;
-	engine_append_events(&a->run, 2, events);
+	activity_ended_event(a, event_type, details, when, &event);
+	engine_append_events(&a->run, 1, &event);
 }
 
 static void
@@ -335,7 +327,7 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 	else
 		json_add_bool(jb, "final", true);
 	details = json_end(jb);
-	engine_append_event(&a->run, event_type, details, now);
+	activity_append_ended(a, event_type, details, now);
 
 	if (!will_retry)
 	{
@@ -409,8 +401,6 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int32 handle, int32 attemp
 		 strcmp(a.status, before_start ? "scheduled" : "started") != 0))
 		return false;
 
-	if (strcmp(a.status, "started") == 0)
-		activity_append_started(&a);
 	json_begin(&jb);
 	json_add_int(&jb, "handle", a.handle);
 	json_add_int(&jb, "attempt", a.attempt);
@@ -420,7 +410,7 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int32 handle, int32 attemp
 	if (whole_activity || before_start)
 	{
 		json_add_bool(&jb, "final", true);
-		engine_append_event(&a.run, "ActivityTaskTimedOut", json_end(&jb), now);
+		activity_append_ended(&a, "ActivityTaskTimedOut", json_end(&jb), now);
 		activity_resolve(&a, InvalidOid);
 	}
 	else

@@ -28,6 +28,8 @@ typedef struct ClaimedAttempt
 	Jsonb	   *retry_policy;
 	Jsonb	   *timeouts;
 	bool		cancel_requested;
+	/* the attempt ending now had started: its end records when, and by whom */
+	bool		had_started;
 } ClaimedAttempt;
 
 /* The columns of a task that ClaimedAttempt holds (with a table alias prefix). */
@@ -49,10 +51,10 @@ plus_seconds(TimestampTz t, double seconds)
 extern void activity_start_timeout(Datum run_id, int32 handle, int32 attempt,
 								   Jsonb *timeouts, const char *timeout, TimestampTz from);
 extern void activity_fill_attempt(ClaimedAttempt *a, int first_col);
-extern void activity_started_event(ClaimedAttempt *a, NewEvent *event);
+extern void activity_ended_event(ClaimedAttempt *a, const char *event_type,
+								 Jsonb *details, TimestampTz when, NewEvent *event);
 extern void activity_finish(ClaimedAttempt *a, Oid caller);
 extern bool activity_lock_task(int32 handle, ClaimedAttempt *a);
-extern void activity_append_started(ClaimedAttempt *a);
 extern void activity_append_ended(ClaimedAttempt *a, const char *event_type,
 								  Jsonb *details, TimestampTz when);
 extern void activity_resolve(ClaimedAttempt *a, Oid caller);

@@ -622,7 +622,7 @@ required_token(FunctionCallInfo fcinfo)
  * The hot path of every activity worker, in two steps: the first locks the
  * run (and reads the task, unless this backend handed the attempt out and
  * knows it: then no statement, see rows.c); the second deletes the task
- * row, if the attempt is still the current started one, and appends
+ * row, if the attempt is still the current started one, and records
  * ActivityTaskStarted and ActivityTaskCompleted only if it did.  The task
  * row is never locked by itself: that would cost a WAL record, and the run
  * lock already keeps everyone but a heartbeat (which the delete waits for)
@@ -653,6 +653,7 @@ complete_attempt(const char *token, Jsonb *result)
 		a.attempt = attempt;
 		a.handle = handle;
 		a.status = "started";
+		a.had_started = true;
 		a.task_queue = pstrdup(h->task_queue);
 		a.worker = h->has_worker ? pstrdup(h->worker) : NULL;
 		a.started_at = h->started_at;
@@ -673,23 +674,19 @@ complete_attempt(const char *token, Jsonb *result)
 	}
 	if (current)
 	{
-		NewEvent	events[2];
 		JsonBuf		jb;
 
-		activity_started_event(&a, &events[0]);
 		json_begin(&jb);
 		json_add_int(&jb, "handle", a.handle);
 		json_add_int(&jb, "attempt", a.attempt);
 		if (result)
 			json_add_jsonb(&jb, "result", result);
-		events[1].type = "ActivityTaskCompleted";
-		events[1].details = json_end(&jb);
-		events[1].when = GetCurrentTimestamp();
 
 		current = engine_delete_started_task(a.run.run_id, handle, attempt);
 		if (current)
 		{
-			engine_append_events(&a.run, 2, events);
+			activity_append_ended(&a, "ActivityTaskCompleted", json_end(&jb),
+								  GetCurrentTimestamp());
 			activity_finish(&a, scope.caller);
 		}
 	}
@@ -799,7 +796,6 @@ durable_fail_activity(PG_FUNCTION_ARGS)
 	{
 		JsonBuf		jb;
 
-		activity_append_started(&a);
 		json_begin(&jb);
 		json_add_int(&jb, "handle", a.handle);
 		json_add_int(&jb, "attempt", a.attempt);

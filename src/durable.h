@@ -334,7 +334,17 @@ typedef struct NewEvent
 	const char *type;
 	Jsonb	   *details;
 	TimestampTz when;
+	/*
+	 * The end of an activity attempt that had started: when, and by which
+	 * worker (or NULL).  Its ActivityTaskStarted takes the event id before
+	 * it, and is kept on its row (see durable.recorded_events).  0: none.
+	 */
+	TimestampTz attempt_started_at;
+	const char *attempt_worker;
 } NewEvent;
+
+/* An event with nothing else: see NewEvent. */
+#define NEW_EVENT(type, details, when)	((NewEvent) {(type), (details), (when), 0, NULL})
 
 extern void engine_append_events(LockedRun *run, int n, const NewEvent *events);
 typedef void (*EventReader) (void *arg, int64 event_id, TimestampTz time,
@@ -417,8 +427,8 @@ extern Jsonb *replay_query(LockedRun *run, const char *query, Jsonb *args);
 extern bool replay_task_inline(LockedRun *run, Oid caller);
 
 /* ---- history.c ---- */
-extern void history_note_appended(LockedRun *run, int64 event_id, TimestampTz time,
-								  const char *type, Jsonb *details);
+extern void history_note_appended(LockedRun *run, int64 first_event_id, int64 event_id,
+								  TimestampTz time, const char *type, Jsonb *details);
 
 /* ---- activity.c ---- */
 /* ---- activity_options.c ---- */

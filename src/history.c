@@ -352,14 +352,16 @@ history_load(LockedRun *run, bool cached)
 }
 
 /*
- * An event was just appended to a locked run: if this backend's cached
- * history of the run is up to date, applies it there, so that the next
- * workflow task here need not read it back.  Like anything read by an open
- * transaction, it is forgotten if the transaction does not commit.
+ * An event was just appended to a locked run, with the ids from
+ * first_event_id to event_id (an activity attempt's end takes its start's
+ * id too, which tells replay nothing): if this backend's cached history of
+ * the run is up to date, applies it there, so that the next workflow task
+ * here need not read it back.  Like anything read by an open transaction,
+ * it is forgotten if the transaction does not commit.
  */
 void
-history_note_appended(LockedRun *run, int64 event_id, TimestampTz time,
-					  const char *type, Jsonb *details)
+history_note_appended(LockedRun *run, int64 first_event_id, int64 event_id,
+					  TimestampTz time, const char *type, Jsonb *details)
 {
 	RunHistory *h;
 	MemoryContext old;
@@ -367,7 +369,7 @@ history_note_appended(LockedRun *run, int64 event_id, TimestampTz time,
 	if (cache == NULL)
 		return;
 	h = hash_search(cache, DatumGetUUIDP(run->run_id), HASH_FIND, NULL);
-	if (h == NULL || h->last_event_id != event_id - 1)
+	if (h == NULL || h->last_event_id != first_event_id - 1)
 		return;
 	note_read(run->run_id);
 	old = MemoryContextSwitchTo(h->cxt);

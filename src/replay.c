@@ -353,9 +353,7 @@ task_completed_event(Replay *r, int ncommands, NewEvent *event)
 
 	json_begin(&jb);
 	json_add_int(&jb, "new_commands", ncommands);
-	event->type = "WorkflowTaskCompleted";
-	event->details = json_end(&jb);
-	event->when = r->task_time;
+	*event = NEW_EVENT("WorkflowTaskCompleted", json_end(&jb), r->task_time);
 }
 
 /* The last task of a run: WorkflowTaskCompleted, then the event that closes it. */
@@ -365,9 +363,7 @@ append_closing_events(Replay *r, const char *event_type, Jsonb *details)
 	NewEvent	events[2];
 
 	task_completed_event(r, 0, &events[0]);
-	events[1].type = event_type;
-	events[1].details = details;
-	events[1].when = r->task_time;
+	events[1] = NEW_EVENT(event_type, details, r->task_time);
 	engine_append_events(r->run, 2, events);
 }
 

@@ -790,9 +790,12 @@ events_appended(LockedRun *run, int n, const NewEvent *events)
 {
 	for (int k = 0; k < n; k++)
 	{
-		history_note_appended(run, run->next_event_id, events[k].when,
-							  events[k].type, events[k].details);
-		run->next_event_id++;
+		int64		first = run->next_event_id;
+		int64		id = first + (events[k].attempt_started_at != 0 ? 1 : 0);
+
+		history_note_appended(run, first, id, events[k].when, events[k].type,
+							  events[k].details);
+		run->next_event_id = id + 1;
 	}
 }
 
@@ -804,7 +807,9 @@ typedef struct HistoryColumns
 				event_id,
 				event_time,
 				event_type,
-				details;
+				details,
+				attempt_started_at,
+				attempt_worker;
 } HistoryColumns;
 
 static const HistoryColumns *
@@ -822,6 +827,8 @@ history_columns(Relation rel)
 	c->event_time = rows_known_attnum(relid, "event_time", &known);
 	c->event_type = rows_known_attnum(relid, "event_type", &known);
 	c->details = rows_known_attnum(relid, "details", &known);
+	c->attempt_started_at = rows_known_attnum(relid, "attempt_started_at", &known);
+	c->attempt_worker = rows_known_attnum(relid, "attempt_worker", &known);
 	rows_check_columns(rel, known);
 	bms_free(known);
 	c->relid = relid;
@@ -830,9 +837,11 @@ history_columns(Relation rel)
 
 /*
  * Reads the run's events after event id "after", in order, handing each to
- * reader (as "SELECT ... FROM durable.history WHERE run_id = $1 AND
- * event_id > $2 ORDER BY event_id": its primary key read in order).  What
- * reader gets lives until the engine's scope ends: it copies what it keeps.
+ * reader (as "SELECT ... FROM durable.recorded_events WHERE run_id = $1 AND
+ * event_id > $2 ORDER BY event_id": its primary key read in order; the
+ * ActivityTaskStarted events kept on the rows of the events that ended
+ * their attempts are not read: they tell replay nothing).  What reader gets
+ * lives until the engine's scope ends: it copies what it keeps.
  */
 void
 engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
@@ -847,7 +856,7 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 	Snapshot	snapshot;
 
 	snapshot = rows_begin_statement();
-	rel = rows_open(rows_relid(&relid, "history"), AccessShareLock);
+	rel = rows_open(rows_relid(&relid, "recorded_events"), AccessShareLock);
 	c = history_columns(rel);
 	index = rows_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
 	slot = table_slot_create(rel, NULL);
@@ -875,10 +884,11 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 
 /*
  * Appends events to a locked run's history, with ids from its
- * next_event_id on: heap_insert(), or heap_multi_insert() for several (the
- * events of a step come in pairs: one WAL record and one page lock for
- * both, as COPY writes rows), and an insert into the table's one index (its
- * primary key).  Unique violations are reported as by an INSERT.
+ * next_event_id on (an attempt's end with its start: two ids, one row):
+ * heap_insert(), or heap_multi_insert() for several (the events of a step
+ * come in pairs: one WAL record and one page lock for both, as COPY writes
+ * rows), and an insert into the table's one index (its primary key).
+ * Unique violations are reported as by an INSERT.
  */
 void
 engine_append_events(LockedRun *run, int n, const NewEvent *events)
@@ -890,22 +900,32 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 	int			natts;
 	Datum	   *values;
 	bool	   *nulls;
+	int64		id;
 
 	/* what an INSERT would check first (a hot standby's sessions included) */
-	PreventCommandIfReadOnly("INSERT INTO durable.history");
-	rel = rows_open(rows_relid(&relid, "history"), RowExclusiveLock);
+	PreventCommandIfReadOnly("INSERT INTO durable.recorded_events");
+	rel = rows_open(rows_relid(&relid, "recorded_events"), RowExclusiveLock);
 	c = history_columns(rel);
 	natts = RelationGetDescr(rel)->natts;
 	values = palloc(sizeof(Datum) * natts);
 	nulls = palloc(sizeof(bool) * natts);
 	slots = palloc(sizeof(TupleTableSlot *) * n);
-	for (int i = 0; i < n; i++)
+	id = run->next_event_id;
+	for (int i = 0; i < n; i++, id++)
 	{
 		/* the other columns (dropped ones, nullable ones added later) NULL */
 		memset(nulls, true, sizeof(bool) * natts);
 #define SET(col, value) (values[c->col - 1] = (value), nulls[c->col - 1] = false)
+		if (events[i].attempt_started_at != 0)
+		{
+			/* its ActivityTaskStarted has the id before it */
+			id++;
+			SET(attempt_started_at, TimestampTzGetDatum(events[i].attempt_started_at));
+			if (events[i].attempt_worker)
+				SET(attempt_worker, CStringGetTextDatum(events[i].attempt_worker));
+		}
 		SET(run_id, run->run_id);
-		SET(event_id, Int64GetDatum(run->next_event_id + i));
+		SET(event_id, Int64GetDatum(id));
 		SET(event_time, TimestampTzGetDatum(events[i].when));
 		SET(event_type, CStringGetTextDatum(events[i].type));
 		SET(details, JsonbPGetDatum(events[i].details));
@@ -936,7 +956,7 @@ void
 engine_append_event(LockedRun *run, const char *event_type, Jsonb *details,
 					TimestampTz when)
 {
-	NewEvent	event = {event_type, details, when};
+	NewEvent	event = NEW_EVENT(event_type, details, when);
 
 	engine_append_events(run, 1, &event);
 }

@@ -135,7 +135,6 @@ record_outcome(ClaimedAttempt *a, SqlOutcome *out, TimestampTz now)
 		activity_resolve(a, InvalidOid);
 		return;
 	}
-	activity_append_started(a);
 	json_add_str(&jb, "activity", a->activity);
 	json_add_str(&jb, "error", out->error->message);
 	/* the SQLSTATE is the error type: list them in non_retryable_errors */
@@ -176,6 +175,7 @@ run_one(void *arg)
 		return;
 	a.started_at = due->now;
 	a.worker = "durable worker";
+	a.had_started = true;		/* by this call */
 	call_sql_activity(&a, &out);
 	record_outcome(&a, &out, GetCurrentTimestamp());
 	due->ran = true;

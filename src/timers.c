@@ -367,7 +367,7 @@ fire_workflow_timers_together(void *arg)
 		"  DELETE FROM durable.timers t USING locked l WHERE t.timer_id = l.timer_id"
 		"  RETURNING t.run_id, t.timer_id, t.fire_at, t.handle, l.next_event_id),"
 		" appended AS ("
-		"  INSERT INTO durable.history (run_id, event_id, event_time, event_type, details)"
+		"  INSERT INTO durable.recorded_events (run_id, event_id, event_time, event_type, details)"
 		"  SELECT run_id, next_event_id - 1 + row_number() OVER"
 		"           (PARTITION BY run_id ORDER BY fire_at, timer_id),"
 		"         $1, 'TimerFired', pg_catalog.jsonb_build_object('handle', handle)"

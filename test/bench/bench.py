@@ -111,8 +111,8 @@ def clean(conn):
     """Forget earlier runs, so that no scenario pays for another's rows, nor
     for the checkpoint their WAL would bring on in its middle (a checkpoint
     stalled the timers' second by 45 ms in some runs)."""
-    q(conn, "TRUNCATE durable.runs, durable.due_tasks, durable.history, durable.activity_tasks, durable.timers, bench_effects")
-    q(conn, "VACUUM ANALYZE durable.runs, durable.history, durable.activity_tasks, durable.timers")
+    q(conn, "TRUNCATE durable.runs, durable.due_tasks, durable.recorded_events, durable.activity_tasks, durable.timers, bench_effects")
+    q(conn, "VACUUM ANALYZE durable.runs, durable.recorded_events, durable.activity_tasks, durable.timers")
     q(conn, "CHECKPOINT")
 
 
@@ -416,7 +416,7 @@ def timer_lateness(conn, n, lead, spread_s):
     deadline = time.time() + lead
     while q1(conn, "SELECT count(*) FROM durable.timers") < n and time.time() < deadline:
         time.sleep(0.1)
-    q(conn, "ANALYZE durable.runs, durable.history, durable.timers")
+    q(conn, "ANALYZE durable.runs, durable.recorded_events, durable.timers")
     q(conn, "SELECT count(durable.start_workflow('bench_sleeper', jsonb_build_object('at',"
             " clock_timestamp() + interval '50 ms'), 'warm-tm-' || i)) FROM generate_series(1, 20) i")
     wait_closed(conn, "warm-tm-", 20)
