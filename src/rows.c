@@ -73,9 +73,9 @@ rows_relid(Oid *cached, const char *name)
 
 /*
  * A call of ours opens the same few relations several times (a completion
- * run inline opens durable.history three times, and its index as often; a
- * worker's batch every table once per task), and each open and close is a
- * lock table lookup, a relation cache lookup and resource owner
+ * run inline opens durable.recorded_events three times, and its index as
+ * often; a worker's batch every table once per task), and each open and
+ * close is a lock table lookup, a relation cache lookup and resource owner
  * bookkeeping.  What is opened in the subtransaction an engine scope was
  * entered in stays open, and locked, until the scope is left (the locks
  * are held to the end of the transaction anyway); a nested subtransaction
