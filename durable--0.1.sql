@@ -100,10 +100,13 @@ CREATE INDEX due_tasks_due_at ON durable.due_tasks (due_at);
 -- History: the append-only event log of each run, Temporal's event names,
 -- as the engine records it.  The engine appends rows the way PostgreSQL
 -- writes its catalogs (heap and index inserts, no INSERT statement): a
--- trigger or rule on this table would not see them.  An activity attempt's
--- ActivityTaskStarted (written when the attempt ends, as Temporal does) is
--- kept on the row of the event that ended the attempt, which takes the
--- event id after it: attempt_started_at, attempt_worker.  Read
+-- trigger or rule on this table would not see them.  Two events that only
+-- ever come right before another are kept on its row, which takes the
+-- event id after theirs: an activity attempt's ActivityTaskStarted
+-- (written when the attempt ends, as Temporal does) on the row of the event
+-- that ended the attempt (attempt_started_at, attempt_worker), and a
+-- WorkflowTaskCompleted on the row of the first event its task appended
+-- after it, at the same time (task_new_commands: its new_commands).  Read
 -- durable.history, which shows every event.
 CREATE TABLE durable.recorded_events (
     run_id          pg_catalog.uuid NOT NULL,
@@ -113,11 +116,12 @@ CREATE TABLE durable.recorded_events (
     details         pg_catalog.jsonb NOT NULL,
     attempt_started_at pg_catalog.timestamptz,
     attempt_worker  pg_catalog.text,
+    task_new_commands pg_catalog.int4,
     PRIMARY KEY (run_id, event_id)
 );
 
--- Every event of every run, one row each: the recorded ones, and the
--- ActivityTaskStarted kept on the rows of the events that ended attempts.
+-- Every event of every run, one row each: the recorded ones, and those kept
+-- on the rows after them.
 CREATE VIEW durable.history WITH (security_invoker = true) AS
     SELECT e.run_id, e.event_id, e.event_time, e.event_type, e.details
       FROM durable.recorded_events e
@@ -127,7 +131,12 @@ CREATE VIEW durable.history WITH (security_invoker = true) AS
                                          'attempt', e.details -> 'attempt',
                                          'worker', e.attempt_worker)
       FROM durable.recorded_events e
-     WHERE e.attempt_started_at IS NOT NULL;
+     WHERE e.attempt_started_at IS NOT NULL
+    UNION ALL
+    SELECT e.run_id, e.event_id - 1, e.event_time, 'WorkflowTaskCompleted',
+           pg_catalog.jsonb_build_object('new_commands', e.task_new_commands)
+      FROM durable.recorded_events e
+     WHERE e.task_new_commands IS NOT NULL;
 
 -- Activity tasks: one row per scheduled activity until it completes or fails
 -- for good, keyed by its run and "handle", the activity's sequence number in

@@ -367,10 +367,13 @@ append_closing_events(Replay *r, const char *event_type, Jsonb *details)
 	engine_append_events(r->run, 2, events);
 }
 
+/* Records TimerStarted (after "before", if given, in the same append). */
 static void
-start_timer(Replay *r, NewCommand *cmd)
+start_timer(Replay *r, NewCommand *cmd, const NewEvent *before)
 {
 	JsonBuf		jb;
+	NewEvent	events[2];
+	int			n = 0;
 
 	json_begin(&jb);
 	json_add_int(&jb, "handle", cmd->handle);
@@ -378,7 +381,10 @@ start_timer(Replay *r, NewCommand *cmd)
 	if (cmd->duration)
 		json_add_str(&jb, "duration",
 					 interval_text(cmd->duration));
-	engine_append_event(r->run, "TimerStarted", json_end(&jb), r->task_time);
+	if (before)
+		events[n++] = *before;
+	events[n++] = NEW_EVENT("TimerStarted", json_end(&jb), r->task_time);
+	engine_append_events(r->run, n, events);
 	timer_schedule(r->run, "timer", cmd->handle, cmd->fire_at);
 }
 
@@ -398,7 +404,7 @@ record_commands(Replay *r, bool *run_saved)
 	NewEvent   *first = &task_completed;
 
 	*run_saved = false;
-	/* WorkflowTaskCompleted goes with the first activity's event (one INSERT) */
+	/* WorkflowTaskCompleted goes with the first command's event: one row */
 	task_completed_event(r, list_length(r->new_commands) + list_length(r->cancels),
 						 &task_completed);
 	foreach(lc, r->new_commands)
@@ -415,11 +421,7 @@ record_commands(Replay *r, bool *run_saved)
 			*run_saved = last;
 		}
 		else
-		{
-			if (first)
-				engine_append_events(r->run, 1, first);
-			start_timer(r, cmd);
-		}
+			start_timer(r, cmd, first);
 		first = NULL;
 	}
 	if (first)

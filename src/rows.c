@@ -799,6 +799,34 @@ events_appended(LockedRun *run, int n, const NewEvent *events)
 	}
 }
 
+/*
+ * Is events[i] a WorkflowTaskCompleted that the row of the event after it
+ * can keep (see durable.recorded_events: its time, and its details, which
+ * are only the number of new commands, into *new_commands)?
+ */
+static bool
+task_completed_folds(const NewEvent *events, int n, int i, int64 *new_commands)
+{
+	const NewEvent *e = &events[i];
+
+	return i + 1 < n && strcmp(e->type, "WorkflowTaskCompleted") == 0 &&
+		e->attempt_started_at == 0 && events[i + 1].attempt_started_at == 0 &&
+		events[i + 1].when == e->when && JB_ROOT_COUNT(e->details) == 1 &&
+		jsonb_field_int(e->details, "new_commands", new_commands) &&
+		*new_commands >= 0 && *new_commands <= PG_INT32_MAX;
+}
+
+/* The details of a WorkflowTaskCompleted kept on the row after it. */
+static Jsonb *
+task_completed_details(int32 new_commands)
+{
+	JsonBuf		jb;
+
+	json_begin(&jb);
+	json_add_int(&jb, "new_commands", new_commands);
+	return json_end(&jb);
+}
+
 /* Where the history's columns are (by name: columns may be added). */
 typedef struct HistoryColumns
 {
@@ -809,7 +837,8 @@ typedef struct HistoryColumns
 				event_type,
 				details,
 				attempt_started_at,
-				attempt_worker;
+				attempt_worker,
+				task_new_commands;
 } HistoryColumns;
 
 static const HistoryColumns *
@@ -829,6 +858,7 @@ history_columns(Relation rel)
 	c->details = rows_known_attnum(relid, "details", &known);
 	c->attempt_started_at = rows_known_attnum(relid, "attempt_started_at", &known);
 	c->attempt_worker = rows_known_attnum(relid, "attempt_worker", &known);
+	c->task_new_commands = rows_known_attnum(relid, "task_new_commands", &known);
 	rows_check_columns(rel, known);
 	bms_free(known);
 	c->relid = relid;
@@ -838,9 +868,10 @@ history_columns(Relation rel)
 /*
  * Reads the run's events after event id "after", in order, handing each to
  * reader (as "SELECT ... FROM durable.recorded_events WHERE run_id = $1 AND
- * event_id > $2 ORDER BY event_id": its primary key read in order; the
+ * event_id > $2 ORDER BY event_id": its primary key read in order), a
+ * WorkflowTaskCompleted kept on the row after it included; the
  * ActivityTaskStarted events kept on the rows of the events that ended
- * their attempts are not read: they tell replay nothing).  What reader gets
+ * their attempts are not: they tell replay nothing.  What reader gets
  * lives until the engine's scope ends: it copies what it keeps.
  */
 void
@@ -868,10 +899,14 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;
+		int64		event_id = DatumGetInt64(slot_getattr(slot, c->event_id, &isnull));
+		TimestampTz event_time = DatumGetTimestampTz(slot_getattr(slot, c->event_time, &isnull));
+		Datum		new_commands = slot_getattr(slot, c->task_new_commands, &isnull);
 
-		reader(arg,
-			   DatumGetInt64(slot_getattr(slot, c->event_id, &isnull)),
-			   DatumGetTimestampTz(slot_getattr(slot, c->event_time, &isnull)),
+		if (!isnull && event_id - 1 > after)
+			reader(arg, event_id - 1, event_time, "WorkflowTaskCompleted",
+				   task_completed_details(DatumGetInt32(new_commands)));
+		reader(arg, event_id, event_time,
 			   TextDatumGetCString(slot_getattr(slot, c->event_type, &isnull)),
 			   DatumGetJsonbP(slot_getattr(slot, c->details, &isnull)));
 	}
@@ -884,11 +919,12 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 
 /*
  * Appends events to a locked run's history, with ids from its
- * next_event_id on (an attempt's end with its start: two ids, one row):
- * heap_insert(), or heap_multi_insert() for several (the events of a step
- * come in pairs: one WAL record and one page lock for both, as COPY writes
- * rows), and an insert into the table's one index (its primary key).
- * Unique violations are reported as by an INSERT.
+ * next_event_id on (an attempt's end with its start: two ids, one row; a
+ * WorkflowTaskCompleted followed by an event at the same time: two ids, the
+ * second event's row): heap_insert(), or heap_multi_insert() for several
+ * (one WAL record and one page lock for all, as COPY writes rows), and an
+ * insert into the table's one index (its primary key).  Unique violations
+ * are reported as by an INSERT.
  */
 void
 engine_append_events(LockedRun *run, int n, const NewEvent *events)
@@ -901,6 +937,7 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 	Datum	   *values;
 	bool	   *nulls;
 	int64		id;
+	int			nrows = 0;
 
 	/* what an INSERT would check first (a hot standby's sessions included) */
 	PreventCommandIfReadOnly("INSERT INTO durable.recorded_events");
@@ -913,9 +950,21 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 	id = run->next_event_id;
 	for (int i = 0; i < n; i++, id++)
 	{
+		int64		new_commands;
+
+		if (task_completed_folds(events, n, i, &new_commands))
+		{
+			/* kept on the next event's row, which takes the id after it */
+			i++;
+			id++;
+		}
+		else
+			new_commands = -1;
 		/* the other columns (dropped ones, nullable ones added later) NULL */
 		memset(nulls, true, sizeof(bool) * natts);
 #define SET(col, value) (values[c->col - 1] = (value), nulls[c->col - 1] = false)
+		if (new_commands >= 0)
+			SET(task_new_commands, Int32GetDatum((int32) new_commands));
 		if (events[i].attempt_started_at != 0)
 		{
 			/* its ActivityTaskStarted has the id before it */
@@ -930,20 +979,20 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 		SET(event_type, CStringGetTextDatum(events[i].type));
 		SET(details, JsonbPGetDatum(events[i].details));
 #undef SET
-		slots[i] = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+		slots[nrows] = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
 		ExecStoreHeapTuple(heap_form_tuple(RelationGetDescr(rel), values, nulls),
-						   slots[i], true);
+						   slots[nrows++], true);
 	}
-	if (n == 1)
+	if (nrows == 1)
 	{
 		HeapTuple	tuple = ExecFetchSlotHeapTuple(slots[0], false, NULL);
 
 		heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
 		slots[0]->tts_tid = tuple->t_self;
 	}
-	else if (n > 1)
-		heap_multi_insert(rel, slots, n, GetCurrentCommandId(true), 0, NULL);
-	for (int i = 0; i < n; i++)
+	else if (nrows > 1)
+		heap_multi_insert(rel, slots, nrows, GetCurrentCommandId(true), 0, NULL);
+	for (int i = 0; i < nrows; i++)
 	{
 		rows_add_index_entries(rel, slots[i], NULL, NULL, false);
 		ExecDropSingleTupleTableSlot(slots[i]);
