@@ -48,6 +48,12 @@ SELECT durable.complete_activity(task_token, to_jsonb(CASE input->>'lang' WHEN '
 SELECT durable.result('greet-7', wait => '10 s');
 SELECT event_id, event_type, details - 'retry_policy' AS details
   FROM durable.history('greet-7');
+-- as recorded: an attempt's start on the row of the event that ends it, a
+-- task's completion on the row of the first event it appended after it
+SELECT e.event_id, e.event_type, e.attempt_started_at IS NOT NULL AS has_start,
+       e.attempt_worker, e.task_new_commands
+  FROM durable.recorded_events e JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'greet-7' ORDER BY e.event_id;
 SELECT workflow_id, workflow, status, owner, history_length, pending_activities,
        task_failure, result, failure, closed_at >= started_at AS closed_after_start
   FROM durable.describe('greet-7');
