@@ -148,5 +148,17 @@ SELECT split_part(:'token', '.', 4) =
                                         split_part(:'token', '.', 3), 'UTF8'),
                              k.key, 'sha256') FROM 1 FOR 16), 'hex') AS mac_is_hmac_sha256
   FROM durable.token_key k;
+-- only that form: the same token with its handle written "01" is refused
+SELECT set_config('regress.bad_token', split_part(:'token', '.', 1) || '.0' ||
+                  substring(:'token' FROM position('.' IN :'token') + 1), false) IS NOT NULL AS set;
+DO $$
+DECLARE detail text;
+BEGIN
+  PERFORM durable.complete_activity(current_setting('regress.bad_token'));
+  RAISE NOTICE 'accepted';
+EXCEPTION WHEN invalid_parameter_value THEN
+  GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+  RAISE NOTICE 'refused (%): %', SQLSTATE, detail;
+END $$;
 SELECT durable.complete_activity(:'token', '{"charged": true}');
 DROP EXTENSION pgcrypto;

@@ -232,7 +232,7 @@ activity_lock_task(int32 handle, ClaimedAttempt *a)
  * (Temporal writes it late too): kept on the same row, it takes the event
  * id before it (see durable.recorded_events).
  */
-void
+static void
 activity_ended_event(ClaimedAttempt *a, const char *event_type, Jsonb *details,
 					 TimestampTz when, NewEvent *event)
 {

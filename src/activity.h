@@ -51,8 +51,6 @@ plus_seconds(TimestampTz t, double seconds)
 extern void activity_start_timeout(Datum run_id, int32 handle, int32 attempt,
 								   Jsonb *timeouts, const char *timeout, TimestampTz from);
 extern void activity_fill_attempt(ClaimedAttempt *a, int first_col);
-extern void activity_ended_event(ClaimedAttempt *a, const char *event_type,
-								 Jsonb *details, TimestampTz when, NewEvent *event);
 extern void activity_finish(ClaimedAttempt *a, Oid caller);
 extern bool activity_lock_task(int32 handle, ClaimedAttempt *a);
 extern void activity_append_ended(ClaimedAttempt *a, const char *event_type,

@@ -184,6 +184,7 @@ rows_find_by_key(Relation rel, int nkeys, const RegProcedure *eqprocs,
 	ScanKeyData scankeys[INDEX_MAX_KEYS];
 	bool		found;
 
+	Assert(nkeys > 0 && nkeys <= INDEX_MAX_KEYS);
 	for (int i = 0; i < nkeys; i++)
 		ScanKeyInit(&scankeys[i], i + 1, BTEqualStrategyNumber, eqprocs[i], key[i]);
 	scan = index_beginscan(rel, index, snapshot, nkeys, 0);

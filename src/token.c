@@ -211,6 +211,9 @@ token_parse(const char *token, Datum *run_id, int32 *handle, int32 *attempt)
 	uuid = palloc(sizeof(pg_uuid_t));
 	hex_decode(run_hex, UUID_LEN * 2, (char *) uuid->data);
 	task_text(UUIDPGetDatum(uuid), h, att, task, sizeof(task));
+	/* only the form token_make() writes: no sign, no leading zero, no overflow */
+	if (strncmp(token, task, strlen(task)) != 0 || token[strlen(task)] != '.')
+		invalid_token(token, "A task token has the form <run>.<handle>.<attempt>.<signature>.");
 	hex_decode(hex, TOKEN_MAC_BYTES * 2, (char *) given);
 	token_mac(task, expected);
 	if (!macs_equal(given, expected))
