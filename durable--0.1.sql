@@ -25,7 +25,7 @@
 -- hot tables.
 CREATE TYPE durable.run_status AS ENUM
     ('running', 'completed', 'failed', 'canceled', 'terminated', 'timed_out');
-CREATE TYPE durable.task_state AS ENUM ('scheduled', 'started', 'backoff');
+CREATE TYPE durable.task_state AS ENUM ('scheduled', 'started', 'backoff', 'completed');
 CREATE TYPE durable.timer_kind AS ENUM
     ('timer', 'retry', 'activity_timeout', 'execution_timeout');
 CREATE TYPE durable.activity_timeout AS ENUM
@@ -162,7 +162,9 @@ CREATE TABLE durable.activity_tasks (
     priority        pg_catalog.int4 NOT NULL DEFAULT 0,
     attempt         pg_catalog.int4 NOT NULL DEFAULT 1,
     -- scheduled: ready for a poller at ready_at; started: claimed by one;
-    -- backoff: failed, waiting for its retry timer
+    -- backoff: failed, waiting for its retry timer; completed: its result
+    -- (below) waits for the worker to record it in the history (the run was
+    -- held by someone else when it completed: see complete_activity)
     status          durable.task_state NOT NULL DEFAULT 'scheduled',
     scheduled_at    pg_catalog.timestamptz NOT NULL,
     ready_at        pg_catalog.timestamptz NOT NULL,
@@ -178,6 +180,10 @@ CREATE TABLE durable.activity_tasks (
     heartbeat_details pg_catalog.jsonb,
     last_heartbeat_at pg_catalog.timestamptz,
     cancel_requested pg_catalog.bool NOT NULL DEFAULT false,
+    -- completed: the attempt's result, and when it came (the order in which
+    -- the worker records the results it finds together)
+    result          pg_catalog.jsonb,
+    completed_at    pg_catalog.timestamptz,
     PRIMARY KEY (run_id, handle)
 );
 
@@ -189,6 +195,10 @@ CREATE INDEX activity_tasks_ready ON durable.activity_tasks
 -- Where pollers count running tasks of a queue (max_in_flight).
 CREATE INDEX activity_tasks_in_flight ON durable.activity_tasks (task_queue)
     WHERE status = 'started';
+
+-- Where the worker finds results to record in the histories of their runs.
+CREATE INDEX activity_tasks_completed ON durable.activity_tasks (run_id)
+    WHERE status = 'completed';
 
 -- Where the worker finds attempts whose start_to_close ran out, as it finds
 -- due timers.

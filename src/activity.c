@@ -22,8 +22,13 @@
  * the event that ends the attempt (durable.recorded_events), and
  * durable.history shows it as an event of its own.
  *
+ * A completion that finds its run held by someone else does not wait for
+ * it: the result waits on the task row (status 'completed') for the worker,
+ * which records it when it next holds the run (activity_record_completed).
+ *
  * Lock order, everywhere: the run row, then the task row, then its timers.
- * Heartbeats, which do not take the run, take the task then its timers.
+ * Heartbeats, which do not take the run, take the task then its timers;
+ * completions that find the run held take the task alone.
  *
  *-------------------------------------------------------------------------
  */
@@ -348,6 +353,142 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 	timer_schedule(&a->run, "retry", a->handle, next_at);
 }
 
+/* ---- completions that find their run held ---- */
+
+/*
+ * Completes a started attempt without its run, which someone else holds
+ * (another activity's completion, the worker running the run's workflow
+ * task): the result waits on the task row, in status 'completed', until the
+ * worker records it (activity_record_completed), woken when this
+ * transaction commits.  So the completions of a run's parallel activities do
+ * not each wait for the one before to commit (its WAL flush, with the run's
+ * lock held), and can share flushes.  Returns false if the attempt is not the
+ * current started one (its run closed: its tasks are gone).  The task row is
+ * all it locks, as a heartbeat.
+ */
+bool
+activity_complete_unlocked(Datum run_id, int32 handle, int32 attempt, Jsonb *result)
+{
+	static EnginePlan plan = {NULL,
+		"UPDATE durable.activity_tasks SET status = 'completed', result = $4,"
+		" completed_at = $5, start_to_close_at = NULL"
+		" WHERE run_id = $1 AND handle = $2 AND attempt = $3 AND status = 'started'"
+		" RETURNING task_queue",
+	5, {UUIDOID, INT4OID, INT4OID, JSONBOID, TIMESTAMPTZOID}};
+	Datum		values[5] = {run_id, Int32GetDatum(handle), Int32GetDatum(attempt),
+		result ? JsonbPGetDatum(result) : (Datum) 0,
+	TimestampTzGetDatum(GetCurrentTimestamp())};
+	char		nulls[5] = {' ', ' ', ' ', result ? ' ' : 'n', ' '};
+	char	   *task_queue;
+
+	if (engine_exec(&plan, values, nulls, 1) == 0)
+		return false;
+	/* one fewer in flight: a poller held back by max_in_flight may go */
+	task_queue = engine_get_text(0, 1);
+	if (task_queue[0] != '\0')
+		durable_wake_queue_at_commit(task_queue);
+	durable_results_waiting_at_commit();
+	return true;
+}
+
+/* A result activity_complete_unlocked() left, as the worker finds it. */
+typedef struct WaitingResult
+{
+	int32		handle;
+	int32		attempt;
+	TimestampTz started_at;
+	char	   *worker;
+	Jsonb	   *result;			/* NULL: completed without one */
+	Jsonb	   *timeouts;
+	TimestampTz completed_at;
+} WaitingResult;
+
+static int
+by_completion(const void *a, const void *b)
+{
+	const WaitingResult *x = a;
+	const WaitingResult *y = b;
+
+	if (x->completed_at != y->completed_at)
+		return x->completed_at < y->completed_at ? -1 : 1;
+	return x->handle < y->handle ? -1 : x->handle > y->handle;
+}
+
+/*
+ * Records, on a running run the caller holds locked, the results that
+ * activity_complete_unlocked() left on its task rows: each attempt's
+ * ActivityTaskStarted and ActivityTaskCompleted, in the order the results
+ * came, stamped with the time they enter the history (as every event is:
+ * the history's times never go back).  The task rows and their timers go.
+ * Returns how many; the caller makes the workflow task that follows due.
+ */
+int
+activity_record_completed(LockedRun *run)
+{
+	static EnginePlan plan = {NULL,
+		"DELETE FROM durable.activity_tasks WHERE run_id = $1 AND status = 'completed'"
+		" RETURNING handle, attempt, started_at, worker, result, timeouts, completed_at",
+	1, {UUIDOID}};
+	Datum		values[1] = {run->run_id};
+	TimestampTz now = GetCurrentTimestamp();
+	WaitingResult *results;
+	NewEvent   *events;
+	int			n;
+
+	n = engine_exec(&plan, values, NULL, 0);
+	if (n == 0)
+		return 0;
+	results = palloc(sizeof(WaitingResult) * n);
+	for (int i = 0; i < n; i++)
+	{
+		WaitingResult *w = &results[i];
+		bool		isnull;
+		Datum		d;
+
+		w->handle = DatumGetInt32(engine_get(i, 1, &isnull));
+		w->attempt = DatumGetInt32(engine_get(i, 2, &isnull));
+		w->started_at = DatumGetTimestampTz(engine_get(i, 3, &isnull));
+		d = engine_get(i, 4, &isnull);
+		w->worker = isnull ? NULL : TextDatumGetCString(d);
+		d = engine_get(i, 5, &isnull);
+		w->result = isnull ? NULL : DatumGetJsonbPCopy(d);
+		w->timeouts = DatumGetJsonbPCopy(engine_get(i, 6, &isnull));
+		w->completed_at = DatumGetTimestampTz(engine_get(i, 7, &isnull));
+	}
+	qsort(results, n, sizeof(WaitingResult), by_completion);
+
+	events = palloc(sizeof(NewEvent) * n);
+	for (int i = 0; i < n; i++)
+	{
+		WaitingResult *w = &results[i];
+		JsonBuf		jb;
+
+		json_begin(&jb);
+		json_add_int(&jb, "handle", w->handle);
+		json_add_int(&jb, "attempt", w->attempt);
+		if (w->result)
+			json_add_jsonb(&jb, "result", w->result);
+		events[i] = NEW_EVENT("ActivityTaskCompleted", json_end(&jb), now);
+		events[i].attempt_started_at = w->started_at;
+		events[i].attempt_worker = w->worker;
+	}
+	engine_append_events(run, n, events);
+
+	for (int i = 0; i < n; i++)
+	{
+		ClaimedAttempt a;
+
+		if (!activity_has_timeout_timers(results[i].timeouts))
+			continue;
+		memcpy(&a.run, run, sizeof(LockedRun));
+		a.handle = results[i].handle;
+		a.timeouts = results[i].timeouts;
+		a.status = "completed";
+		drop_task_timers(&a, true);
+	}
+	return n;
+}
+
 /* ---- timeouts, fired by the timer queue ---- */
 
 /*
@@ -387,6 +528,11 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int32 handle, int32 attemp
 	memcpy(&a.run, run, sizeof(LockedRun));
 	if (!activity_lock_task(handle, &a))
 		return false;
+	if (strcmp(a.status, "completed") == 0)
+	{
+		/* it completed in time; its result waits for the worker */
+		return timer_id != 0 && engine_exec(&claim, values, NULL, 0) == 1;
+	}
 	if (timer_id == 0)
 	{
 		if (strcmp(a.status, "started") != 0 || a.attempt != attempt ||
@@ -443,7 +589,9 @@ activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now)
 	if (engine_exec(&find, values, NULL, 1) == 0)
 		return false;			/* already over */
 	memcpy(&a.run, run, sizeof(LockedRun));
-	if (!activity_lock_task(handle, &a) || strcmp(a.status, "started") == 0)
+	/* a completed one's result is on its way to the history: it is over */
+	if (!activity_lock_task(handle, &a) || strcmp(a.status, "started") == 0 ||
+		strcmp(a.status, "completed") == 0)
 		return false;
 
 	json_begin(&jb);

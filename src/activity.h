@@ -56,6 +56,8 @@ extern bool activity_lock_task(int32 handle, ClaimedAttempt *a);
 extern void activity_append_ended(ClaimedAttempt *a, const char *event_type,
 								  Jsonb *details, TimestampTz when);
 extern void activity_resolve(ClaimedAttempt *a, Oid caller);
+extern bool activity_complete_unlocked(Datum run_id, int32 handle, int32 attempt,
+									   Jsonb *result);
 extern void activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type,
 										  JsonBuf *jb, bool retryable,
 										  const char *error_type, TimestampTz now);

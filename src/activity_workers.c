@@ -627,11 +627,16 @@ required_token(FunctionCallInfo fcinfo)
  * row is never locked by itself: that would cost a WAL record, and the run
  * lock already keeps everyone but a heartbeat (which the delete waits for)
  * away from it.
+ *
+ * A run someone else holds is not waited for: the result is left on the
+ * task row for the worker to record (activity_complete_unlocked), so that
+ * the parallel activities of one run complete side by side.
  */
 static bool
 complete_attempt(const char *token, Jsonb *result)
 {
-	static EnginePlan lock = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r", ATTEMPT_QUERY_TYPES};
+	static EnginePlan lock = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r SKIP LOCKED",
+	ATTEMPT_QUERY_TYPES};
 	EngineScope scope;
 	ClaimedAttempt a;
 	HandedOut  *h = find_handed_out(token);
@@ -639,6 +644,7 @@ complete_attempt(const char *token, Jsonb *result)
 	int32		attempt;
 	Datum		values[2];
 	bool		current = false;
+	bool		locked;
 
 	engine_enter(&scope);
 	if (h != NULL)
@@ -657,14 +663,16 @@ complete_attempt(const char *token, Jsonb *result)
 		a.task_queue = pstrdup(h->task_queue);
 		a.worker = h->has_worker ? pstrdup(h->worker) : NULL;
 		a.started_at = h->started_at;
-		current = engine_lock_run(UUIDPGetDatum(run_id), &a.run, false) &&
-			strcmp(a.run.status, "running") == 0;
+		values[0] = UUIDPGetDatum(run_id);
+		locked = engine_lock_run(values[0], &a.run, true);
+		current = locked && strcmp(a.run.status, "running") == 0;
 	}
 	else
 	{
 		token_parse(token, &values[0], &handle, &attempt);
 		values[1] = Int32GetDatum(handle);
-		if (engine_exec(&lock, values, NULL, 1) == 1)
+		locked = engine_exec(&lock, values, NULL, 1) == 1;
+		if (locked)
 		{
 			engine_fill_locked_run(&a.run, 1);
 			activity_fill_attempt(&a, RUN_NCOLUMNS + 1);
@@ -672,7 +680,10 @@ complete_attempt(const char *token, Jsonb *result)
 				strcmp(a.status, "started") == 0;
 		}
 	}
-	if (current)
+	/* not found, or held by someone else: the task row alone tells */
+	if (!locked)
+		current = activity_complete_unlocked(values[0], handle, attempt, result);
+	else if (current)
 	{
 		JsonBuf		jb;
 

@@ -83,6 +83,8 @@ typedef struct WorkerSlot
 	/* 0 while the worker works, else the time it sleeps until (DT_NOEND: no timer) */
 	TimestampTz sleeping_until;
 	uint64		wakeups;		/* times the worker woke up */
+	/* activity results may wait on task rows (under the lock, exclusive) */
+	bool		results_waiting;
 	uint32		env_version;	/* bumped at each publication (0: none yet) */
 	bool		env_valid;
 	char		env[DURABLE_ENV_SETTINGS][DURABLE_ENV_VALUE_LEN];
@@ -161,6 +163,7 @@ extern void channel_sleep(WakeChannel *ch, uint64 seen_broadcasts, long timeout_
 
 /* commit-time wakeups: register now, delivered only if the transaction commits */
 extern void durable_wake_worker_at_commit(void);
+extern void durable_results_waiting_at_commit(void);
 extern void durable_wake_queue_at_commit(const char *task_queue);
 extern void durable_wake_queue_at_abort(const char *task_queue);
 extern void durable_wake_closed_at_commit(const char *workflow_id);
@@ -422,7 +425,8 @@ extern int	timers_fire_due(bool *retry_soon, bool *full, TimestampTz *next_due);
 extern long timers_ms_until_next(TimestampTz *next);
 
 /* ---- replay.c ---- */
-extern int	replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy);
+extern int	replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *results,
+							 bool *busy);
 extern Jsonb *replay_query(LockedRun *run, const char *query, Jsonb *args);
 extern bool replay_task_inline(LockedRun *run, Oid caller);
 
@@ -463,6 +467,7 @@ extern void activity_schedule(LockedRun *run, int32 handle, const char *activity
 							  const char *task_queue, Jsonb *input,
 							  ActivityOptions *options, TimestampTz now,
 							  const NewEvent *before, bool save_run);
+extern int	activity_record_completed(LockedRun *run);
 extern void activity_cancel_all(LockedRun *run);
 extern bool activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now);
 extern bool activity_fire_timeout(LockedRun *run, int64 timer_id, int32 handle,

@@ -699,8 +699,31 @@ park_run(Datum run_id, ErrorData *edata)
 typedef struct WorkerTask
 {
 	Datum		run_id;
+	/* activity results wait on its task rows: record them first */
+	bool		record_results;
 	bool		ran;			/* locked it (and ran its task, if still due) */
 } WorkerTask;
+
+/*
+ * Records the activity results that wait on the task rows of a run locked
+ * here (see activity_complete_unlocked); its workflow task is then due.
+ */
+static void
+record_results(LockedRun *run)
+{
+	if (strcmp(run->status, "running") != 0)
+	{
+		/* a closed run's tasks are dropped when it closes: these came late */
+		activity_cancel_all(run);
+		return;
+	}
+	if (activity_record_completed(run) == 0)
+		return;
+	if (run->task_failed)
+		engine_request_workflow_task(run);	/* parked: kept for its retry */
+	else
+		run->task_pending = true;	/* the task below records the run */
+}
 
 static void
 run_worker_task(void *arg)
@@ -717,26 +740,39 @@ run_worker_task(void *arg)
 	 * leaves, but a hand may) is dropped, so that it does not stay at the
 	 * head of the queue.
 	 */
-	if (!engine_lock_run(task->run_id, run, true))
+	if (!engine_lock_run(task->run_id, run, !task->record_results))
 	{
 		LockedRun	exists;
 
 		if (!engine_read_run(task->run_id, &exists))
+		{
 			engine_dequeue_run(task->run_id);
+			if (task->record_results)
+			{
+				run->run_id = task->run_id;
+				activity_cancel_all(run);
+			}
+		}
 		return;
 	}
 	task->ran = true;
+	if (task->record_results)
+		record_results(run);
 	if (run->task_pending && !run->task_failed && strcmp(run->status, "running") == 0)
 		execute_task(run, history_load(run, true));
 	else
 		engine_dequeue_run(run->run_id);
 }
 
-/* A task run in a task-by-task batch: see replay_run_tasks(). */
+/*
+ * A task run in a task-by-task batch (see replay_run_tasks()), or a run
+ * whose activity results wait (record_results): that one waits for its run
+ * (a completion holds it until its commit) up to the worker's lock_timeout.
+ */
 static bool
-run_task_isolated(Datum run_id)
+run_task_isolated(Datum run_id, bool record_results)
 {
-	WorkerTask	task = {run_id, false};
+	WorkerTask	task = {run_id, record_results, false};
 	ErrorData  *edata;
 
 	if (engine_is_busy(engine_run_key(run_id)))
@@ -760,7 +796,7 @@ run_task_isolated(Datum run_id)
 static bool
 run_task_in_batch(Datum run_id)
 {
-	WorkerTask	task = {run_id, false};
+	WorkerTask	task = {run_id, false, false};
 
 	if (engine_is_busy(engine_run_key(run_id)))
 		return false;
@@ -769,18 +805,48 @@ run_task_in_batch(Datum run_id)
 }
 
 /*
- * One batch: up to max_tasks due workflow tasks in one transaction, each in
- * a subtransaction of its own if isolated; see replay_run_tasks().
+ * Adds the run ids of the current SPI result to run_ids (n of them so far),
+ * but those already there; returns the new count.
  */
 static int
-run_batch(int max_tasks, TimestampTz stop_at, bool isolated, bool *busy)
+add_run_ids(Datum *run_ids, int n)
 {
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		run_id = engine_get(i, 1, &isnull);
+		int			j = 0;
+
+		while (j < n && memcmp(DatumGetUUIDP(run_ids[j]), DatumGetUUIDP(run_id),
+							   UUID_LEN) != 0)
+			j++;
+		if (j == n)
+			run_ids[n++] = run_id;
+	}
+	return n;
+}
+
+/*
+ * One batch, in one transaction: first the runs whose activity results wait
+ * (when *results: up to max_tasks, each in a subtransaction), then up to
+ * max_tasks due workflow tasks, each in a subtransaction of its own if
+ * isolated; see replay_run_tasks().  *results is left true if results were
+ * found (more may have come meanwhile, or a run was busy: look again).
+ */
+static int
+run_batch(int max_tasks, TimestampTz stop_at, bool isolated, bool *results, bool *busy)
+{
+	static EnginePlan waiting = {NULL,
+		"SELECT DISTINCT run_id FROM durable.activity_tasks WHERE status = 'completed'"
+		" LIMIT $1",
+	1, {INT4OID}};
 	static EnginePlan due = {NULL,
 		"SELECT run_id FROM durable.due_tasks ORDER BY due_at LIMIT $1",
 	1, {INT4OID}};
 	EngineScope scope;
 	Datum		values[1] = {Int32GetDatum(max_tasks)};
 	Datum	   *run_ids;
+	int			with_results = 0;
 	int			n;
 	int			ran = 0;
 
@@ -789,17 +855,24 @@ run_batch(int max_tasks, TimestampTz stop_at, bool isolated, bool *busy)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "durable: running workflow tasks");
 	engine_enter(&scope);
-	n = engine_exec(&due, values, NULL, 0);
-	run_ids = palloc(sizeof(Datum) * Max(n, 1));
-	for (int i = 0; i < n; i++)
+	run_ids = palloc(sizeof(Datum) * max_tasks * 2);
+	if (*results)
 	{
-		bool		isnull;
-
-		run_ids[i] = engine_get(i, 1, &isnull);
+		engine_exec(&waiting, values, NULL, 0);
+		with_results = add_run_ids(run_ids, 0);
 	}
+	*results = with_results > 0;
+	engine_exec(&due, values, NULL, 0);
+	n = add_run_ids(run_ids, with_results);
 	for (int i = 0; i < n; i++)
 	{
-		if (isolated ? run_task_isolated(run_ids[i]) : run_task_in_batch(run_ids[i]))
+		bool		ok;
+
+		if (i < with_results || isolated)
+			ok = run_task_isolated(run_ids[i], i < with_results);
+		else
+			ok = run_task_in_batch(run_ids[i]);
+		if (ok)
 			ran++;
 		else
 			*busy = true;
@@ -832,21 +905,22 @@ run_batch(int max_tasks, TimestampTz stop_at, bool isolated, bool *busy)
 #define ISOLATED_BATCHES_AFTER_FAILURE 16
 
 int
-replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy)
+replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *results, bool *busy)
 {
 	static int	isolated_batches = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile int ran = -1;
+	bool		look_for_results = *results;
 
 	*busy = false;
 	if (isolated_batches > 0)
 	{
 		isolated_batches--;
-		return run_batch(max_tasks, stop_at, true, busy);
+		return run_batch(max_tasks, stop_at, true, results, busy);
 	}
 	PG_TRY();
 	{
-		ran = run_batch(max_tasks, stop_at, false, busy);
+		ran = run_batch(max_tasks, stop_at, false, results, busy);
 	}
 	PG_CATCH();
 	{
@@ -869,7 +943,8 @@ replay_run_tasks(int max_tasks, TimestampTz stop_at, bool *busy)
 		return ran;
 	isolated_batches = ISOLATED_BATCHES_AFTER_FAILURE;
 	*busy = false;
-	return run_batch(max_tasks, stop_at, true, busy);
+	*results = look_for_results;
+	return run_batch(max_tasks, stop_at, true, results, busy);
 }
 
 /* ---- queries ---- */

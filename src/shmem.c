@@ -37,6 +37,7 @@ DurableShared *durable_shared = NULL;
 typedef struct PendingWakeups
 {
 	bool		worker;
+	bool		results_waiting;	/* results left for the worker to record */
 	int			n_launcher_dbs;	/* databases the launcher should look at */
 	Oid			launcher_dbs[4];
 	uint64		queues_at_commit;	/* bitmaps over DURABLE_CV_COUNT slots */
@@ -253,6 +254,16 @@ durable_wake_worker_at_commit(void)
 	pending.worker = true;
 }
 
+/*
+ * Activity results wait on their task rows for the worker (see
+ * activity_complete_unlocked): it looks for them after this commit.
+ */
+void
+durable_results_waiting_at_commit(void)
+{
+	pending.results_waiting = true;
+}
+
 void
 durable_wake_queue_at_commit(const char *task_queue)
 {
@@ -341,21 +352,25 @@ broadcast_bitmap(WakeChannel *channels, uint64 bitmap)
 /*
  * Wakes this database's worker: always if "always", else only if it sleeps
  * past timer_at (a new timer falls due before it would wake), or is awake
- * (it may be computing its next deadline without the new timer).
+ * (it may be computing its next deadline without the new timer).  With
+ * results_waiting, it also looks for activity results to record.
  */
 static void
-wake_database_worker(bool always, TimestampTz timer_at)
+wake_database_worker(bool always, TimestampTz timer_at, bool results_waiting)
 {
 	Latch	   *latch = NULL;
 
-	LWLockAcquire(durable_shared->lock, LW_SHARED);
+	LWLockAcquire(durable_shared->lock, results_waiting ? LW_EXCLUSIVE : LW_SHARED);
 	for (int i = 0; i < durable_max_databases; i++)
 	{
 		WorkerSlot *slot = &durable_shared->slots[i];
 
 		if (slot->state == SLOT_RUNNING && slot->dboid == MyDatabaseId)
 		{
-			if (always || slot->sleeping_until == 0 || timer_at < slot->sleeping_until)
+			if (results_waiting)
+				slot->results_waiting = true;
+			if (always || results_waiting || slot->sleeping_until == 0 ||
+				timer_at < slot->sleeping_until)
 				latch = slot->latch;
 			break;
 		}
@@ -377,7 +392,7 @@ durable_wake_everything(void)
 	broadcast_bitmap(durable_shared->queue_channels, ~UINT64CONST(0));
 	broadcast_bitmap(durable_shared->close_channels, ~UINT64CONST(0));
 	pg_atomic_fetch_add_u64(&durable_shared->queue_limits_version, 1);
-	wake_database_worker(true, 0);
+	wake_database_worker(true, 0, true);
 }
 
 static void
@@ -426,8 +441,8 @@ deliver_wakeups(XactEvent event, void *arg)
 	broadcast_bitmap(durable_shared->close_channels, todo.closed_at_commit);
 	if (todo.queue_limits)
 		pg_atomic_fetch_add_u64(&durable_shared->queue_limits_version, 1);
-	if (todo.worker || todo.earliest_timer != 0)
-		wake_database_worker(todo.worker, todo.earliest_timer);
+	if (todo.worker || todo.earliest_timer != 0 || todo.results_waiting)
+		wake_database_worker(todo.worker, todo.earliest_timer, todo.results_waiting);
 	if (todo.n_launcher_dbs > 0)
 		notify_launcher(todo.launcher_dbs, todo.n_launcher_dbs);
 }

@@ -87,6 +87,24 @@ set_slot_state(WorkerSlotState state)
 	LWLockRelease(durable_shared->lock);
 }
 
+/*
+ * Should the worker look for activity results waiting on task rows (see
+ * activity_complete_unlocked)?  Yes at start (a crash may have left some),
+ * when a commit left some, and while the last look found some.
+ */
+static bool look_for_results = true;
+
+static void
+take_results_waiting(void)
+{
+	WorkerSlot *slot = &durable_shared->slots[my_slot];
+
+	LWLockAcquire(durable_shared->lock, LW_EXCLUSIVE);
+	look_for_results |= slot->results_waiting;
+	slot->results_waiting = false;
+	LWLockRelease(durable_shared->lock);
+}
+
 static bool
 extension_exists(void)
 {
@@ -150,7 +168,9 @@ run_due_work(void)
 				break;
 		}
 		/* tasks until the next timer is due, and then that timer first */
-		ran = replay_run_tasks(durable_task_batch_size, next_due, &busy);
+		take_results_waiting();
+		ran = replay_run_tasks(durable_task_batch_size, next_due, &look_for_results,
+							   &busy);
 		retry_soon |= busy;
 		ran_sql = sql_activity_run_due(durable_task_batch_size, &busy) > 0;
 		retry_soon |= busy;

@@ -33,6 +33,12 @@ FIGURES += [
     ("SQL activities/s", "sql.sql_activities_per_s", "{:,.0f}"),
     ("SQL activities x ceiling", "sql.vs_ceiling", "{:.2f}"),
     ("fan-out of 1,000: seconds", "fanout.seconds", "{:.2f}"),
+    ("fan-out of 1,000: activities/s", "fanout.activities_per_s", "{:,.0f}"),
+    ("fan-out of 1,000: workflow tasks", "fanout.workflow_tasks", "{:.0f}"),
+    ("fan-out of 1,000, complete_and_poll: seconds", "fanout.complete_and_poll.seconds", "{:.2f}"),
+    ("fan-out of 1,000, complete_and_poll: activities/s", "fanout.complete_and_poll.activities_per_s", "{:,.0f}"),
+    ("fan-out of 1,000, complete_and_poll: x ceiling", "fanout.complete_and_poll.vs_ceiling", "{:.2f}"),
+    ("fan-out of 1,000, complete_and_poll: workflow tasks", "fanout.complete_and_poll.workflow_tasks", "{:.0f}"),
 ]
 for mode in ("idle", "loaded", "idle_eager_start"):
     for kind in ("start_to_first_task", "start_call_to_first_task", "complete_to_next_task"):
