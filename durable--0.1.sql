@@ -144,7 +144,8 @@ CREATE VIEW durable.history WITH (security_invoker = true) AS
 -- both).  No surrogate key: every new task and every claim would add an
 -- entry to its index.  A row is claimed by poll_activity()
 -- (status 'started'); a retried attempt goes back to 'scheduled' with a later
--- ready_at.  New rows are inserted, claimed and, when their attempt ends,
+-- ready_at; a completion that finds the run held by someone else leaves the
+-- row 'completed', with the result, for the worker.  New rows are inserted, claimed and, when their attempt ends,
 -- deleted without statements (src/task_rows.c): no trigger or rule sees
 -- those.
 CREATE TABLE durable.activity_tasks (

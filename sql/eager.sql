@@ -12,17 +12,29 @@ BEGIN
   RETURN jsonb_build_array(a, b, c);
 END $$;
 
--- wait until the worker has run a new run's first task
-CREATE FUNCTION wait_scheduled(id text) RETURNS bool LANGUAGE plpgsql AS $$
+-- waits (up to 10 s) until the query, given id, returns true
+CREATE FUNCTION wait_until(query text, id text) RETURNS bool LANGUAGE plpgsql AS $$
+DECLARE done bool;
 BEGIN
   FOR i IN 1..1000 LOOP
-    IF EXISTS (SELECT FROM durable.describe(id) WHERE pending_activities <> '[]') THEN
+    EXECUTE query INTO done USING id;
+    IF done THEN
       RETURN true;
     END IF;
     PERFORM pg_sleep(0.01);
   END LOOP;
   RETURN false;
 END $$;
+
+-- wait until the worker has run a new run's first task
+CREATE FUNCTION wait_scheduled(id text) RETURNS bool LANGUAGE sql AS $$
+  SELECT wait_until('SELECT EXISTS (SELECT FROM durable.describe($1) WHERE pending_activities <> ''[]'')', id)
+$$;
+
+-- waits until the worker has run a run's due workflow task
+CREATE FUNCTION wait_task_done(id text) RETURNS bool LANGUAGE sql AS $$
+  SELECT wait_until('SELECT NOT task_pending FROM durable.runs WHERE workflow_id = $1', id)
+$$;
 
 -- the state of a run's activities, as seen by the current transaction
 CREATE FUNCTION tasks_of(id text) RETURNS TABLE (activity text, status text)
@@ -204,15 +216,38 @@ SELECT task_pending FROM durable.runs WHERE workflow_id = 'pair-1';
 COMMIT;
 -- (the worker runs that task first: a result that finds the run held by
 -- someone leaves it to the worker, see the isolation test completion_race)
-DO $$
-BEGIN
-  FOR i IN 1..1000 LOOP
-    EXIT WHEN NOT (SELECT task_pending FROM durable.runs WHERE workflow_id = 'pair-1');
-    PERFORM pg_sleep(0.01);
-  END LOOP;
-END $$;
+SELECT wait_task_done('pair-1');
 SELECT durable.complete_activity(:'token_r', '"R"');
 SELECT status, result FROM durable.runs WHERE workflow_id = 'pair-1';
+
+-- While the code waits, a result that does not give it what it waits for
+-- does not run it again: the worker makes that task done without it (no
+-- WorkflowTaskCompleted recorded).  Here c's result cannot end the
+-- await_any of a and b; a's ends it, and the code goes on to wait for all
+-- three; b's, the last, ends that.
+CREATE FUNCTION trio(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE ab bigint[]; c bigint; first bigint;
+BEGIN
+  ab := ARRAY[durable.activity_async('a', NULL, 'eager-trio'),
+              durable.activity_async('b', NULL, 'eager-trio')];
+  c := durable.activity_async('c', NULL, 'eager-trio');
+  first := durable.await_any(ab);
+  RETURN jsonb_build_object('first', first, 'all', durable.await_all(ab || c));
+END $$;
+SELECT durable.start_workflow('trio', '{}', 'trio-1');
+CREATE TABLE trio_tokens AS
+  SELECT activity, task_token FROM durable.poll_activity('eager-trio', wait => '10 s', max_tasks => 3);
+SELECT count(*) FROM trio_tokens;
+SELECT durable.complete_activity(task_token, '"C"') FROM trio_tokens WHERE activity = 'c';
+SELECT wait_task_done('trio-1');
+SELECT durable.complete_activity(task_token, '"A"') FROM trio_tokens WHERE activity = 'a';
+SELECT wait_task_done('trio-1');
+SELECT durable.complete_activity(task_token, '"B"') FROM trio_tokens WHERE activity = 'b';
+SELECT durable.result('trio-1', wait => '10 s');
+SELECT event_id, event_type, details->>'handle' AS handle, details->>'new_commands' AS new_commands
+  FROM durable.history WHERE run_id = (SELECT run_id FROM durable.runs WHERE workflow_id = 'trio-1')
+  ORDER BY event_id;
+DROP TABLE trio_tokens;
 
 -- Eager dispatch: complete_and_poll returns the run's next activity, already
 -- claimed, though an older task waits in the queue.

@@ -105,6 +105,21 @@ add_signal(RunHistory *h, int64 event_id, Jsonb *details)
 	sig->received = false;
 }
 
+/*
+ * An activity's result, or an attempt's failure or timeout that the
+ * activity retries (which replay does not see): the only events that cannot
+ * send the code anywhere but where a result it waits for does.
+ */
+static bool
+result_or_retry(const char *type, Jsonb *details)
+{
+	if (strcmp(type, "ActivityTaskCompleted") == 0)
+		return true;
+	return (strcmp(type, "ActivityTaskFailed") == 0 ||
+			strcmp(type, "ActivityTaskTimedOut") == 0) &&
+		jsonb_field(details, "final") == NULL;
+}
+
 /* What one event tells replay.  Allocates in the history's context. */
 static void
 apply_event(RunHistory *h, int64 event_id, TimestampTz time, const char *type,
@@ -112,6 +127,8 @@ apply_event(RunHistory *h, int64 event_id, TimestampTz time, const char *type,
 {
 	CommandSlot *slot;
 
+	if (!result_or_retry(type, details))
+		h->last_other_event = event_id;
 	if (strcmp(type, "WorkflowTaskCompleted") == 0)
 		add_task_boundary(h, event_id, time);
 	else if (strcmp(type, "WorkflowExecutionStarted") == 0)
@@ -183,6 +200,9 @@ init_history(RunHistory *h, MemoryContext cxt)
 	h->signals_allocated = 8;
 	h->signals = palloc(sizeof(SignalEvent) * h->signals_allocated);
 	h->nsignals = 0;
+	h->last_other_event = 0;
+	memset(&h->blocked, 0, sizeof(Blocked));
+	h->blocked_after = 0;
 	MemoryContextSwitchTo(old);
 }
 
@@ -376,6 +396,67 @@ history_note_appended(LockedRun *run, int64 first_event_id, int64 event_id,
 	apply_event(h, event_id, time, type, DatumGetJsonbPCopy(JsonbPGetDatum(details)));
 	h->last_event_id = event_id;
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * The workflow task just recorded on a locked run suspended its code where
+ * blocked says: kept with this backend's cached history of the run, if that
+ * is up to date (the task's own events included).
+ */
+void
+history_note_blocked(LockedRun *run, const Blocked *blocked)
+{
+	RunHistory *h;
+
+	if (cache == NULL)
+		return;
+	h = hash_search(cache, DatumGetUUIDP(run->run_id), HASH_FIND, NULL);
+	if (h == NULL || h->last_event_id != run->next_event_id - 1)
+		return;
+	/* replaced at every task of a long run: not left to the run's context */
+	if (h->blocked.handles != NULL)
+		pfree(h->blocked.handles);
+	h->blocked.handles = NULL;
+	h->blocked.on = blocked->on;
+	h->blocked.nhandles = blocked->nhandles;
+	if (blocked->on != BLOCKED_UNKNOWN)
+	{
+		h->blocked.handles = MemoryContextAlloc(h->cxt, sizeof(int64) * Max(blocked->nhandles, 1));
+		memcpy(h->blocked.handles, blocked->handles, sizeof(int64) * blocked->nhandles);
+	}
+	h->blocked_after = h->last_event_id;
+}
+
+static bool
+handle_resolved(RunHistory *h, int64 handle)
+{
+	return handle >= 1 && handle <= h->max_recorded && h->slots[handle].resolved_by != 0;
+}
+
+/*
+ * Would the code, run now against h, stop where this backend's last task of
+ * the run left it, issuing nothing?  Yes if every event since is an
+ * activity's result or a retried attempt (no failure for good, signal,
+ * timer, cancel: those may send the code elsewhere) and none of them gives
+ * the await it stopped at what it waits for.  The code's path up to that await is what it was: each
+ * deterministic call before it returns what the history said then (an
+ * await_any its first result in history order; durable.now() the time under
+ * replay's cursor, which only awaits move), as long as the code is
+ * deterministic, as workflow code must be.
+ */
+bool
+history_still_blocked(RunHistory *h)
+{
+	int			resolved = 0;
+
+	if (h->blocked.on == BLOCKED_UNKNOWN || h->last_other_event > h->blocked_after)
+		return false;
+	for (int i = 0; i < h->blocked.nhandles; i++)
+		if (handle_resolved(h, h->blocked.handles[i]))
+			resolved++;
+	if (h->blocked.on == BLOCKED_ALL)
+		return resolved < h->blocked.nhandles;
+	return resolved == 0;
 }
 
 /* A run closed, or what was read of it may not stay: drop it from the cache. */

@@ -119,6 +119,27 @@ replay_suspend(Replay *r)
 			 errdetail_internal("This error unwinds workflow code so that the worker can suspend the run: do not catch it, a handler that does changes nothing.")));
 }
 
+/*
+ * Suspends the code at an await of handles, noting (the first time) what it
+ * waits for: while events that resolve none of that come, the worker need
+ * not run the code again (see history_still_blocked).
+ */
+void
+replay_suspend_on(Replay *r, BlockedOn on, int nhandles, const int64 *handles)
+{
+	if (!r->suspended)
+	{
+		MemoryContext old = MemoryContextSwitchTo(r->cxt);
+
+		r->blocked.on = on;
+		r->blocked.nhandles = nhandles;
+		r->blocked.handles = palloc(sizeof(int64) * Max(nhandles, 1));
+		memcpy(r->blocked.handles, handles, sizeof(int64) * nhandles);
+		MemoryContextSwitchTo(old);
+	}
+	replay_suspend(r);
+}
+
 void
 replay_nondeterminism(Replay *r, const char *fmt,...)
 {
@@ -563,14 +584,28 @@ run_code(LockedRun *run, RunHistory *h, CodeRun *code)
 	code->outcome = call_workflow(r, &code->result, &code->edata);
 }
 
-/* Runs the workflow task of a locked run, against its history h. */
+/*
+ * Runs the workflow task of a locked run, against its history h; or, when
+ * the code would only stop where it stopped last time (nothing it waits for
+ * has come: another result of a fan-out still open), makes the task done
+ * without running the code: a run of the code would issue nothing and
+ * record only a WorkflowTaskCompleted, which tells replay nothing (the next
+ * task that runs the code records its own, where the code goes on).
+ */
 static void
 execute_task(LockedRun *run, RunHistory *h)
 {
 	CodeRun		code;
 
+	if (history_still_blocked(h))
+	{
+		engine_update_run(run, "running", NULL, NULL, NULL);
+		return;
+	}
 	run_code(run, h, &code);
 	record_outcome(code.replay, code.outcome, code.result, code.edata);
+	if (code.outcome == OUTCOME_SUSPENDED && !code.replay->nondeterministic)
+		history_note_blocked(run, &code.replay->blocked);
 }
 
 /* ---- running a task where its cause happened ---- */

@@ -51,6 +51,22 @@ typedef struct SignalEvent
 	bool		received;		/* consumed by a wait_signal() of this replay */
 } SignalEvent;
 
+/* What the code was waiting for when it suspended (see history_still_blocked). */
+typedef enum BlockedOn
+{
+	BLOCKED_UNKNOWN = 0,		/* not known, or on something else */
+	BLOCKED_ONE,				/* await(), activity(): this one handle */
+	BLOCKED_ALL,				/* await_all(): every one of the handles */
+	BLOCKED_ANY					/* await_any(): any one of the handles */
+} BlockedOn;
+
+typedef struct Blocked
+{
+	BlockedOn	on;
+	int			nhandles;
+	int64	   *handles;
+} Blocked;
+
 /* The facts of a run's history, as replay needs them (history.c). */
 typedef struct RunHistory
 {
@@ -68,10 +84,17 @@ typedef struct RunHistory
 	SignalEvent *signals;		/* in arrival order */
 	int			nsignals;
 	int			signals_allocated;
+	/* the last event that is not an activity's result or retried attempt */
+	int64		last_other_event;
+	/* where the code of this backend's last task of the run suspended */
+	Blocked		blocked;
+	int64		blocked_after;	/* the last event that task saw or appended */
 } RunHistory;
 
 extern RunHistory *history_load(LockedRun *run, bool cached);
 extern void history_forget(Datum run_id);
+extern void history_note_blocked(LockedRun *run, const Blocked *blocked);
+extern bool history_still_blocked(RunHistory *h);
 
 /* A command the code issued that the history does not have yet. */
 typedef struct NewCommand
@@ -133,6 +156,7 @@ typedef struct Replay
 	List	   *query_answers;	/* of QueryAnswer */
 
 	bool		suspended;
+	Blocked		blocked;		/* what the first suspend waited for */
 	bool		nondeterministic;
 
 	/* the code's PL/pgSQL expressions a suspend interrupted (plpgsql_exprs.c) */
@@ -146,6 +170,8 @@ typedef struct Replay
 extern Replay *current_replay;
 
 extern void replay_suspend(Replay *r) pg_attribute_noreturn();
+extern void replay_suspend_on(Replay *r, BlockedOn on, int nhandles,
+							  const int64 *handles) pg_attribute_noreturn();
 extern void replay_nondeterminism(Replay *r, const char *fmt,...)
 			pg_attribute_printf(2, 3) pg_attribute_noreturn();
 extern Replay *replay_required(const char *function);

@@ -267,7 +267,7 @@ await_one(FunctionCallInfo fcinfo, Replay *r, int64 handle)
 	CommandSlot *slot = slot_of_handle(r, handle);
 
 	if (slot == NULL || slot->resolved_by == 0)
-		replay_suspend(r);
+		replay_suspend_on(r, BLOCKED_ONE, 1, &handle);
 	replay_advance_cursor(r, slot->resolved_by);
 	return slot_result(slot, fcinfo);
 }
@@ -316,9 +316,12 @@ durable_await(PG_FUNCTION_ARGS)
 	return await_one(fcinfo, r, PG_GETARG_INT64(0));
 }
 
-/* The slots of a handles array argument; *n gets their number. */
+/*
+ * The slots of a handles array argument; *n gets their number, *handles
+ * the handles.
+ */
 static CommandSlot **
-handle_slots(FunctionCallInfo fcinfo, Replay *r, int *n)
+handle_slots(FunctionCallInfo fcinfo, Replay *r, int *n, int64 **handles)
 {
 	ArrayType  *arr;
 	Datum	   *elems;
@@ -337,13 +340,15 @@ handle_slots(FunctionCallInfo fcinfo, Replay *r, int *n)
 	deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
 					  &elems, &nulls, n);
 	slots = palloc(sizeof(CommandSlot *) * Max(*n, 1));
+	*handles = palloc(sizeof(int64) * Max(*n, 1));
 	for (int i = 0; i < *n; i++)
 	{
 		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("handles must not contain nulls")));
-		slots[i] = slot_of_handle(r, DatumGetInt64(elems[i]));
+		(*handles)[i] = DatumGetInt64(elems[i]);
+		slots[i] = slot_of_handle(r, (*handles)[i]);
 	}
 	return slots;
 }
@@ -357,7 +362,8 @@ durable_await_all(PG_FUNCTION_ARGS)
 {
 	Replay	   *r = replay_required("durable.await_all()");
 	int			n;
-	CommandSlot **slots = handle_slots(fcinfo, r, &n);
+	int64	   *handles;
+	CommandSlot **slots = handle_slots(fcinfo, r, &n, &handles);
 	CommandSlot *first_failed = NULL;
 	int64		all_done_at = 0;
 	bool		all_done = true;
@@ -382,7 +388,7 @@ durable_await_all(PG_FUNCTION_ARGS)
 		raise_unsuccessful(first_failed);
 	}
 	if (!all_done)
-		replay_suspend(r);
+		replay_suspend_on(r, BLOCKED_ALL, n, handles);
 	replay_advance_cursor(r, all_done_at);
 
 	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
@@ -413,11 +419,9 @@ durable_await_any(PG_FUNCTION_ARGS)
 {
 	Replay	   *r = replay_required("durable.await_any()");
 	int			n;
-	CommandSlot **slots = handle_slots(fcinfo, r, &n);
+	int64	   *handles;
+	CommandSlot **slots = handle_slots(fcinfo, r, &n, &handles);
 	int			first = -1;
-	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
-	Datum	   *elems;
-	bool	   *nulls;
 
 	if (n == 0)
 		ereport(ERROR,
@@ -428,11 +432,9 @@ durable_await_any(PG_FUNCTION_ARGS)
 			(first < 0 || slots[i]->resolved_by < slots[first]->resolved_by))
 			first = i;
 	if (first < 0)
-		replay_suspend(r);
+		replay_suspend_on(r, BLOCKED_ANY, n, handles);
 	replay_advance_cursor(r, slots[first]->resolved_by);
-	deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  &elems, &nulls, &n);
-	PG_RETURN_DATUM(elems[first]);
+	PG_RETURN_INT64(handles[first]);
 }
 
 Datum
