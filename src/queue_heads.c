@@ -22,9 +22,14 @@
  * that is not known dead.  Keeping the head a lower bound:
  *
  * - Dead is for ever: an entry passed over because no snapshot can see its
- *   row (the index AM's killed items, the heap's all-dead answer) never
- *   becomes live again.  An entry whose row is merely invisible to the
- *   claim (an insert not yet committed) stops the raise.
+ *   row (the index AM's killed items, the heap's all-dead answer), or
+ *   because a claim or an end that the claim's snapshot sees committed
+ *   replaced or deleted it (no later snapshot sees that row either: see
+ *   superseded_for_good() in task_rows.c), never becomes live again.  The
+ *   second kind does not wait for the oldest snapshot in the database to
+ *   go, which a long poll on an idle queue holds as long as it waits.  An
+ *   entry whose row is merely invisible to the claim (an insert not yet
+ *   committed) stops the raise.
  * - An entry may go in behind the head after a claim passed that place:
  *   the task made ready by a transaction whose ready_at is old, or a
  *   concurrent insert whose ready_at was taken just before another's.  The

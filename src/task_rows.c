@@ -9,6 +9,8 @@
  */
 #include "rows.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
 #include "access/nbtree.h"
 #include "access/table.h"
 #include "catalog/dependency.h"
@@ -18,6 +20,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
@@ -48,7 +51,6 @@ typedef struct TaskColumns
 				cancel_requested,
 				heartbeat_details;	/* not written by an insert */
 } TaskColumns;
-
 
 /*
  * Looks the columns up once per backend, and again when the table changes;
@@ -111,6 +113,14 @@ engine_insert_task(const NewTask *t)
 	TimestampTz start_to_close_at = t->started ?
 		activity_start_to_close_at(t->timeouts, t->now) : 0;
 
+	/*
+	 * Ready from this insert on, by the clock rather than the workflow
+	 * task's time: the tasks of one fan-out would otherwise share a
+	 * ready_at, and a claim could not start past those already claimed
+	 * among them (see queue_heads.c) but would walk their entries each time.
+	 */
+	TimestampTz ready_at = Max(t->now, GetCurrentTimestamp());
+
 	PreventCommandIfReadOnly("INSERT INTO durable.activity_tasks");
 	rel = rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
 	c = task_columns(rel);
@@ -135,7 +145,7 @@ engine_insert_task(const NewTask *t)
 	SET(attempt, Int32GetDatum(1));
 	SET(status, ObjectIdGetDatum(t->started ? c->started : c->scheduled));
 	SET(scheduled_at, TimestampTzGetDatum(t->now));
-	SET(ready_at, TimestampTzGetDatum(t->now));
+	SET(ready_at, TimestampTzGetDatum(ready_at));
 	if (t->started)
 		SET(started_at, TimestampTzGetDatum(t->now));
 	if (start_to_close_at != 0)
@@ -149,7 +159,7 @@ engine_insert_task(const NewTask *t)
 	simple_table_tuple_insert(rel, slot);
 	rows_add_index_entries(rel, slot, NULL, estate, false);
 	if (!t->started)
-		queue_head_entry_added(t->task_queue, t->priority, t->now);
+		queue_head_entry_added(t->task_queue, t->priority, ready_at);
 	if (start_to_close_at != 0)
 		durable_timer_added_at_commit(start_to_close_at);
 	ExecResetTupleTable(estate->es_tupleTable, false);
@@ -338,13 +348,53 @@ typedef struct FirstLive
 	int32		priority;
 } FirstLive;
 
-/* Notes the entry the scan is on unless it is known dead, or one was noted. */
+/*
+ * Is the row version of the entry the scan is on, which the claim's
+ * snapshot does not see, out of every later claim's reach for good?  Yes if
+ * its insert was rolled back, or committed before the snapshot (so what
+ * hides it is an update or delete that committed before the snapshot: every
+ * later snapshot sees that too).  Not if its insert was in progress at the
+ * snapshot: it may be a task becoming ready.  Unlike the index's killed
+ * entries this does not wait for the oldest snapshot of all to go: a
+ * session that holds one (a long poll on another queue, a long statement)
+ * would otherwise keep every claim walking the tasks claimed since.
+ */
+static bool
+superseded_for_good(Relation rel, IndexScanDesc scan, Snapshot snapshot)
+{
+	HeapTupleData tuple;
+	Buffer		buffer;
+	bool		superseded = false;
+
+	tuple.t_self = scan->xs_heaptid;
+	if (!heap_fetch(rel, SnapshotAny, &tuple, &buffer, false))
+	{
+		if (BufferIsValid(buffer))
+			ReleaseBuffer(buffer);
+		return false;
+	}
+	LockBuffer(buffer, BUFFER_LOCK_SHARE);
+	if (HeapTupleHeaderXminInvalid(tuple.t_data))
+		superseded = true;		/* its insert rolled back */
+	else if (HeapTupleHeaderXminCommitted(tuple.t_data) || HeapTupleHeaderXminFrozen(tuple.t_data))
+		superseded = !XidInMVCCSnapshot(HeapTupleHeaderGetRawXmin(tuple.t_data), snapshot);
+	LockBuffer(buffer, BUFFER_LOCK_UNLOCK);
+	ReleaseBuffer(buffer);
+	return superseded;
+}
+
+/*
+ * Notes the entry the scan is on unless it is known dead (or superseded for
+ * good, see above), or one was noted.
+ */
 static void
-note_first_live(FirstLive *first, IndexScanDesc scan, bool visible)
+note_first_live(FirstLive *first, Relation rel, IndexScanDesc scan, bool visible,
+				Snapshot snapshot)
 {
 	bool		isnull;
 
-	if (first->seen || (!visible && scan->kill_prior_tuple))
+	if (first->seen ||
+		(!visible && (scan->kill_prior_tuple || superseded_for_good(rel, scan, snapshot))))
 		return;
 	first->seen = true;
 	first->priority = DatumGetInt32(index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull));
@@ -385,7 +435,7 @@ claim_scan(Relation rel, Relation index, const TaskColumns *c, text *queue,
 		bool		visible = index_fetch_heap(scan, slot);
 
 		if (first != NULL)
-			note_first_live(first, scan, visible);
+			note_first_live(first, rel, scan, visible, snapshot);
 		if (!visible)
 			continue;
 		tid = slot->tts_tid;

@@ -245,7 +245,7 @@ def ceiling(conn, args):
 
 # name: (activities per workflow, pollers' mode, label, times the usual
 # number of workflows, workflow, first tasks made before the pollers
-# start).  The "async_claim" ones are not a
+# start, an idle long poll beside them).  The "async_claim" ones are not a
 # recommendation: they measure what two round trips would do if a claim
 # could be lost in a server crash (see BENCHMARKS.md).  The "sustained" one
 # runs eight times as long, so that what builds up under a steady load (the
@@ -254,7 +254,11 @@ def ceiling(conn, args):
 # real activities have (Temporal asks for one).  The "first_tasks_made" one
 # (as many as "sustained") lets the worker make every workflow's first task
 # before the pollers start, and is timed from then: the pollers' part
-# alone, without the worker's share of the machine's cores beside it.
+# alone, without the worker's share of the machine's cores beside it.  The
+# "idle_long_poll" one (as many as "sustained") has one more client waiting
+# in poll_activity() on a queue that gets no task, all along: its
+# statement's snapshot holds back what VACUUM and the indexes' killed
+# entries may remove, as any long-running statement does.
 THROUGHPUT_VARIANTS = {
     "1_step": (1, "two", "1-activity workflows, poll + complete", 1, "bench_steps"),
     "1_step_complete_and_poll": (1, "combined", "1-activity workflows, complete_and_poll", 1, "bench_steps"),
@@ -272,12 +276,38 @@ THROUGHPUT_VARIANTS = {
     "1_step_complete_and_poll_sustained_first_tasks_made": (1, "combined",
                                                             "1-activity workflows, complete_and_poll, 8 times as many,"
                                                             " first tasks made before", 8, "bench_steps", True),
+    "1_step_complete_and_poll_sustained_idle_long_poll": (1, "combined",
+                                                          "1-activity workflows, complete_and_poll, 8 times as many,"
+                                                          " an idle long poll beside", 8, "bench_steps", False, True),
 }
 
 
-def throughput(conn, args, steps, n, mode, workflow, first_tasks_made=False):
+class IdleLongPoll:
+    """A client waiting in poll_activity() on a queue that gets no task,
+    until finish() cancels it."""
+
+    def __init__(self):
+        self.conn = connect()
+        self.pid = q1(self.conn, "SELECT pg_backend_pid()")
+        self.thread = threading.Thread(target=self._wait)
+        self.thread.start()
+
+    def _wait(self):
+        try:
+            q(self.conn, "SELECT count(*) FROM durable.poll_activity('bench-idle', wait => '1 hour')")
+        except psycopg2.Error:
+            pass
+
+    def finish(self, conn):
+        q(conn, "SELECT pg_cancel_backend(%s)", (self.pid,))
+        self.thread.join()
+        self.conn.close()
+
+
+def throughput(conn, args, steps, n, mode, workflow, first_tasks_made=False, idle_long_poll=False):
     clean(conn)
     prefix = "tp%d-" % steps
+    idle = IdleLongPoll() if idle_long_poll else None
     # the pollers are connected and waiting before the first workflow starts
     pollers = None if first_tasks_made else Pollers("bench", args.clients, mode)
     lsn0 = wal_position(conn)
@@ -299,6 +329,8 @@ def throughput(conn, args, steps, n, mode, workflow, first_tasks_made=False):
     activities = n * steps
     xids = next_xid(conn) - xid0
     done = pollers.finish()
+    if idle:
+        idle.finish(conn)
     wal = wal_records(conn, lsn0)
     return {"workflows": n, "steps": steps, "pollers": args.clients,
             "seconds": round(elapsed, 2),
@@ -587,8 +619,8 @@ def main():
         elif s == "throughput":
             n1, n10 = (500, 100) if args.quick else (5000 * args.scale, 1000 * args.scale)
             r = {k: throughput(conn, args, steps, times * (n1 if steps == 1 else n10), mode, workflow,
-                               bool(first_tasks_made and first_tasks_made[0]))
-                 for k, (steps, mode, _, times, workflow, *first_tasks_made) in THROUGHPUT_VARIANTS.items()
+                               *[bool(x) for x in extras])
+                 for k, (steps, mode, _, times, workflow, *extras) in THROUGHPUT_VARIANTS.items()
                  if not args.variant or k in args.variant}
         elif s == "sql":
             r = sql_activities(conn, args)
