@@ -253,7 +253,13 @@ fire_one_locked(void *arg)
 	else if (strcmp(run.status, "running") != 0)
 		f->fired = claim_timer(f->timer->timer_id); /* a closed run's leftover */
 	else
-		f->fired = fire_one(f->timer, &run, f->now, false);
+	{
+		/*
+		 * Its events take the time it fires, with the run held: what others
+		 * appended before is older (a history's times never go back).
+		 */
+		f->fired = fire_one(f->timer, &run, Max(f->now, GetCurrentTimestamp()), false);
+	}
 }
 
 /*
@@ -344,7 +350,8 @@ earliest_fire_at(void)
  * Fires due workflow timers of open runs with one statement: the common
  * case (sleeps, timer_async, wait_signal timeouts), and the one that comes
  * in bursts (10,000 sleeps that end at the same second).  Each timer row
- * is deleted and its TimerFired appended, each run's next_event_id moved
+ * is deleted and its TimerFired appended (at the time it is, once its run
+ * is locked), each run's next_event_id moved
  * past its new events and its workflow task made due, exactly what
  * fire_one() does row by row, at a fraction of the cost per timer.  Runs
  * that someone else holds are skipped (SKIP LOCKED): their timers, and
@@ -370,7 +377,8 @@ fire_workflow_timers_together(void *arg)
 		"  INSERT INTO durable.recorded_events (run_id, event_id, event_time, event_type, details)"
 		"  SELECT run_id, next_event_id - 1 + row_number() OVER"
 		"           (PARTITION BY run_id ORDER BY fire_at, timer_id),"
-		"         $1, 'TimerFired', pg_catalog.jsonb_build_object('handle', handle)"
+		"         pg_catalog.clock_timestamp(), 'TimerFired',"
+		"         pg_catalog.jsonb_build_object('handle', handle)"
 		"    FROM fired"
 		"  RETURNING run_id, event_id),"
 		" requested AS ("
