@@ -438,11 +438,11 @@ handle_resolved(RunHistory *h, int64 handle)
  * the run left it, issuing nothing?  Yes if every event since is an
  * activity's result or a retried attempt (no failure for good, signal,
  * timer, cancel: those may send the code elsewhere) and none of them gives
- * the await it stopped at what it waits for.  The code's path up to that await is what it was: each
- * deterministic call before it returns what the history said then (an
- * await_any its first result in history order; durable.now() the time under
- * replay's cursor, which only awaits move), as long as the code is
- * deterministic, as workflow code must be.
+ * the await it stopped at what it waits for.  The code's path up to that
+ * await is what it was: each deterministic call before it returns what the
+ * history said then (an await_any its first result in history order;
+ * durable.now() the time under replay's cursor, which only awaits move), as
+ * long as the code is deterministic, as workflow code must be.
  */
 bool
 history_still_blocked(RunHistory *h)
