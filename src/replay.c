@@ -824,6 +824,9 @@ run_task_isolated(Datum run_id, bool record_results)
 			(errmsg("durable: engine error running a workflow task, run parked: %s",
 					edata->message)));
 	park_run(run_id, edata);
+	/* its waiting results stay (rolled back with the error): not at once again */
+	if (record_results)
+		engine_note_busy(engine_run_key(run_id));
 	return true;
 }
 
