@@ -25,7 +25,8 @@
 -- hot tables.
 CREATE TYPE durable.run_status AS ENUM
     ('running', 'completed', 'failed', 'canceled', 'terminated', 'timed_out');
-CREATE TYPE durable.task_state AS ENUM ('scheduled', 'started', 'backoff', 'completed');
+CREATE TYPE durable.task_state AS ENUM
+    ('scheduled', 'started', 'backoff', 'completed', 'failed');
 CREATE TYPE durable.timer_kind AS ENUM
     ('timer', 'retry', 'activity_timeout', 'execution_timeout');
 CREATE TYPE durable.activity_timeout AS ENUM
@@ -144,10 +145,10 @@ CREATE VIEW durable.history WITH (security_invoker = true) AS
 -- both).  No surrogate key: every new task and every claim would add an
 -- entry to its index.  A row is claimed by poll_activity()
 -- (status 'started'); a retried attempt goes back to 'scheduled' with a later
--- ready_at; a completion that finds the run held by someone else leaves the
--- row 'completed', with the result, for the worker.  New rows are inserted, claimed and, when their attempt ends,
--- deleted without statements (src/task_rows.c): no trigger or rule sees
--- those.
+-- ready_at; a completion or failure that finds the run held by someone
+-- else leaves the row 'completed' or 'failed' for the worker.  New rows are
+-- inserted, claimed and, when their attempt ends, deleted without statements
+-- (src/task_rows.c): no trigger or rule sees those.
 CREATE TABLE durable.activity_tasks (
     run_id          pg_catalog.uuid NOT NULL,
     handle          pg_catalog.int4 NOT NULL,
@@ -163,9 +164,10 @@ CREATE TABLE durable.activity_tasks (
     priority        pg_catalog.int4 NOT NULL DEFAULT 0,
     attempt         pg_catalog.int4 NOT NULL DEFAULT 1,
     -- scheduled: ready for a poller at ready_at; started: claimed by one;
-    -- backoff: failed, waiting for its retry timer; completed: its result
-    -- (below) waits for the worker to record it in the history (the run was
-    -- held by someone else when it completed: see complete_activity)
+    -- backoff: failed, waiting for its retry timer; completed, failed: the
+    -- attempt's result or failure (below) waits for the worker to record it
+    -- (the run was held by someone else when it ended: see
+    -- complete_activity)
     status          durable.task_state NOT NULL DEFAULT 'scheduled',
     scheduled_at    pg_catalog.timestamptz NOT NULL,
     ready_at        pg_catalog.timestamptz NOT NULL,
@@ -175,14 +177,15 @@ CREATE TABLE durable.activity_tasks (
     -- anyway, and the attempt's end deletes or rewrites it.
     start_to_close_at pg_catalog.timestamptz,
     worker          pg_catalog.text,
+    -- the last attempt's failure; failed: this attempt's, as reported
     last_failure    pg_catalog.jsonb,
     -- progress reported by durable.heartbeat_activity(), handed to the next
     -- attempt
     heartbeat_details pg_catalog.jsonb,
     last_heartbeat_at pg_catalog.timestamptz,
     cancel_requested pg_catalog.bool NOT NULL DEFAULT false,
-    -- completed: the attempt's result, and when it came (the order in which
-    -- the worker records the results it finds together)
+    -- completed: the attempt's result; completed, failed: when it came (the
+    -- order in which the worker records the ends it finds together)
     result          pg_catalog.jsonb,
     completed_at    pg_catalog.timestamptz,
     PRIMARY KEY (run_id, handle)
@@ -197,9 +200,9 @@ CREATE INDEX activity_tasks_ready ON durable.activity_tasks
 CREATE INDEX activity_tasks_in_flight ON durable.activity_tasks (task_queue)
     WHERE status = 'started';
 
--- Where the worker finds results to record in the histories of their runs.
-CREATE INDEX activity_tasks_completed ON durable.activity_tasks (run_id)
-    WHERE status = 'completed';
+-- Where the worker finds attempts' ends to record in their runs' histories.
+CREATE INDEX activity_tasks_ended ON durable.activity_tasks (run_id)
+    WHERE status IN ('completed', 'failed');
 
 -- Where the worker finds attempts whose start_to_close ran out, as it finds
 -- due timers.

@@ -22,13 +22,14 @@
  * the event that ends the attempt (durable.recorded_events), and
  * durable.history shows it as an event of its own.
  *
- * A completion that finds its run held by someone else does not wait for
- * it: the result waits on the task row (status 'completed') for the worker,
- * which records it when it next holds the run (activity_record_completed).
+ * A completion or failure that finds its run held by someone else does not
+ * wait for it: the end waits on the task row (status 'completed' or
+ * 'failed') for the worker, which records it when it next holds the run
+ * (activity_record_ended).
  *
  * Lock order, everywhere: the run row, then the task row, then its timers.
  * Heartbeats, which do not take the run, take the task then its timers;
- * completions that find the run held take the task alone.
+ * completions and failures that find the run held take the task alone.
  *
  *-------------------------------------------------------------------------
  */
@@ -353,32 +354,28 @@ activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type, JsonBuf
 	timer_schedule(&a->run, "retry", a->handle, next_at);
 }
 
-/* ---- completions that find their run held ---- */
+/* ---- completions and failures that find their run held ---- */
 
 /*
- * Completes a started attempt without its run, which someone else holds
- * (another activity's completion, the worker running the run's workflow
- * task): the result waits on the task row, in status 'completed', until the
- * worker records it (activity_record_completed), woken when this
- * transaction commits.  So the completions of a run's parallel activities do
- * not each wait for the one before to commit (its WAL flush, with the run's
- * lock held), and can share flushes.  Returns false if the attempt is not the
- * current started one (its run closed: its tasks are gone).  The task row is
- * all it locks, as a heartbeat.
+ * Ends a started attempt without its run: state 'completed' with its
+ * result, or 'failed' with its failure, for the worker to record.
  */
-bool
-activity_complete_unlocked(Datum run_id, int32 handle, int32 attempt, Jsonb *result)
+static bool
+end_unlocked(Datum run_id, int32 handle, int32 attempt, const char *state,
+			 Jsonb *result, Jsonb *failure)
 {
 	static EnginePlan plan = {NULL,
-		"UPDATE durable.activity_tasks SET status = 'completed', result = $4,"
-		" completed_at = $5, start_to_close_at = NULL"
+		"UPDATE durable.activity_tasks SET status = $4::durable.task_state, result = $5,"
+		" last_failure = coalesce($6, last_failure), completed_at = $7,"
+		" start_to_close_at = NULL"
 		" WHERE run_id = $1 AND handle = $2 AND attempt = $3 AND status = 'started'"
 		" RETURNING task_queue",
-	5, {UUIDOID, INT4OID, INT4OID, JSONBOID, TIMESTAMPTZOID}};
-	Datum		values[5] = {run_id, Int32GetDatum(handle), Int32GetDatum(attempt),
-		result ? JsonbPGetDatum(result) : (Datum) 0,
+	7, {UUIDOID, INT4OID, INT4OID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID}};
+	Datum		values[7] = {run_id, Int32GetDatum(handle), Int32GetDatum(attempt),
+		CStringGetTextDatum(state), result ? JsonbPGetDatum(result) : (Datum) 0,
+		failure ? JsonbPGetDatum(failure) : (Datum) 0,
 	TimestampTzGetDatum(GetCurrentTimestamp())};
-	char		nulls[5] = {' ', ' ', ' ', result ? ' ' : 'n', ' '};
+	char		nulls[7] = {' ', ' ', ' ', ' ', result ? ' ' : 'n', failure ? ' ' : 'n', ' '};
 	char	   *task_queue;
 
 	if (engine_exec(&plan, values, nulls, 1) == 0)
@@ -391,101 +388,227 @@ activity_complete_unlocked(Datum run_id, int32 handle, int32 attempt, Jsonb *res
 	return true;
 }
 
-/* A result activity_complete_unlocked() left, as the worker finds it. */
-typedef struct WaitingResult
+/*
+ * Completes a started attempt without its run, which someone else holds
+ * (another activity's completion, the worker running the run's workflow
+ * task): the result waits on the task row, in status 'completed', until the
+ * worker records it (activity_record_ended), woken when this transaction
+ * commits.  So the completions of a run's parallel activities do not each
+ * wait for the one before to commit (its WAL flush, with the run's lock
+ * held), and can share flushes.  Returns false if the attempt is not the
+ * current started one (its run closed: its tasks are gone).  The task row is
+ * all it locks, as a heartbeat.
+ */
+bool
+activity_complete_unlocked(Datum run_id, int32 handle, int32 attempt, Jsonb *result)
 {
+	return end_unlocked(run_id, handle, attempt, "completed", result, NULL);
+}
+
+/*
+ * Fails a started attempt without its run, as activity_complete_unlocked()
+ * completes one: the failure (error, retryable, error_type) waits on the
+ * task row, in status 'failed', and the worker records it and decides the
+ * retry as fail_activity() would have.
+ */
+bool
+activity_fail_unlocked(Datum run_id, int32 handle, int32 attempt, const char *error,
+					   bool retryable, const char *error_type)
+{
+	JsonBuf		jb;
+
+	json_begin(&jb);
+	json_add_str(&jb, "error", error);
+	if (error_type)
+		json_add_str(&jb, "error_type", error_type);
+	json_add_bool(&jb, "retryable", retryable);
+	return end_unlocked(run_id, handle, attempt, "failed", NULL, json_end(&jb));
+}
+
+/* An attempt's end that activity_*_unlocked() left, as the worker finds it. */
+typedef struct WaitingEnd
+{
+	bool		failed;
 	int32		handle;
 	int32		attempt;
 	TimestampTz started_at;
 	char	   *worker;
-	Jsonb	   *result;			/* NULL: completed without one */
+	Jsonb	   *result;			/* completed: NULL if without one */
+	Jsonb	   *failure;		/* failed: error, retryable, error_type */
 	Jsonb	   *timeouts;
-	TimestampTz completed_at;
-} WaitingResult;
+	TimestampTz ended_at;
+} WaitingEnd;
 
 static int
-by_completion(const void *a, const void *b)
+by_end(const void *a, const void *b)
 {
-	const WaitingResult *x = a;
-	const WaitingResult *y = b;
+	const WaitingEnd *x = a;
+	const WaitingEnd *y = b;
 
-	if (x->completed_at != y->completed_at)
-		return x->completed_at < y->completed_at ? -1 : 1;
+	if (x->ended_at != y->ended_at)
+		return x->ended_at < y->ended_at ? -1 : 1;
 	return x->handle < y->handle ? -1 : x->handle > y->handle;
 }
 
-/*
- * Records, on a running run the caller holds locked, the results that
- * activity_complete_unlocked() left on its task rows: each attempt's
- * ActivityTaskStarted and ActivityTaskCompleted, in the order the results
- * came, stamped with the time they enter the history (as every event is:
- * the history's times never go back).  The task rows and their timers go.
- * Returns how many; the caller makes the workflow task that follows due.
- */
-int
-activity_record_completed(LockedRun *run)
+/* Reads the current SPI result (the columns of read_waiting_ends) into ends. */
+static void
+fill_waiting_ends(WaitingEnd *ends, int n, bool failed)
 {
-	static EnginePlan plan = {NULL,
-		"DELETE FROM durable.activity_tasks WHERE run_id = $1 AND status = 'completed'"
-		" RETURNING handle, attempt, started_at, worker, result, timeouts, completed_at",
-	1, {UUIDOID}};
-	Datum		values[1] = {run->run_id};
-	TimestampTz now = GetCurrentTimestamp();
-	WaitingResult *results;
-	NewEvent   *events;
-	int			n;
-
-	n = engine_exec(&plan, values, NULL, 0);
-	if (n == 0)
-		return 0;
-	results = palloc(sizeof(WaitingResult) * n);
 	for (int i = 0; i < n; i++)
 	{
-		WaitingResult *w = &results[i];
+		WaitingEnd *w = &ends[i];
 		bool		isnull;
 		Datum		d;
 
+		w->failed = failed;
 		w->handle = DatumGetInt32(engine_get(i, 1, &isnull));
 		w->attempt = DatumGetInt32(engine_get(i, 2, &isnull));
 		w->started_at = DatumGetTimestampTz(engine_get(i, 3, &isnull));
 		d = engine_get(i, 4, &isnull);
 		w->worker = isnull ? NULL : TextDatumGetCString(d);
 		d = engine_get(i, 5, &isnull);
-		w->result = isnull ? NULL : DatumGetJsonbPCopy(d);
+		w->result = (isnull || failed) ? NULL : DatumGetJsonbPCopy(d);
+		w->failure = (isnull || !failed) ? NULL : DatumGetJsonbPCopy(d);
 		w->timeouts = DatumGetJsonbPCopy(engine_get(i, 6, &isnull));
-		w->completed_at = DatumGetTimestampTz(engine_get(i, 7, &isnull));
+		w->ended_at = DatumGetTimestampTz(engine_get(i, 7, &isnull));
 	}
-	qsort(results, n, sizeof(WaitingResult), by_completion);
+}
 
-	events = palloc(sizeof(NewEvent) * n);
-	for (int i = 0; i < n; i++)
+/*
+ * The waiting ends of a locked run's attempts, in the order they came:
+ * the completed ones' task rows deleted (nothing is left to do with them),
+ * the failed ones' left for activity_attempt_unsuccessful().
+ */
+static int
+read_waiting_ends(LockedRun *run, WaitingEnd **out)
+{
+	static EnginePlan completed = {NULL,
+		"DELETE FROM durable.activity_tasks WHERE run_id = $1 AND status = 'completed'"
+		" RETURNING handle, attempt, started_at, worker, result, timeouts, completed_at",
+	1, {UUIDOID}};
+	static EnginePlan failed = {NULL,
+		"SELECT handle, attempt, started_at, worker, last_failure, timeouts, completed_at"
+		" FROM durable.activity_tasks WHERE run_id = $1 AND status = 'failed'",
+	1, {UUIDOID}};
+	Datum		values[1] = {run->run_id};
+	WaitingEnd *ends;
+	int			ncompleted = engine_exec(&completed, values, NULL, 0);
+	int			nfailed;
+
+	ends = palloc(sizeof(WaitingEnd) * Max(ncompleted, 1));
+	fill_waiting_ends(ends, ncompleted, false);
+	nfailed = engine_exec(&failed, values, NULL, 0);
+	if (nfailed > 0)
 	{
-		WaitingResult *w = &results[i];
+		ends = repalloc(ends, sizeof(WaitingEnd) * (ncompleted + nfailed));
+		fill_waiting_ends(ends + ncompleted, nfailed, true);
+	}
+	qsort(ends, ncompleted + nfailed, sizeof(WaitingEnd), by_end);
+	*out = ends;
+	return ncompleted + nfailed;
+}
+
+/* Records the completions ends[from..to), in one append. */
+static void
+record_completions(LockedRun *run, WaitingEnd *ends, int from, int to, TimestampTz now)
+{
+	NewEvent   *events;
+
+	if (to <= from)
+		return;
+	events = palloc(sizeof(NewEvent) * (to - from));
+	for (int i = from; i < to; i++)
+	{
+		WaitingEnd *w = &ends[i];
 		JsonBuf		jb;
+		ClaimedAttempt a;
 
 		json_begin(&jb);
 		json_add_int(&jb, "handle", w->handle);
 		json_add_int(&jb, "attempt", w->attempt);
 		if (w->result)
 			json_add_jsonb(&jb, "result", w->result);
-		events[i] = NEW_EVENT("ActivityTaskCompleted", json_end(&jb), now);
-		events[i].attempt_started_at = w->started_at;
-		events[i].attempt_worker = w->worker;
-	}
-	engine_append_events(run, n, events);
-
-	for (int i = 0; i < n; i++)
-	{
-		ClaimedAttempt a;
-
-		if (!activity_has_timeout_timers(results[i].timeouts))
+		events[i - from] = NEW_EVENT("ActivityTaskCompleted", json_end(&jb), now);
+		events[i - from].attempt_started_at = w->started_at;
+		events[i - from].attempt_worker = w->worker;
+		if (!activity_has_timeout_timers(w->timeouts))
 			continue;
 		memcpy(&a.run, run, sizeof(LockedRun));
-		a.handle = results[i].handle;
-		a.timeouts = results[i].timeouts;
+		a.handle = w->handle;
+		a.timeouts = w->timeouts;
 		a.status = "completed";
 		drop_task_timers(&a, true);
 	}
+	engine_append_events(run, to - from, events);
+}
+
+/* The "retryable" of a waiting failure (activity_fail_unlocked wrote it). */
+static bool
+failure_retryable(Jsonb *failure)
+{
+	JsonbValue	v;
+
+	if (getKeyJsonValueFromContainer(&failure->root, "retryable", strlen("retryable"), &v) == NULL ||
+		v.type != jbvBool)
+		return true;
+	return v.val.boolean;
+}
+
+/* Records a failure: its retry or its end for good, as fail_activity() does. */
+static void
+record_failure(LockedRun *run, WaitingEnd *w, TimestampTz now)
+{
+	ClaimedAttempt a;
+	JsonBuf		jb;
+	char	   *error_type = jsonb_field_text(w->failure, "error_type");
+	bool		retryable = failure_retryable(w->failure);
+
+	memcpy(&a.run, run, sizeof(LockedRun));
+	if (!activity_lock_task(w->handle, &a))
+		elog(ERROR, "activity task of a waiting failure was not found");
+	a.status = "started";		/* the attempt that failed */
+	a.had_started = true;
+	json_begin(&jb);
+	json_add_int(&jb, "handle", a.handle);
+	json_add_int(&jb, "attempt", a.attempt);
+	json_add_str(&jb, "activity", a.activity);
+	json_add_str(&jb, "error", jsonb_field_text(w->failure, "error"));
+	if (error_type)
+		json_add_str(&jb, "error_type", error_type);
+	json_add_bool(&jb, "retryable", retryable);
+	activity_attempt_unsuccessful(&a, "ActivityTaskFailed", &jb, retryable, error_type, now);
+	memcpy(run, &a.run, sizeof(LockedRun));
+}
+
+/*
+ * Records, on a running run the caller holds locked, the ends of attempts
+ * that activity_complete_unlocked() and activity_fail_unlocked() left on
+ * their task rows, in the order they came, stamped with the time they enter
+ * the history (as every event is: the history's times never go back):
+ * completions as ActivityTaskStarted and ActivityTaskCompleted (their task
+ * rows and timers go), failures as fail_activity() records them (the retry
+ * decided now).  Returns how many; the caller makes the workflow task that
+ * follows due.
+ */
+int
+activity_record_ended(LockedRun *run)
+{
+	WaitingEnd *ends;
+	int			n = read_waiting_ends(run, &ends);
+	int			from = 0;
+
+	/* after the reads: what they saw had started, and ended, before */
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < n; i++)
+	{
+		if (!ends[i].failed)
+			continue;
+		record_completions(run, ends, from, i, now);
+		record_failure(run, &ends[i], now);
+		from = i + 1;
+	}
+	record_completions(run, ends, from, n, now);
 	return n;
 }
 
@@ -528,9 +651,9 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int32 handle, int32 attemp
 	memcpy(&a.run, run, sizeof(LockedRun));
 	if (!activity_lock_task(handle, &a))
 		return false;
-	if (strcmp(a.status, "completed") == 0)
+	if (strcmp(a.status, "completed") == 0 || strcmp(a.status, "failed") == 0)
 	{
-		/* it completed in time; its result waits for the worker */
+		/* it ended in time; its end waits for the worker */
 		return timer_id != 0 && engine_exec(&claim, values, NULL, 0) == 1;
 	}
 	if (timer_id == 0)
@@ -589,9 +712,21 @@ activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now)
 	if (engine_exec(&find, values, NULL, 1) == 0)
 		return false;			/* already over */
 	memcpy(&a.run, run, sizeof(LockedRun));
-	/* a completed one's result is on its way to the history: it is over */
-	if (!activity_lock_task(handle, &a) || strcmp(a.status, "started") == 0 ||
-		strcmp(a.status, "completed") == 0)
+	if (!activity_lock_task(handle, &a))
+		return false;
+	if (strcmp(a.status, "completed") == 0 || strcmp(a.status, "failed") == 0)
+	{
+		/*
+		 * Its attempt ended, unrecorded: record the run's waiting ends (a
+		 * failure may leave the activity waiting for a retry, which is
+		 * canceled at once below); the code needs another task for them.
+		 */
+		activity_record_ended(run);
+		memcpy(&a.run, run, sizeof(LockedRun));
+		if (!activity_lock_task(handle, &a) || strcmp(a.status, "started") == 0)
+			return true;
+	}
+	else if (strcmp(a.status, "started") == 0)
 		return false;
 
 	json_begin(&jb);

@@ -58,6 +58,9 @@ extern void activity_append_ended(ClaimedAttempt *a, const char *event_type,
 extern void activity_resolve(ClaimedAttempt *a, Oid caller);
 extern bool activity_complete_unlocked(Datum run_id, int32 handle, int32 attempt,
 									   Jsonb *result);
+extern bool activity_fail_unlocked(Datum run_id, int32 handle, int32 attempt,
+								   const char *error, bool retryable,
+								   const char *error_type);
 extern void activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_type,
 										  JsonBuf *jb, bool retryable,
 										  const char *error_type, TimestampTz now);

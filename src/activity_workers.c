@@ -176,20 +176,42 @@ activity_eager_worker(void)
  * Locks the run, then the task (always in that order: the worker locks
  * runs first too; FOR UPDATE OF locks in the order it names them), in one
  * statement, and checks the token's attempt is the current started one of
- * an open run.
+ * an open run.  With unless_held, a run someone else holds is not waited
+ * for: *held is set then (or when there is no such task), and the caller
+ * gets the token's run, handle and attempt in *token_key.
  */
+typedef struct TokenKey
+{
+	Datum		run_id;
+	int32		handle;
+	int32		attempt;
+} TokenKey;
+
 static bool
-lock_current_attempt(const char *token, ClaimedAttempt *a)
+lock_current_attempt(const char *token, ClaimedAttempt *a, bool unless_held,
+					 bool *held, TokenKey *token_key)
 {
 	static EnginePlan plan = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r, t", ATTEMPT_QUERY_TYPES};
+	static EnginePlan skip_plan = {NULL, ATTEMPT_QUERY " FOR UPDATE OF r, t SKIP LOCKED",
+	ATTEMPT_QUERY_TYPES};
 	Datum		values[2];
 	int32		handle;
 	int32		attempt;
 
 	token_parse(token, &values[0], &handle, &attempt);
 	values[1] = Int32GetDatum(handle);
-	if (engine_exec(&plan, values, NULL, 1) == 0)
+	if (token_key)
+	{
+		token_key->run_id = values[0];
+		token_key->handle = handle;
+		token_key->attempt = attempt;
+	}
+	if (engine_exec(unless_held ? &skip_plan : &plan, values, NULL, 1) == 0)
+	{
+		if (held)
+			*held = true;
 		return false;
+	}
 	engine_fill_locked_run(&a->run, 1);
 	activity_fill_attempt(a, RUN_NCOLUMNS + 1);
 	return strcmp(a->run.status, "running") == 0 && a->attempt == attempt &&
@@ -793,6 +815,8 @@ durable_fail_activity(PG_FUNCTION_ARGS)
 	EngineScope scope;
 	ClaimedAttempt a;
 	bool		current;
+	bool		held = false;
+	TokenKey	key;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -802,8 +826,12 @@ durable_fail_activity(PG_FUNCTION_ARGS)
 	error = text_to_cstring(PG_GETARG_TEXT_PP(1));
 
 	engine_enter(&scope);
-	current = lock_current_attempt(token, &a);
-	if (current)
+	current = lock_current_attempt(token, &a, true, &held, &key);
+	/* not found, or held by someone else: the task row alone tells */
+	if (held)
+		current = activity_fail_unlocked(key.run_id, key.handle, key.attempt, error,
+										 retryable, error_type);
+	else if (current)
 	{
 		JsonBuf		jb;
 
@@ -890,7 +918,7 @@ durable_cancel_activity(PG_FUNCTION_ARGS)
 	bool		requested = true;
 
 	engine_enter(&scope);
-	current = lock_current_attempt(token, &a);
+	current = lock_current_attempt(token, &a, false, NULL, NULL);
 	if (current && !a.cancel_requested)
 		requested = false;
 	else if (current)

@@ -467,7 +467,7 @@ extern void activity_schedule(LockedRun *run, int32 handle, const char *activity
 							  const char *task_queue, Jsonb *input,
 							  ActivityOptions *options, TimestampTz now,
 							  const NewEvent *before, bool save_run);
-extern int	activity_record_completed(LockedRun *run);
+extern int	activity_record_ended(LockedRun *run);
 extern void activity_cancel_all(LockedRun *run);
 extern bool activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now);
 extern bool activity_fire_timeout(LockedRun *run, int64 timer_id, int32 handle,

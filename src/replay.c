@@ -752,7 +752,7 @@ record_results(LockedRun *run)
 		activity_cancel_all(run);
 		return;
 	}
-	if (activity_record_completed(run) == 0)
+	if (activity_record_ended(run) == 0)
 		return;
 	if (run->task_failed)
 		engine_request_workflow_task(run);	/* parked: kept for its retry */
@@ -875,7 +875,8 @@ static int
 run_batch(int max_tasks, TimestampTz stop_at, bool isolated, bool *results, bool *busy)
 {
 	static EnginePlan waiting = {NULL,
-		"SELECT DISTINCT run_id FROM durable.activity_tasks WHERE status = 'completed'"
+		"SELECT DISTINCT run_id FROM durable.activity_tasks"
+		" WHERE status IN ('completed', 'failed')"
 		" LIMIT $1",
 	1, {INT4OID}};
 	static EnginePlan due = {NULL,

@@ -86,11 +86,14 @@ SELECT count(*) FROM (SELECT run_id, details->>'handle', count(*) FROM durable.h
 is($node->safe_psql('postgres', q{
 SELECT count(*) FROM durable.history WHERE event_type = 'ActivityTaskCompleted'}),
 	20 * $workflows, 'and all of them did');
-is($node->safe_psql('postgres', q{
-SELECT count(*) FROM (SELECT event_type, event_time < max(event_time) OVER
-    (PARTITION BY run_id ORDER BY event_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS back
-  FROM durable.history) s WHERE back AND event_type <> 'ActivityTaskStarted'}),
-	'0', 'no event but an attempt\'s start is older than one before it');
+my $back = $node->safe_psql('postgres', q{
+SELECT string_agg(format('%s: %s %s at %s after %s %s at %s', r.workflow_id, b.event_id, b.event_type,
+                         b.event_time, a.event_id, a.event_type, a.event_time), '; ')
+  FROM durable.history b JOIN durable.runs r USING (run_id)
+  JOIN LATERAL (SELECT * FROM durable.history a WHERE a.run_id = b.run_id AND a.event_id < b.event_id
+                  AND a.event_time > b.event_time ORDER BY a.event_id LIMIT 1) a ON true
+ WHERE b.event_type <> 'ActivityTaskStarted'});
+is($back, '', 'no event but an attempt\'s start is older than one before it');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM durable.activity_tasks}),
 	'0', 'no task row is left');
 cmp_ok($node->safe_psql('postgres', q{
