@@ -722,6 +722,7 @@ activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now)
 		 * canceled at once below); the code needs another task for them.
 		 */
 		activity_record_ended(run);
+		now = Max(now, GetCurrentTimestamp());	/* after what that recorded */
 		memcpy(&a.run, run, sizeof(LockedRun));
 		if (!activity_lock_task(handle, &a) || strcmp(a.status, "started") == 0)
 			return true;
