@@ -615,6 +615,31 @@ activity_record_ended(LockedRun *run)
 /* ---- timeouts, fired by the timer queue ---- */
 
 /*
+ * Reads the task of handle into a, on a run the caller holds.  If its
+ * attempt's end waits on the row (activity_*_unlocked), the run's waiting
+ * ends are recorded first (*recorded; the caller makes the workflow task
+ * due), so that what follows sees the activity as the history has it: a
+ * failure may have left it waiting for a retry, still under its
+ * schedule_to_close, or ended it.  *now then moves past their time.  Returns
+ * false when no task is left.
+ */
+static bool
+lock_task_as_recorded(LockedRun *run, int32 handle, ClaimedAttempt *a,
+					  TimestampTz *now, bool *recorded)
+{
+	*recorded = false;
+	memcpy(&a->run, run, sizeof(LockedRun));
+	if (!activity_lock_task(handle, a))
+		return false;
+	if (strcmp(a->status, "completed") != 0 && strcmp(a->status, "failed") != 0)
+		return true;
+	*recorded = activity_record_ended(run) > 0;
+	*now = Max(*now, GetCurrentTimestamp());
+	memcpy(&a->run, run, sizeof(LockedRun));
+	return activity_lock_task(handle, a);
+}
+
+/*
  * Has the attempt in a, locked, run out of its start_to_close at now?  As
  * the claim computed the row's start_to_close_at from the same two values.
  */
@@ -647,15 +672,17 @@ activity_fire_timeout(LockedRun *run, int64 timer_id, int32 handle, int32 attemp
 	bool		whole_activity = strcmp(timeout, "schedule_to_close") == 0;
 	bool		before_start = strcmp(timeout, "schedule_to_start") == 0;
 	JsonBuf		jb;
+	bool		recorded;
 
-	memcpy(&a.run, run, sizeof(LockedRun));
-	if (!activity_lock_task(handle, &a))
-		return false;
-	if (strcmp(a.status, "completed") == 0 || strcmp(a.status, "failed") == 0)
+	if (!lock_task_as_recorded(run, handle, &a, &now, &recorded))
 	{
-		/* it ended in time; its end waits for the worker */
+		/* it ended before the timeout: nothing left to time out */
+		if (recorded)
+			engine_request_workflow_task(run);
 		return timer_id != 0 && engine_exec(&claim, values, NULL, 0) == 1;
 	}
+	if (recorded)
+		engine_request_workflow_task(run);
 	if (timer_id == 0)
 	{
 		if (strcmp(a.status, "started") != 0 || a.attempt != attempt ||
@@ -705,30 +732,18 @@ activity_request_cancel(LockedRun *run, int32 handle, TimestampTz now)
 	Datum		values[2] = {run->run_id, Int32GetDatum(handle)};
 	ClaimedAttempt a;
 	JsonBuf		jb;
+	bool		recorded;
 
 	json_begin(&jb);
 	json_add_int(&jb, "handle", handle);
 	engine_append_event(run, "ActivityTaskCancelRequested", json_end(&jb), now);
 	if (engine_exec(&find, values, NULL, 1) == 0)
 		return false;			/* already over */
-	memcpy(&a.run, run, sizeof(LockedRun));
-	if (!activity_lock_task(handle, &a))
-		return false;
-	if (strcmp(a.status, "completed") == 0 || strcmp(a.status, "failed") == 0)
-	{
-		/*
-		 * Its attempt ended, unrecorded: record the run's waiting ends (a
-		 * failure may leave the activity waiting for a retry, which is
-		 * canceled at once below); the code needs another task for them.
-		 */
-		activity_record_ended(run);
-		now = Max(now, GetCurrentTimestamp());	/* after what that recorded */
-		memcpy(&a.run, run, sizeof(LockedRun));
-		if (!activity_lock_task(handle, &a) || strcmp(a.status, "started") == 0)
-			return true;
-	}
-	else if (strcmp(a.status, "started") == 0)
-		return false;
+	/* the code needs another task for ends recorded here */
+	if (!lock_task_as_recorded(run, handle, &a, &now, &recorded))
+		return recorded;
+	if (strcmp(a.status, "started") == 0)
+		return recorded;
 
 	json_begin(&jb);
 	json_add_int(&jb, "handle", handle);
