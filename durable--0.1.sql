@@ -457,6 +457,21 @@ CREATE FUNCTION durable.poll_activity(task_queue pg_catalog.text,
     RETURNS SETOF durable.activity_task
     LANGUAGE c VOLATILE ROWS 1 AS 'MODULE_PATHNAME', 'durable_poll_activity';
 
+-- poll_activity() for a long wait, as a procedure: called outside a
+-- transaction block, it commits each look that finds nothing and waits with
+-- no snapshot, so a worker idling on a queue does not hold back VACUUM.  The
+-- task comes back as the INOUT arguments (leave them out of the CALL).
+CREATE PROCEDURE durable.wait_for_activity_task(task_queue pg_catalog.text,
+                                                worker pg_catalog.text DEFAULT NULL,
+                                                wait pg_catalog.interval DEFAULT '30 s',
+                                                INOUT task_token pg_catalog.text DEFAULT NULL,
+                                                INOUT workflow_id pg_catalog.text DEFAULT NULL,
+                                                INOUT activity pg_catalog.text DEFAULT NULL,
+                                                INOUT input pg_catalog.jsonb DEFAULT NULL,
+                                                INOUT attempt pg_catalog.int4 DEFAULT NULL,
+                                                INOUT heartbeat_details pg_catalog.jsonb DEFAULT NULL)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'durable_wait_for_activity_task';
+
 CREATE FUNCTION durable.complete_activity(task_token pg_catalog.text,
                                           result pg_catalog.jsonb DEFAULT NULL)
     RETURNS pg_catalog.bool
@@ -493,6 +508,9 @@ CREATE FUNCTION durable.cancel_activity(task_token pg_catalog.text,
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_cancel_activity';
 
 -- Polling hands out other roles' activity inputs: only roles granted it may.
+REVOKE ALL ON PROCEDURE durable.wait_for_activity_task(pg_catalog.text, pg_catalog.text, pg_catalog.interval,
+                                                     pg_catalog.text, pg_catalog.text, pg_catalog.text,
+                                                     pg_catalog.jsonb, pg_catalog.int4, pg_catalog.jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable.poll_activity(pg_catalog.text, pg_catalog.text, pg_catalog.interval, pg_catalog.int4),
     durable.complete_activity(pg_catalog.text, pg_catalog.jsonb),
     durable.fail_activity(pg_catalog.text, pg_catalog.text, pg_catalog.bool, pg_catalog.text),

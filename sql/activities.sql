@@ -151,12 +151,43 @@ SELECT activity FROM durable.poll_activity('prio', wait => '10 s');
 SELECT activity FROM durable.poll_activity('prio', wait => '10 s');
 SELECT activity FROM durable.poll_activity('prio', wait => '10 s');
 
+-- wait_for_activity_task: poll_activity as a procedure, for long waits.
+-- Called outside a transaction block it commits each look that finds nothing
+-- and waits holding no snapshot (test/t/002_processes.pl shows it); the task
+-- comes back as its INOUT arguments, all null when none came.
+CALL durable.wait_for_activity_task('empty-queue', wait => '10 ms');
+SELECT durable.start_workflow('one_activity', '{"activity": "called", "queue": "call", "input": {"n": 1}}',
+                              workflow_id => 'call-1');
+CALL durable.wait_for_activity_task('call', worker => 'caller', wait => '10 s') \gset
+\echo :workflow_id :activity :input :attempt
+SELECT worker FROM durable.activity_tasks WHERE workflow_id = 'call-1';
+SELECT durable.complete_activity(:'task_token', '"done"');
+SELECT durable.result('call-1', wait => '10 s');
+-- inside a transaction block it cannot commit: it waits as poll_activity
+-- does, and the claim is the transaction's
+SELECT durable.start_workflow('one_activity', '{"activity": "called", "queue": "call"}',
+                              workflow_id => 'call-2');
+BEGIN;
+CALL durable.wait_for_activity_task('call', wait => '10 s') \gset
+\echo :workflow_id :attempt
+ROLLBACK;
+CALL durable.wait_for_activity_task('call', wait => '10 s') \gset
+\echo :workflow_id :attempt
+SELECT durable.complete_activity(:'task_token', '"done"');
+SELECT durable.result('call-2', wait => '10 s');
+-- each of its looks is a transaction of its own: REPEATABLE READ does not
+-- keep it from waiting (poll_activity would refuse)
+SET default_transaction_isolation = 'repeatable read';
+CALL durable.wait_for_activity_task('empty-queue', wait => '10 ms');
+RESET default_transaction_isolation;
+
 -- the poll wait is capped by durable.max_poll_wait
 ALTER SYSTEM SET durable.max_poll_wait = '100ms';
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.2);
 SET statement_timeout = '5s';
 SELECT count(*) FROM durable.poll_activity('empty-queue', wait => '1 hour');
+CALL durable.wait_for_activity_task('empty-queue', wait => '1 hour');
 RESET statement_timeout;
 ALTER SYSTEM RESET durable.max_poll_wait;
 SELECT pg_reload_conf();

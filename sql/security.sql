@@ -31,6 +31,7 @@ SELECT * FROM durable.token_key;
 -- nor act as an activity worker unless granted: polling hands out other
 -- roles' inputs
 SELECT * FROM durable.poll_activity('security');
+CALL durable.wait_for_activity_task('security');
 SELECT durable.complete_activity('00000000000000000000000000000000.1.1.00000000000000000000000000000000');
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION durable.poll_activity(text, text, interval, int) TO regress_durable_bob;

@@ -26,14 +26,19 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "executor/tuptable.h"
+#include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #define MAX_POLL_TASKS				1000
 
 PG_FUNCTION_INFO_V1(durable_poll_activity);
+PG_FUNCTION_INFO_V1(durable_wait_for_activity_task);
 PG_FUNCTION_INFO_V1(durable_complete_activity);
 PG_FUNCTION_INFO_V1(durable_fail_activity);
 PG_FUNCTION_INFO_V1(durable_heartbeat_activity);
@@ -558,55 +563,53 @@ poll_args(FunctionCallInfo fcinfo, int first, ClaimRequest *req)
 				 errmsg("max_tasks must be between 1 and %d", MAX_POLL_TASKS)));
 }
 
-Datum
-durable_poll_activity(PG_FUNCTION_ARGS)
+/*
+ * One look of a procedure's wait (see wait_for_tasks()): claims in the
+ * current transaction, with a snapshot of its own; if nothing came, commits,
+ * which lets go of that snapshot and of any lock the look took.  The
+ * transaction that SPI_commit() starts then has taken no snapshot, and the
+ * sleep that follows holds none.
+ */
+static bool
+claim_or_commit(void *arg)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	ClaimRequest args;
-	const char *queue;
-	const char *worker;
-	long		wait_ms;
-	int			max_tasks;
-	TimestampTz deadline;
-	WakeChannel *channel;
+	bool		found;
 
-	durable_require_preload();
-	poll_args(fcinfo, 0, &args);
-	wait_ms = PG_ARGISNULL(2) ? 0 : interval_arg_ms(PG_GETARG_INTERVAL_P(2), "wait");
-	wait_ms = Min(wait_ms, durable_max_poll_wait_ms);
-	queue = args.queue;
-	worker = args.worker;
-	max_tasks = args.max_tasks;
-	if (wait_ms > 0 && IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("poll_activity cannot wait inside a REPEATABLE READ or SERIALIZABLE transaction"),
-				 errhint("Poll in a READ COMMITTED transaction, or pass wait => '0'.")));
+	PushActiveSnapshot(GetTransactionSnapshot());
+	found = claim_some(arg);
+	PopActiveSnapshot();
+	if (!found)
+		SPI_commit();
+	return found;
+}
 
-	InitMaterializedSRF(fcinfo, 0);
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
-	channel = durable_queue_channel(queue);
+/*
+ * Looks at the queue until tasks come (claimed into args->rsinfo) or the
+ * deadline passes, sleeping on the queue's channel in between.  An empty
+ * look leaves no lock behind while we sleep: it runs in a subtransaction,
+ * or with commit_between_looks (a procedure called outside a transaction
+ * block, connected to SPI as non-atomic) in a transaction of its own,
+ * committed.
+ */
+static void
+wait_for_tasks(ClaimRequest *args, TimestampTz deadline, bool commit_between_looks)
+{
+	WakeChannel *channel = durable_queue_channel(args->queue);
 
-	if (wait_ms == 0)
-	{
-		(void) claim_some(&args);
-		return (Datum) 0;
-	}
-	if (claim_at_once(&args))
-		return (Datum) 0;
-
-	durable_poller_waits(queue, 1);
+	durable_poller_waits(args->queue, 1);
 	PG_TRY();
 	{
 		for (;;)
 		{
-			ClaimRequest req = {rsinfo, queue, worker, max_tasks, -1, false};
+			ClaimRequest req = *args;
 			uint64		seen = channel_broadcasts(channel);
 			TimestampTz now;
 			long		sleep_ms;
 
-			/* an empty look leaves no lock behind while we sleep */
-			if (engine_try_in_subxact(claim_some, &req))
+			req.retry_ms = -1;
+			req.tentative = false;
+			if (commit_between_looks ? claim_or_commit(&req) :
+				engine_try_in_subxact(claim_some, &req))
 				break;
 			now = GetCurrentTimestamp();
 			if (now >= deadline)
@@ -620,10 +623,133 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		durable_poller_waits(queue, -1);
+		durable_poller_waits(args->queue, -1);
 	}
 	PG_END_TRY();
+}
+
+/* The wait argument of a poll, in milliseconds, within durable.max_poll_wait. */
+static long
+poll_wait_ms(FunctionCallInfo fcinfo, int argno)
+{
+	long		wait_ms;
+
+	wait_ms = PG_ARGISNULL(argno) ? 0 :
+		interval_arg_ms(PG_GETARG_INTERVAL_P(argno), "wait");
+	return Min(wait_ms, durable_max_poll_wait_ms);
+}
+
+/* A wait sees new tasks only with a new snapshot at each look. */
+static void
+check_wait_isolation(const char *function, const char *hint)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("%s cannot wait inside a REPEATABLE READ or SERIALIZABLE transaction",
+						function),
+				 errhint("%s", hint)));
+}
+
+Datum
+durable_poll_activity(PG_FUNCTION_ARGS)
+{
+	ClaimRequest args;
+	long		wait_ms;
+	TimestampTz deadline;
+
+	durable_require_preload();
+	poll_args(fcinfo, 0, &args);
+	wait_ms = poll_wait_ms(fcinfo, 2);
+	if (wait_ms > 0)
+		check_wait_isolation("poll_activity",
+							 "Poll in a READ COMMITTED transaction, or pass wait => '0'.");
+
+	InitMaterializedSRF(fcinfo, 0);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+
+	if (wait_ms == 0)
+	{
+		(void) claim_some(&args);
+		return (Datum) 0;
+	}
+	if (claim_at_once(&args))
+		return (Datum) 0;
+	wait_for_tasks(&args, deadline, false);
 	return (Datum) 0;
+}
+
+/*
+ * CALL durable.wait_for_activity_task(task_queue, worker, wait): the long
+ * poll that holds no snapshot while it waits.  A function cannot let go of
+ * its statement's snapshot, and one that waits in it holds back what every
+ * table of the database may prune or vacuum for as long as it waits.  A
+ * procedure called outside a transaction block may commit: each look that
+ * finds nothing is committed, and the wait runs in a transaction that has
+ * taken no snapshot.  Inside a transaction block (an atomic CALL) it waits
+ * as poll_activity() does.  The task comes back as the procedure's INOUT
+ * arguments, all null when none came.
+ */
+Datum
+durable_wait_for_activity_task(PG_FUNCTION_ARGS)
+{
+	CallContext *call = (CallContext *) fcinfo->context;
+	bool		atomic = call == NULL || !IsA(call, CallContext) || call->atomic;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	MemoryContext look_cxt;
+	ReturnSetInfo rsinfo;
+	ClaimRequest args;
+	TupleDesc	desc;
+	long		wait_ms;
+	Datum		values[6] = {0};
+	bool		nulls[6] = {true, true, true, true, true, true};
+	TupleTableSlot *slot;
+	Datum		result;
+
+	durable_require_preload();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE ||
+		desc->natts != lengthof(values))
+		elog(ERROR, "durable: wait_for_activity_task has the wrong INOUT arguments");
+	desc = BlessTupleDesc(desc);
+	poll_args(fcinfo, 0, &args);
+	args.max_tasks = 1;
+	args.rsinfo = &rsinfo;
+	wait_ms = poll_wait_ms(fcinfo, 2);
+	if (atomic && wait_ms > 0)
+		check_wait_isolation("wait_for_activity_task",
+							 "CALL it outside a transaction block, or in a READ COMMITTED one.");
+
+	/*
+	 * The claim puts the task in a tuplestore, read after SPI_finish().  It
+	 * is made before the first commit, so it must never spill to a file: its
+	 * resource owner would be gone.  It holds one task.
+	 */
+	MemSet(&rsinfo, 0, sizeof(rsinfo));
+	rsinfo.type = T_ReturnSetInfo;
+	look_cxt = AllocSetContextCreate(caller_cxt, "durable wait_for_activity_task",
+									 ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(look_cxt);
+	rsinfo.setDesc = desc;
+	rsinfo.setResult = tuplestore_begin_heap(false, false, MAX_KILOBYTES);
+	if (!atomic && SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	wait_for_tasks(&args, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms),
+				   !atomic);
+	if (!atomic)
+		SPI_finish();
+
+	MemoryContextSwitchTo(caller_cxt);
+	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	if (tuplestore_gettupleslot(rsinfo.setResult, true, false, slot))
+	{
+		slot_getallattrs(slot);
+		memcpy(values, slot->tts_values, sizeof(values));
+		memcpy(nulls, slot->tts_isnull, sizeof(nulls));
+	}
+	result = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+	ExecDropSingleTupleTableSlot(slot);
+	MemoryContextDelete(look_cxt);
+	PG_RETURN_DATUM(result);
 }
 
 /* ---- complete, fail, heartbeat, cancel ---- */

@@ -271,7 +271,9 @@ def ceiling(conn, args):
 # "idle_long_poll" one (as many as "sustained") has one more client waiting
 # in poll_activity() on a queue that gets no task, all along: its
 # statement's snapshot holds back what VACUUM and the indexes' killed
-# entries may remove, as any long-running statement does.
+# entries may remove, as any long-running statement does.  The "idle_call"
+# one has that client wait with CALL durable.wait_for_activity_task(),
+# which holds no snapshot while it waits.
 THROUGHPUT_VARIANTS = {
     "1_step": (1, "two", "1-activity workflows, poll + complete", 1, "bench_steps"),
     "1_step_complete_and_poll": (1, "combined", "1-activity workflows, complete_and_poll", 1, "bench_steps"),
@@ -291,23 +293,32 @@ THROUGHPUT_VARIANTS = {
                                                             " first tasks made before", 8, "bench_steps", True),
     "1_step_complete_and_poll_sustained_idle_long_poll": (1, "combined",
                                                           "1-activity workflows, complete_and_poll, 8 times as many,"
-                                                          " an idle long poll beside", 8, "bench_steps", False, True),
+                                                          " an idle long poll beside", 8, "bench_steps", False,
+                                                          "poll_activity"),
+    "1_step_complete_and_poll_sustained_idle_call": (1, "combined",
+                                                     "1-activity workflows, complete_and_poll, 8 times as many,"
+                                                     " an idle CALL wait_for_activity_task beside", 8, "bench_steps",
+                                                     False, "wait_for_activity_task"),
 }
 
 
 class IdleLongPoll:
-    """A client waiting in poll_activity() on a queue that gets no task,
-    until finish() cancels it."""
+    """A client waiting on a queue that gets no task, until finish() cancels
+    it: in poll_activity(), which holds its statement's snapshot while it
+    waits, or in the procedure wait_for_activity_task(), which holds none."""
 
-    def __init__(self):
+    WAITS = {"poll_activity": "SELECT count(*) FROM durable.poll_activity('bench-idle', wait => '1 hour')",
+             "wait_for_activity_task": "CALL durable.wait_for_activity_task('bench-idle', wait => '1 hour')"}
+
+    def __init__(self, how):
         self.conn = connect()
         self.pid = q1(self.conn, "SELECT pg_backend_pid()")
-        self.thread = threading.Thread(target=self._wait)
+        self.thread = threading.Thread(target=self._wait, args=(self.WAITS[how],))
         self.thread.start()
 
-    def _wait(self):
+    def _wait(self, sql):
         try:
-            q(self.conn, "SELECT count(*) FROM durable.poll_activity('bench-idle', wait => '1 hour')")
+            q(self.conn, sql)
         except psycopg2.Error:
             pass
 
@@ -317,10 +328,10 @@ class IdleLongPoll:
         self.conn.close()
 
 
-def throughput(conn, args, steps, n, mode, workflow, first_tasks_made=False, idle_long_poll=False):
+def throughput(conn, args, steps, n, mode, workflow, first_tasks_made=False, idle_long_poll=None):
     clean(conn)
     prefix = "tp%d-" % steps
-    idle = IdleLongPoll() if idle_long_poll else None
+    idle = IdleLongPoll(idle_long_poll) if idle_long_poll else None
     # the pollers are connected and waiting before the first workflow starts
     pollers = None if first_tasks_made else Pollers("bench", args.clients, mode)
     lsn0 = wal_position(conn)
@@ -633,7 +644,7 @@ def main():
         elif s == "throughput":
             n1, n10 = (500, 100) if args.quick else (5000 * args.scale, 1000 * args.scale)
             r = {k: throughput(conn, args, steps, times * (n1 if steps == 1 else n10), mode, workflow,
-                               *[bool(x) for x in extras])
+                               *extras)
                  for k, (steps, mode, _, times, workflow, *extras) in THROUGHPUT_VARIANTS.items()
                  if not args.variant or k in args.variant}
         elif s == "sql":

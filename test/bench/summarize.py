@@ -17,7 +17,7 @@ FIGURES = [
 for key in ("10_steps_complete_and_poll", "1_step_complete_and_poll", "10_steps", "1_step",
             "10_steps_async_claim", "1_step_async_claim", "1_step_complete_and_poll_sustained",
             "1_step_complete_and_poll_start_to_close", "1_step_complete_and_poll_sustained_first_tasks_made",
-            "1_step_complete_and_poll_sustained_idle_long_poll"):
+            "1_step_complete_and_poll_sustained_idle_long_poll", "1_step_complete_and_poll_sustained_idle_call"):
     t = "throughput." + key + "."
     FIGURES += [
         (key + ": activities/s", t + "activities_per_s", "{:,.0f}"),

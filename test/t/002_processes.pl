@@ -58,6 +58,44 @@ start_greets($node, 'wake', 1, 'app1');
 $poller->finish or die "poller failed: $err";
 like($out, qr/^lookup_user$/m, 'the waiting poller received the new task at commit');
 
+# --- a long poll by CALL durable.wait_for_activity_task() holds no snapshot
+# while it waits (it commits each look that finds nothing), where a waiting
+# poll_activity() holds its statement's, and with it what VACUUM may remove ---
+sub start_waiting
+{
+	my ($sql, $out, $err) = @_;
+	return IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr('app1'), '-c', $sql ],
+		'>', $out, '2>', $err,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+}
+my ($cout, $cerr, $fout, $ferr) = ('', '', '', '');
+my $caller = start_waiting(
+	"CALL durable.wait_for_activity_task('default', worker => 'caller', wait => '10 min')",
+	\$cout, \$cerr);
+my $function_poller = start_waiting(
+	"SELECT activity FROM durable.poll_activity('elsewhere', worker => 'function-poller', wait => '10 min')",
+	\$fout, \$ferr);
+ok($node->poll_query_until('app1', q{
+SELECT count(*) = 2 FROM pg_stat_activity
+ WHERE (query LIKE '%caller%' OR query LIKE '%function-poller%') AND wait_event_type = 'Extension'
+   AND pid <> pg_backend_pid()}), 'both pollers wait');
+is($node->safe_psql('app1', q{
+SELECT string_agg(CASE WHEN query LIKE 'CALL%' THEN 'procedure' ELSE 'function' END
+                  || ' ' || CASE WHEN backend_xmin IS NULL THEN 'no snapshot' ELSE 'snapshot' END,
+                  ', ' ORDER BY query)
+  FROM pg_stat_activity WHERE (query LIKE '%caller%' OR query LIKE '%function-poller%')
+   AND pid <> pg_backend_pid()}),
+	'procedure no snapshot, function snapshot',
+	'the waiting CALL holds no snapshot, the waiting function does');
+start_greets($node, 'called', 1, 'app1');
+$caller->finish or die "wait_for_activity_task failed: $cerr";
+like($cout, qr/^[^|]+\|called-1\|lookup_user\|\{"id": 1\}\|1\|$/m,
+	'the waiting CALL received the new task at commit, as its INOUT arguments');
+is($node->safe_psql('app1', "SELECT status || ' by ' || worker FROM durable.activity_tasks WHERE workflow_id = 'called-1'"),
+	'started by caller', 'and its claim committed');
+$node->safe_psql('app1', "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%function-poller%' AND pid <> pg_backend_pid()");
+$function_poller->finish;
+
 # --- DROP EXTENSION while workflows run and a poller waits: it succeeds at
 # once, the worker leaves, the poller learns when it wakes.  The poller has
 # polled that queue before, so it knows it has no limits and looks first in
