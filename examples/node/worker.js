@@ -85,10 +85,11 @@ async function pollLoop(slot) {
   await client.connect();
   try {
     while (!stopping) {
+      // a long poll that holds no snapshot while it waits (a procedure that
+      // commits, called outside a transaction block)
       const res = await client.query(
-        `SELECT task_token, activity, input, attempt, heartbeat_details
-           FROM durable.poll_activity($1, worker => $2, wait => '5 s')`, [queue, name]);
-      let tasks = res.rows;
+        `CALL durable.wait_for_activity_task($1, worker => $2, wait => '5 s')`, [queue, name]);
+      let tasks = res.rows.filter((task) => task.task_token !== null);
       // while tasks keep coming, completing one fetches the next
       while (tasks.length > 0) {
         const next = [];

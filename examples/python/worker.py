@@ -62,9 +62,10 @@ def main():
     tasks = []
     while not stopping:
         if not tasks:
-            cur.execute("SELECT task_token, activity, input, heartbeat_details"
-                        " FROM durable.poll_activity(%s, worker => %s, wait => '2 s')", (QUEUE, NAME))
-            tasks = cur.fetchall()
+            # a long poll that holds no snapshot while it waits (autocommit)
+            cur.execute("CALL durable.wait_for_activity_task(%s, worker => %s, wait => '2 s')", (QUEUE, NAME))
+            token, _, activity, inp, _, resumed = cur.fetchone()
+            tasks = [(token, activity, inp, resumed)] if token else []
         next_tasks = []
         for token, activity, inp, resumed in tasks:
             if activity not in ACTIVITIES:

@@ -2,7 +2,8 @@
 # server: each runs greet workflows to the end; a worker killed in the middle
 # of a long activity loses nothing (the task comes back after its heartbeat
 # timeout and resumes from its last heartbeat, and completes once); a
-# graceful stop finishes the task in hand; 50 idle pollers on 5 queues use no
+# graceful stop finishes the task in hand; idle, the Node.js and Python
+# workers hold no snapshot; 50 idle pollers on 5 queues use no
 # CPU and each queue's task reaches one of them.
 use strict;
 use warnings;
@@ -50,6 +51,12 @@ my $nodejs = start_worker([ 'node', "$examples/node/worker.js", '--concurrency',
 start_greets($node, 'js', 20);
 ok(wait_done('js', 20), 'the Node.js worker (4 at a time) ran 20 greet workflows');
 check_greets($node, 'js', 20);
+# idle, its four loops wait in CALL durable.wait_for_activity_task, and hold
+# no snapshot while they wait (a waiting SELECT would: backend_xmin)
+ok($node->poll_query_until('postgres', q{
+SELECT count(*) FILTER (WHERE backend_xmin IS NULL) = 4 AND count(*) = 4 FROM pg_stat_activity
+ WHERE application_name LIKE 'node-a/%' AND wait_event_type = 'Extension'}),
+	'the idle Node.js worker waits in a CALL that holds no snapshot');
 
 $nodejs->signal('TERM');
 $nodejs->finish;
@@ -59,6 +66,10 @@ my $python = start_worker([ '/usr/bin/python3', "$examples/python/worker.py", 'd
 start_greets($node, 'py', 10);
 ok(wait_done('py', 10), 'the Python worker ran 10 greet workflows');
 check_greets($node, 'py', 10);
+ok($node->poll_query_until('postgres', q{
+SELECT count(*) = 1 FROM pg_stat_activity
+ WHERE application_name = 'py-a' AND wait_event_type = 'Extension' AND backend_xmin IS NULL}),
+	'and so does the idle Python worker');
 $python->signal('TERM');
 $python->finish;
 like($py_log, qr/py-a: stopped/, 'the Python worker stops gracefully on SIGTERM');
