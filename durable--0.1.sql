@@ -308,6 +308,15 @@ CREATE FUNCTION durable.result(workflow_id pg_catalog.text,
     RETURNS pg_catalog.jsonb
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_result';
 
+-- result() for a long wait, as a procedure: called outside a transaction
+-- block, it commits each look at the open run and waits with no snapshot
+-- (see wait_for_activity_task below).  The result comes back as the INOUT
+-- argument (leave it out of the CALL).
+CREATE PROCEDURE durable.wait_for_result(workflow_id pg_catalog.text,
+                                         wait pg_catalog.interval DEFAULT '30 s',
+                                         INOUT result pg_catalog.jsonb DEFAULT NULL)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'durable_wait_for_result';
+
 -- Signals: messages into a running workflow, received by durable.wait_signal().
 CREATE FUNCTION durable.signal(workflow_id pg_catalog.text, signal pg_catalog.text,
                                payload pg_catalog.jsonb DEFAULT NULL)

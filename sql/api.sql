@@ -80,6 +80,21 @@ SELECT count(*) AS runs,
 -- result() of an open run, without and with a short wait
 SELECT durable.result('greet-7');
 SELECT durable.result('greet-7', wait => '50 ms');
+-- wait_for_result: result() as a procedure, for long waits (called outside
+-- a transaction block it waits holding no snapshot: test/t/002_processes.pl);
+-- the result comes back as its INOUT argument
+CALL durable.wait_for_result('greet-7', wait => '50 ms');
+CREATE FUNCTION charge(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.activity('charge', input, task_queue => 'charges');
+END $$;
+SELECT durable.start_workflow('charge', '{"amount": 11}', workflow_id => 'charge-11');
+SELECT task_token AS token FROM durable.poll_activity('charges', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token', '{"charged": 11}');
+CALL durable.wait_for_result('charge-11', wait => '10 s');
+BEGIN;
+CALL durable.wait_for_result('charge-11', wait => '10 s');
+COMMIT;
 
 -- failing an activity: retried with backoff, then for good
 CREATE FUNCTION flaky(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -115,6 +130,7 @@ SELECT durable.start_workflow('flaky', '{"amount": 6}', workflow_id => 'flaky-2'
 SELECT task_token AS token FROM durable.poll_activity('payments', wait => '10 s') \gset
 SELECT durable.fail_activity(:'token', 'fraud suspected', retryable => false);
 SELECT durable.result('flaky-2', wait => '10 s');
+CALL durable.wait_for_result('flaky-2', wait => '10 s');
 
 -- starting inside an app transaction that rolls back leaves nothing
 BEGIN;

@@ -52,6 +52,14 @@ SELECT err($$SELECT durable.retry_workflow_task('no-such-workflow')$$);
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT err($$SELECT durable.result('dup', wait => '1 s')$$);
 ROLLBACK;
+SELECT err($$CALL durable.wait_for_result(NULL)$$);
+SELECT err($$CALL durable.wait_for_result('no-such-workflow', wait => '1 s')$$);
+SELECT err($$CALL durable.wait_for_result('dup', wait => '-1 s')$$);
+-- still running when the wait ends, after looks committed one by one
+CALL durable.wait_for_result('dup', wait => '20 ms');
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT err($$CALL durable.wait_for_result('dup', wait => '1 s')$$);
+ROLLBACK;
 
 -- the deterministic API outside workflow code
 SELECT err($$SELECT durable.activity('x')$$);

@@ -27,11 +27,9 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "executor/tuptable.h"
-#include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -564,26 +562,6 @@ poll_args(FunctionCallInfo fcinfo, int first, ClaimRequest *req)
 }
 
 /*
- * One look of a procedure's wait (see wait_for_tasks()): claims in the
- * current transaction, with a snapshot of its own; if nothing came, commits,
- * which lets go of that snapshot and of any lock the look took.  The
- * transaction that SPI_commit() starts then has taken no snapshot, and the
- * sleep that follows holds none.
- */
-static bool
-claim_or_commit(void *arg)
-{
-	bool		found;
-
-	PushActiveSnapshot(GetTransactionSnapshot());
-	found = claim_some(arg);
-	PopActiveSnapshot();
-	if (!found)
-		SPI_commit();
-	return found;
-}
-
-/*
  * Looks at the queue until tasks come (claimed into args->rsinfo) or the
  * deadline passes, sleeping on the queue's channel in between.  An empty
  * look leaves no lock behind while we sleep: it runs in a subtransaction,
@@ -608,7 +586,7 @@ wait_for_tasks(ClaimRequest *args, TimestampTz deadline, bool commit_between_loo
 
 			req.retry_ms = -1;
 			req.tentative = false;
-			if (commit_between_looks ? claim_or_commit(&req) :
+			if (commit_between_looks ? engine_look_or_commit(claim_some, &req) :
 				engine_try_in_subxact(claim_some, &req))
 				break;
 			now = GetCurrentTimestamp();
@@ -637,18 +615,6 @@ poll_wait_ms(FunctionCallInfo fcinfo, int argno)
 	wait_ms = PG_ARGISNULL(argno) ? 0 :
 		interval_arg_ms(PG_GETARG_INTERVAL_P(argno), "wait");
 	return Min(wait_ms, durable_max_poll_wait_ms);
-}
-
-/* A wait sees new tasks only with a new snapshot at each look. */
-static void
-check_wait_isolation(const char *function, const char *hint)
-{
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("%s cannot wait inside a REPEATABLE READ or SERIALIZABLE transaction",
-						function),
-				 errhint("%s", hint)));
 }
 
 Datum
@@ -681,20 +647,16 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 
 /*
  * CALL durable.wait_for_activity_task(task_queue, worker, wait): the long
- * poll that holds no snapshot while it waits.  A function cannot let go of
- * its statement's snapshot, and one that waits in it holds back what every
- * table of the database may prune or vacuum for as long as it waits.  A
- * procedure called outside a transaction block may commit: each look that
- * finds nothing is committed, and the wait runs in a transaction that has
- * taken no snapshot.  Inside a transaction block (an atomic CALL) it waits
- * as poll_activity() does.  The task comes back as the procedure's INOUT
+ * poll that holds no snapshot while it waits (see call_may_commit()): each
+ * look that finds nothing is committed, and the wait runs in a transaction
+ * that has taken no snapshot.  Inside a transaction block (an atomic CALL)
+ * it waits as poll_activity() does.  The task comes back as the procedure's INOUT
  * arguments, all null when none came.
  */
 Datum
 durable_wait_for_activity_task(PG_FUNCTION_ARGS)
 {
-	CallContext *call = (CallContext *) fcinfo->context;
-	bool		atomic = call == NULL || !IsA(call, CallContext) || call->atomic;
+	bool		atomic = !call_may_commit(fcinfo);
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	MemoryContext look_cxt;
 	ReturnSetInfo rsinfo;

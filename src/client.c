@@ -19,6 +19,7 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "pgstat.h"
@@ -35,6 +36,7 @@
 PG_FUNCTION_INFO_V1(durable_extension_created);
 PG_FUNCTION_INFO_V1(durable_start_workflow);
 PG_FUNCTION_INFO_V1(durable_result);
+PG_FUNCTION_INFO_V1(durable_wait_for_result);
 PG_FUNCTION_INFO_V1(durable_retry_workflow_task);
 PG_FUNCTION_INFO_V1(durable_signal);
 PG_FUNCTION_INFO_V1(durable_signal_with_start);
@@ -545,43 +547,35 @@ read_closed_status(void *arg)
 	return strcmp(req->rs.status, "running") != 0;
 }
 
-Datum
-durable_result(PG_FUNCTION_ARGS)
+/*
+ * The status of the run of workflow_id once it is closed, waiting up to
+ * wait_ms for it to close (DU003 if it does not).  Each look at an open run
+ * leaves nothing behind while we sleep: it runs in a subtransaction, or with
+ * commit_between_looks (a procedure called outside a transaction block,
+ * connected to SPI as non-atomic) in a transaction of its own, committed.
+ */
+static void
+wait_for_close(const char *workflow_id, long wait_ms, bool commit_between_looks,
+			   RunStatus *rs)
 {
-	char	   *workflow_id;
-	long		wait_ms;
-	TimestampTz deadline;
-	WakeChannel *channel;
-	RunStatus	rs;
-
-	durable_require_preload();
-	workflow_id = workflow_id_arg(fcinfo, 0);
-	wait_ms = PG_ARGISNULL(1) ? 0 : interval_arg_ms(PG_GETARG_INTERVAL_P(1), "wait");
-	if (wait_ms > 0 && IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("durable.result cannot wait inside a REPEATABLE READ or SERIALIZABLE transaction"),
-				 errhint("Wait in a READ COMMITTED transaction, or pass wait => '0'.")));
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
-	channel = durable_close_channel(workflow_id);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+	WakeChannel *channel = durable_close_channel(workflow_id);
 
 	for (;;)
 	{
 		TimestampTz now;
 		uint64		seen = channel_broadcasts(channel);
+		StatusRequest req = {workflow_id, {NULL, NULL, NULL}};
 
-		if (wait_ms == 0)
-			read_run_status(workflow_id, &rs);
+		if (commit_between_looks)
+			(void) engine_look_or_commit(read_closed_status, &req);
+		else if (wait_ms == 0)
+			read_run_status(workflow_id, &req.rs);
 		else
-		{
-			StatusRequest req = {workflow_id, {NULL, NULL, NULL}};
-
-			/* an open run: look again later, holding no lock meanwhile */
 			(void) engine_try_in_subxact(read_closed_status, &req);
-			rs = req.rs;
-		}
-		if (strcmp(rs.status, "running") != 0)
-			break;
+		*rs = req.rs;
+		if (strcmp(rs->status, "running") != 0)
+			return;
 		now = GetCurrentTimestamp();
 		if (now >= deadline)
 			ereport(ERROR,
@@ -592,11 +586,75 @@ durable_result(PG_FUNCTION_ARGS)
 		channel_sleep(channel, seen, TimestampDifferenceMilliseconds(now, deadline));
 		CHECK_FOR_INTERRUPTS();
 	}
+}
+
+Datum
+durable_result(PG_FUNCTION_ARGS)
+{
+	char	   *workflow_id;
+	long		wait_ms;
+	RunStatus	rs;
+
+	durable_require_preload();
+	workflow_id = workflow_id_arg(fcinfo, 0);
+	wait_ms = PG_ARGISNULL(1) ? 0 : interval_arg_ms(PG_GETARG_INTERVAL_P(1), "wait");
+	if (wait_ms > 0)
+		check_wait_isolation("durable.result",
+							 "Wait in a READ COMMITTED transaction, or pass wait => '0'.");
+	wait_for_close(workflow_id, wait_ms, false, &rs);
 	if (strcmp(rs.status, "completed") != 0)
 		raise_run_failure(workflow_id, &rs);
 	if (rs.result == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_JSONB_P(rs.result);
+}
+
+/*
+ * CALL durable.wait_for_result(workflow_id, wait): result() for a long
+ * wait, holding no snapshot while it waits (as wait_for_activity_task() in
+ * activity_workers.c: a procedure called outside a transaction block
+ * commits each look at the open run).  The result comes back as the INOUT
+ * argument; inside a transaction block it waits as result() does.
+ */
+Datum
+durable_wait_for_result(PG_FUNCTION_ARGS)
+{
+	bool		atomic = !call_may_commit(fcinfo);
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	char	   *workflow_id;
+	long		wait_ms;
+	TupleDesc	desc;
+	RunStatus	rs;
+	Datum		value = (Datum) 0;
+	bool		isnull = true;
+
+	durable_require_preload();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE || desc->natts != 1)
+		elog(ERROR, "durable: wait_for_result has the wrong INOUT arguments");
+	desc = BlessTupleDesc(desc);
+	workflow_id = workflow_id_arg(fcinfo, 0);
+	wait_ms = PG_ARGISNULL(1) ? 0 : interval_arg_ms(PG_GETARG_INTERVAL_P(1), "wait");
+	if (atomic && wait_ms > 0)
+		check_wait_isolation("durable.wait_for_result",
+							 "CALL it outside a transaction block, or in a READ COMMITTED one.");
+
+	if (!atomic && SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	wait_for_close(workflow_id, wait_ms, !atomic, &rs);
+	if (strcmp(rs.status, "completed") != 0)
+		raise_run_failure(workflow_id, &rs);
+	if (rs.result != NULL)
+	{
+		/* SPI_finish() frees what the looks allocated */
+		MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
+		value = JsonbPGetDatum(DatumGetJsonbPCopy(JsonbPGetDatum(rs.result)));
+		isnull = false;
+		MemoryContextSwitchTo(old);
+	}
+	if (!atomic)
+		SPI_finish();
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, &value, &isnull)));
 }
 
 /* ---- retry_workflow_task ---- */

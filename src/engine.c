@@ -29,7 +29,9 @@
 #include "catalog/pg_type.h"
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/regproc.h"
@@ -296,6 +298,54 @@ engine_try_in_subxact(bool (*fn) (void *arg), void *arg)
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 	return keep;
+}
+
+/*
+ * Is this call a procedure's that may commit: a CALL outside a transaction
+ * block (non-atomic)?  The long waits (wait_for_activity_task(),
+ * wait_for_result()) then commit each look that finds nothing, so that
+ * they sleep holding no snapshot; a function cannot let go of its
+ * statement's, and while it waits nothing that dies in the database can be
+ * pruned or vacuumed.
+ */
+bool
+call_may_commit(FunctionCallInfo fcinfo)
+{
+	CallContext *call = (CallContext *) fcinfo->context;
+
+	return call != NULL && IsA(call, CallContext) && !call->atomic;
+}
+
+/*
+ * The look of a wait in a procedure that may commit (call_may_commit(),
+ * connected to SPI as non-atomic): runs fn(arg) with a snapshot of its own
+ * and, if it returns false (nothing came), commits, which lets go of that
+ * snapshot and of the locks fn took.  The transaction SPI_commit() starts
+ * has taken no snapshot: the sleep that follows holds none.
+ */
+bool
+engine_look_or_commit(bool (*fn) (void *arg), void *arg)
+{
+	bool		found;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	found = fn(arg);
+	PopActiveSnapshot();
+	if (!found)
+		SPI_commit();
+	return found;
+}
+
+/* A wait sees what changes only with a new snapshot at each look. */
+void
+check_wait_isolation(const char *function, const char *hint)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("%s cannot wait inside a REPEATABLE READ or SERIALIZABLE transaction",
+						function),
+				 errhint("%s", hint)));
 }
 
 /*

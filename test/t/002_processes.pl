@@ -93,6 +93,21 @@ like($cout, qr/^[^|]+\|called-1\|lookup_user\|\{"id": 1\}\|1\|$/m,
 	'the waiting CALL received the new task at commit, as its INOUT arguments');
 is($node->safe_psql('app1', "SELECT status || ' by ' || worker FROM durable.activity_tasks WHERE workflow_id = 'called-1'"),
 	'started by caller', 'and its claim committed');
+# the same for a CALL durable.wait_for_result() on that workflow, which
+# returns its result when the run closes
+my ($rout, $rerr) = ('', '');
+my $result_waiter = start_waiting("CALL durable.wait_for_result('called-1', wait => '10 min')",
+	\$rout, \$rerr);
+ok($node->poll_query_until('app1', q{
+SELECT count(*) = 1 FROM pg_stat_activity
+ WHERE query LIKE 'CALL durable.wait_for_result%' AND wait_event_type = 'Extension'
+   AND backend_xmin IS NULL AND pid <> pg_backend_pid()}),
+	'a CALL waiting for a result holds no snapshot either');
+my ($called_token) = split /\|/, $cout;
+$node->safe_psql('app1', qq{SELECT durable.complete_activity('$called_token', '{"name": "Called"}')});
+work_activities($node, 2, 'app1');
+$result_waiter->finish or die "wait_for_result failed: $rerr";
+like($rout, qr/"greetings": \["en:Called", "fr:Called"\]/, 'and it returned the result when the run closed');
 $node->safe_psql('app1', "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%function-poller%' AND pid <> pg_backend_pid()");
 $function_poller->finish;
 
