@@ -216,6 +216,8 @@ extern void environment_adopt(void);
 
 extern void engine_note_busy(int64 key);
 extern bool engine_is_busy(int64 key);
+extern bool engine_was_busy(int64 key);
+extern void engine_forget_busy(int64 key);
 extern int64 engine_run_key(Datum run_id);
 
 /* Identity switch around internal queries. */

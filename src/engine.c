@@ -856,6 +856,15 @@ typedef struct BusyEntry
 
 static BusyEntry busy_entries[BUSY_ENTRIES];
 
+static BusyEntry *
+busy_entry(int64 key)
+{
+	for (int i = 0; i < BUSY_ENTRIES; i++)
+		if (busy_entries[i].key == key && busy_entries[i].until != 0)
+			return &busy_entries[i];
+	return NULL;
+}
+
 /*
  * The worker met a row lock it gave up on (ENGINE_LOCK_BUSY): leave what
  * needs it alone for a second rather than wait again at every loop.
@@ -864,31 +873,47 @@ void
 engine_note_busy(int64 key)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	int			slot = 0;
+	BusyEntry  *entry = busy_entry(key);
 
-	for (int i = 0; i < BUSY_ENTRIES; i++)
+	if (entry == NULL)
 	{
-		if (busy_entries[i].key == key || busy_entries[i].until < now)
-		{
-			slot = i;
-			break;
-		}
-		if (busy_entries[i].until < busy_entries[slot].until)
-			slot = i;
+		/* a free or expired entry, else the one that expires first */
+		entry = &busy_entries[0];
+		for (int i = 0; i < BUSY_ENTRIES && entry->until >= now; i++)
+			if (busy_entries[i].until < entry->until)
+				entry = &busy_entries[i];
 	}
-	busy_entries[slot].key = key;
-	busy_entries[slot].until = TimestampTzPlusMilliseconds(now, BUSY_BACKOFF_MS);
+	entry->key = key;
+	entry->until = TimestampTzPlusMilliseconds(now, BUSY_BACKOFF_MS);
 }
 
+/* Is what needs this key being left alone (engine_note_busy())? */
 bool
 engine_is_busy(int64 key)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	BusyEntry  *entry = busy_entry(key);
 
-	for (int i = 0; i < BUSY_ENTRIES; i++)
-		if (busy_entries[i].key == key && busy_entries[i].until > now)
-			return true;
-	return false;
+	return entry != NULL && entry->until > GetCurrentTimestamp();
+}
+
+/*
+ * Was the key's lock given up on the last time it was tried, its wait for
+ * it over (so that the next try need not wait again)?  Forgotten by
+ * engine_forget_busy() once it is had, or when the entry goes to another.
+ */
+bool
+engine_was_busy(int64 key)
+{
+	return busy_entry(key) != NULL;
+}
+
+void
+engine_forget_busy(int64 key)
+{
+	BusyEntry  *entry = busy_entry(key);
+
+	if (entry != NULL)
+		entry->until = 0;
 }
 
 int64

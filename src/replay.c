@@ -773,9 +773,12 @@ run_worker_task(void *arg)
 	 * next batch.  A queue row with no task behind it (the run gone, its task
 	 * taken care of, the run closed or parked: none of which the engine
 	 * leaves, but a hand may) is dropped, so that it does not stay at the
-	 * head of the queue.
+	 * head of the queue.  Results wait for their run (a completion holds
+	 * it until its commit) unless the last wait for it timed out: an
+	 * application holds it, and the worker tries again without waiting.
 	 */
-	if (!engine_lock_run(task->run_id, run, !task->record_results))
+	if (!engine_lock_run(task->run_id, run,
+						 !task->record_results || engine_was_busy(engine_run_key(task->run_id))))
 	{
 		LockedRun	exists;
 
@@ -792,7 +795,10 @@ run_worker_task(void *arg)
 	}
 	task->ran = true;
 	if (task->record_results)
+	{
+		engine_forget_busy(engine_run_key(task->run_id));
 		record_results(run);
+	}
 	if (run->task_pending && !run->task_failed && strcmp(run->status, "running") == 0)
 		execute_task(run, history_load(run, true));
 	else
@@ -802,7 +808,9 @@ run_worker_task(void *arg)
 /*
  * A task run in a task-by-task batch (see replay_run_tasks()), or a run
  * whose activity results wait (record_results): that one waits for its run
- * (a completion holds it until its commit) up to the worker's lock_timeout.
+ * (a completion holds it until its commit) up to the worker's lock_timeout,
+ * then is left alone for a second (engine_note_busy()), and tried again
+ * without a wait until it is had.
  */
 static bool
 run_task_isolated(Datum run_id, bool record_results)
@@ -814,7 +822,12 @@ run_task_isolated(Datum run_id, bool record_results)
 		return false;
 	edata = engine_in_subxact(run_worker_task, &task);
 	if (edata == NULL)
+	{
+		/* results whose run was held again: left for a while once more */
+		if (record_results && !task.ran)
+			engine_note_busy(engine_run_key(run_id));
 		return task.ran;
+	}
 	if (ENGINE_LOCK_BUSY(edata))
 	{
 		engine_note_busy(engine_run_key(run_id));	/* an application holds a row */
