@@ -175,6 +175,29 @@ CALL durable.wait_for_activity_task('call', wait => '10 s') \gset
 \echo :workflow_id :attempt
 SELECT durable.complete_activity(:'task_token', '"done"');
 SELECT durable.result('call-2', wait => '10 s');
+-- a worker written as a PL/pgSQL procedure: variables for the INOUT
+-- arguments, a commit after each task
+CREATE PROCEDURE plpgsql_worker(tasks int) LANGUAGE plpgsql AS $$
+DECLARE tok text; wf text; act text; inp jsonb; att int; hb jsonb; done int := 0;
+BEGIN
+  WHILE done < tasks LOOP
+    tok := NULL;
+    CALL durable.wait_for_activity_task('call', 'plpgsql', '10 s', tok, wf, act, inp, att, hb);
+    CONTINUE WHEN tok IS NULL;
+    PERFORM durable.complete_activity(tok, to_jsonb((inp->>'n')::int * 2));
+    COMMIT;
+    done := done + 1;
+  END LOOP;
+END $$;
+SELECT durable.start_workflow('one_activity', jsonb_build_object('activity', 'double', 'queue', 'call',
+                                                                 'input', jsonb_build_object('n', i)),
+                              workflow_id => 'call-pl-' || i)
+  FROM generate_series(1, 3) i;
+CALL plpgsql_worker(3);
+SELECT durable.result('call-pl-' || i, wait => '10 s') FROM generate_series(1, 3) i;
+SELECT DISTINCT attempt_worker FROM durable.recorded_events e JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id LIKE 'call-pl-%' AND attempt_worker IS NOT NULL;
+
 -- each of its looks is a transaction of its own: REPEATABLE READ does not
 -- keep it from waiting (poll_activity would refuse)
 SET default_transaction_isolation = 'repeatable read';

@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * activity_workers.c
- *	  The SQL API of activity workers: poll_activity(), complete_activity(),
- *	  complete_and_poll(), fail_activity(), heartbeat_activity(),
- *	  cancel_activity(); and how attempts are handed to them: claimed from
- *	  the queue within its limits, or dispatched eagerly by
- *	  complete_and_poll() from the run it just advanced.
+ *	  The SQL API of activity workers: poll_activity() and the procedure
+ *	  wait_for_activity_task(), complete_activity(), complete_and_poll(),
+ *	  fail_activity(), heartbeat_activity(), cancel_activity(); and how
+ *	  attempts are handed to them: claimed from the queue within its
+ *	  limits, or dispatched eagerly by complete_and_poll() from the run it
+ *	  just advanced.
  *
  * Each attempt is claimed by one poller (FOR UPDATE SKIP LOCKED) and gets
  * its own token.  A waiting poller sleeps on its queue's condition variable,
@@ -650,8 +651,8 @@ durable_poll_activity(PG_FUNCTION_ARGS)
  * poll that holds no snapshot while it waits (see call_may_commit()): each
  * look that finds nothing is committed, and the wait runs in a transaction
  * that has taken no snapshot.  Inside a transaction block (an atomic CALL)
- * it waits as poll_activity() does.  The task comes back as the procedure's INOUT
- * arguments, all null when none came.
+ * it waits as poll_activity() does.  The task comes back as the procedure's
+ * INOUT arguments, all null when none came.
  */
 Datum
 durable_wait_for_activity_task(PG_FUNCTION_ARGS)

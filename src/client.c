@@ -2,7 +2,8 @@
  *
  * client.c
  *	  The client API: start_workflow(), signal(), signal_with_start(),
- *	  result(), retry_workflow_task(), and the extension's creation notice.
+ *	  result() and the procedure wait_for_result(), retry_workflow_task(),
+ *	  and the extension's creation notice.
  *
  * A run is created in the caller's transaction, with the caller as its
  * owner; the worker learns of it only when that transaction commits.
