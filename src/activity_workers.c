@@ -598,6 +598,7 @@ wait_for_tasks(ClaimRequest *args, TimestampTz deadline, bool commit_between_loo
 				sleep_ms = Min(sleep_ms, req.retry_ms);
 			channel_sleep(channel, seen, sleep_ms);
 			CHECK_FOR_INTERRUPTS();
+			engine_check_installed_after_wait();
 		}
 	}
 	PG_FINALLY();

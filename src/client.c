@@ -586,6 +586,7 @@ wait_for_close(const char *workflow_id, long wait_ms, bool commit_between_looks,
 							 workflow_id, workflow_id)));
 		channel_sleep(channel, seen, TimestampDifferenceMilliseconds(now, deadline));
 		CHECK_FOR_INTERRUPTS();
+		engine_check_installed_after_wait();
 	}
 }
 

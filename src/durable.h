@@ -249,6 +249,7 @@ extern bool engine_try_in_subxact(bool (*fn) (void *arg), void *arg);
 extern bool call_may_commit(FunctionCallInfo fcinfo);
 extern bool engine_look_or_commit(bool (*fn) (void *arg), void *arg);
 extern void check_wait_isolation(const char *function, const char *hint);
+extern void engine_check_installed_after_wait(void);
 extern ErrorData *engine_in_subxact(void (*fn) (void *arg), void *arg);
 extern bool engine_in_subxact_unless_busy(void (*fn) (void *arg), void *arg);
 extern int	engine_exec(EnginePlan *plan, Datum *values, const char *nulls,

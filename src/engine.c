@@ -27,6 +27,7 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -334,6 +335,22 @@ engine_look_or_commit(bool (*fn) (void *arg), void *arg)
 	if (!found)
 		SPI_commit();
 	return found;
+}
+
+/*
+ * Before a wait's next look: DROP EXTENSION may have run while it slept (a
+ * wait holds no lock on our tables, so that DDL does not wait for it).  Take
+ * in what changed, which also forgets the relations' cached OIDs, and say so
+ * plainly rather than as a relation OID that is gone.
+ */
+void
+engine_check_installed_after_wait(void)
+{
+	AcceptInvalidationMessages();
+	if (!OidIsValid(get_extension_oid("durable", true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"durable\" was dropped while this call waited")));
 }
 
 /* A wait sees what changes only with a new snapshot at each look. */

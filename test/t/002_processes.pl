@@ -124,11 +124,21 @@ my $waiting = IPC::Run::start(
 	  '-c', "SELECT activity FROM durable.poll_activity('empty-queue', worker => 'doomed-poller', wait => '10 min')" ],
 	'>', \$pout, '2>', \$perr,
 	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+# and a CALL that waits, due to look again in two seconds
+my ($cdout, $cderr) = ('', '');
+my $call_waiting = IPC::Run::start(
+	[ 'psql', '-XAtq', '-d', $node->connstr('app2'),
+	  '-c', "CALL durable.wait_for_activity_task('empty-queue', worker => 'doomed-caller', wait => '2 s')" ],
+	'>', \$cdout, '2>', \$cderr,
+	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
 $node->poll_query_until('app2', q{
-SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE '%doomed-poller%' AND wait_event_type = 'Extension'
-   AND pid <> pg_backend_pid()}) or die 'poller not waiting';
+SELECT count(*) = 2 FROM pg_stat_activity WHERE query ~ 'doomed-(poller|caller)' AND wait_event_type = 'Extension'
+   AND pid <> pg_backend_pid()}) or die 'pollers not waiting';
 $node->safe_psql('app2', 'DROP EXTENSION durable CASCADE', timeout => 30);
 pass('DROP EXTENSION does not wait for a long-polling worker');
+$call_waiting->finish;
+like($cderr, qr/ERROR:  extension "durable" was dropped while this call waited/,
+	'a wait that looks again after DROP EXTENSION says so');
 $node->safe_psql('app2', "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%doomed-poller%' AND pid <> pg_backend_pid()");
 $waiting->finish;
 like($perr, qr/canceling statement due to user request/, 'the poller was still waiting, holding no lock');
