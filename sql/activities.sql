@@ -176,12 +176,12 @@ CALL durable.wait_for_activity_task('call', wait => '10 s') \gset
 SELECT durable.complete_activity(:'task_token', '"done"');
 SELECT durable.result('call-2', wait => '10 s');
 -- a worker written as a PL/pgSQL procedure: variables for the INOUT
--- arguments, a commit after each task
+-- arguments (what they hold when passed in does not matter: each CALL sets
+-- them all), a commit after each task
 CREATE PROCEDURE plpgsql_worker(tasks int) LANGUAGE plpgsql AS $$
 DECLARE tok text; wf text; act text; inp jsonb; att int; hb jsonb; done int := 0;
 BEGIN
   WHILE done < tasks LOOP
-    tok := NULL;
     CALL durable.wait_for_activity_task('call', 'plpgsql', '10 s', tok, wf, act, inp, att, hb);
     CONTINUE WHEN tok IS NULL;
     PERFORM durable.complete_activity(tok, to_jsonb((inp->>'n')::int * 2));

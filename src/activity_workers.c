@@ -537,14 +537,13 @@ claim_at_once(ClaimRequest *req)
 }
 
 /*
- * The queue (argument "first"), worker (first + 1) and max_tasks (the one
- * after the next) of a poll, checked, into req.
+ * The queue (argument "first"), worker (first + 1) and max_tasks (argument
+ * max_tasks_arg; -1: the poll has none, one task) of a poll, checked, into
+ * req.
  */
 static void
-poll_args(FunctionCallInfo fcinfo, int first, ClaimRequest *req)
+poll_args(FunctionCallInfo fcinfo, int first, int max_tasks_arg, ClaimRequest *req)
 {
-	int			max_tasks_arg = first + (first == 0 ? 3 : 2);
-
 	if (PG_ARGISNULL(first))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -553,7 +552,8 @@ poll_args(FunctionCallInfo fcinfo, int first, ClaimRequest *req)
 	req->rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	req->queue = text_to_cstring(PG_GETARG_TEXT_PP(first));
 	req->worker = PG_ARGISNULL(first + 1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(first + 1));
-	req->max_tasks = PG_ARGISNULL(max_tasks_arg) ? 1 : PG_GETARG_INT32(max_tasks_arg);
+	req->max_tasks = max_tasks_arg < 0 || PG_ARGISNULL(max_tasks_arg) ? 1 :
+		PG_GETARG_INT32(max_tasks_arg);
 	req->retry_ms = -1;
 	req->tentative = false;
 	if (req->max_tasks < 1 || req->max_tasks > MAX_POLL_TASKS)
@@ -627,7 +627,7 @@ durable_poll_activity(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 
 	durable_require_preload();
-	poll_args(fcinfo, 0, &args);
+	poll_args(fcinfo, 0, 3, &args);
 	wait_ms = poll_wait_ms(fcinfo, 2);
 	if (wait_ms > 0)
 		check_wait_isolation("poll_activity",
@@ -675,8 +675,8 @@ durable_wait_for_activity_task(PG_FUNCTION_ARGS)
 		desc->natts != lengthof(values))
 		elog(ERROR, "durable: wait_for_activity_task has the wrong INOUT arguments");
 	desc = BlessTupleDesc(desc);
-	poll_args(fcinfo, 0, &args);
-	args.max_tasks = 1;
+	/* the INOUT arguments that follow are the result's, whatever they hold */
+	poll_args(fcinfo, 0, -1, &args);
 	args.rsinfo = &rsinfo;
 	wait_ms = poll_wait_ms(fcinfo, 2);
 	if (atomic && wait_ms > 0)
@@ -846,7 +846,7 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 	ClaimRequest req;
 	EagerOffer	offer;
 
-	poll_args(fcinfo, 2, &req);
+	poll_args(fcinfo, 2, 4, &req);
 	offer.cxt = CurrentMemoryContext;
 	offer.queue = req.queue;
 	offer.worker = req.worker;
