@@ -27,7 +27,6 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -346,8 +345,12 @@ engine_look_or_commit(bool (*fn) (void *arg), void *arg)
 void
 engine_check_installed_after_wait(void)
 {
+	Oid			nspid;
+
 	AcceptInvalidationMessages();
-	if (!OidIsValid(get_extension_oid("durable", true)))
+	/* two cache lookups (pg_extension has no cache): the schema outlives it */
+	nspid = get_namespace_oid("durable", true);
+	if (!OidIsValid(nspid) || !OidIsValid(get_relname_relid("runs", nspid)))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"durable\" was dropped while this call waited")));
