@@ -83,8 +83,8 @@ typedef struct WorkerSlot
 	/* 0 while the worker works, else the time it sleeps until (DT_NOEND: no timer) */
 	TimestampTz sleeping_until;
 	uint64		wakeups;		/* times the worker woke up */
-	/* activity results may wait on task rows (under the lock, exclusive) */
-	bool		results_waiting;
+	/* activity results may wait on task rows (1; set and taken without the lock) */
+	pg_atomic_uint32 results_waiting;
 	uint32		env_version;	/* bumped at each publication (0: none yet) */
 	bool		env_valid;
 	char		env[DURABLE_ENV_SETTINGS][DURABLE_ENV_VALUE_LEN];

@@ -85,6 +85,8 @@ durable_shmem_startup(void)
 			pg_atomic_init_u64(&durable_shared->close_channels[i].broadcasts, 0);
 		}
 		pg_atomic_init_u64(&durable_shared->queue_limits_version, 1);
+		for (int i = 0; i < durable_max_databases; i++)
+			pg_atomic_init_u32(&durable_shared->slots[i].results_waiting, 0);
 		SpinLockInit(&durable_shared->queue_heads.mutex);
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -360,7 +362,7 @@ wake_database_worker(bool always, TimestampTz timer_at, bool results_waiting)
 {
 	Latch	   *latch = NULL;
 
-	LWLockAcquire(durable_shared->lock, results_waiting ? LW_EXCLUSIVE : LW_SHARED);
+	LWLockAcquire(durable_shared->lock, LW_SHARED);
 	for (int i = 0; i < durable_max_databases; i++)
 	{
 		WorkerSlot *slot = &durable_shared->slots[i];
@@ -368,7 +370,7 @@ wake_database_worker(bool always, TimestampTz timer_at, bool results_waiting)
 		if (slot->state == SLOT_RUNNING && slot->dboid == MyDatabaseId)
 		{
 			if (results_waiting)
-				slot->results_waiting = true;
+				pg_atomic_write_u32(&slot->results_waiting, 1);
 			if (always || results_waiting || slot->sleeping_until == 0 ||
 				timer_at < slot->sleeping_until)
 				latch = slot->latch;

@@ -99,10 +99,9 @@ take_results_waiting(void)
 {
 	WorkerSlot *slot = &durable_shared->slots[my_slot];
 
-	LWLockAcquire(durable_shared->lock, LW_EXCLUSIVE);
-	look_for_results |= slot->results_waiting;
-	slot->results_waiting = false;
-	LWLockRelease(durable_shared->lock);
+	/* a commit that sets it after this still wakes us: we look again then */
+	if (pg_atomic_exchange_u32(&slot->results_waiting, 0) != 0)
+		look_for_results = true;
 }
 
 static bool
