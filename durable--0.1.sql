@@ -604,19 +604,43 @@ GRANT SELECT ON durable.task_queue_status TO PUBLIC;
 -- Deterministic API: called only from workflow code run by the worker.
 ------------------------------------------------------------------------------
 
+-- Planner support of the four activity calls below (src/replayed_calls.c):
+-- where a call's arguments are built-in expressions, its plan first asks
+-- the history whether it has the call (and, for the awaited ones, its end)
+-- and evaluates input and options only if not, replay having no use for
+-- them.  The three functions after it are what that plan calls.
+CREATE FUNCTION durable._replayed_calls_support(pg_catalog.internal)
+    RETURNS pg_catalog.internal
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'durable_replayed_calls_support';
+CREATE FUNCTION durable._replayed(activity pg_catalog.text, task_queue pg_catalog.text,
+                                  awaited pg_catalog.bool)
+    RETURNS pg_catalog.bool
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_replayed';
+CREATE FUNCTION durable._replayed_sql(function pg_catalog.text, awaited pg_catalog.bool)
+    RETURNS pg_catalog.bool
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_replayed_sql';
+CREATE FUNCTION durable._replayed_result()
+    RETURNS pg_catalog.jsonb
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_replayed_result';
+CREATE FUNCTION durable._replayed_handle()
+    RETURNS pg_catalog.int8
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_replayed_handle';
+
 CREATE FUNCTION durable.activity_async(activity pg_catalog.text,
                                        input pg_catalog.jsonb DEFAULT NULL,
                                        task_queue pg_catalog.text DEFAULT 'default',
                                        options pg_catalog.jsonb DEFAULT NULL)
     RETURNS pg_catalog.int8
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_activity_async';
+    LANGUAGE c VOLATILE SUPPORT durable._replayed_calls_support
+    AS 'MODULE_PATHNAME', 'durable_activity_async';
 
 CREATE FUNCTION durable.activity(activity pg_catalog.text,
                                  input pg_catalog.jsonb DEFAULT NULL,
                                  task_queue pg_catalog.text DEFAULT 'default',
                                  options pg_catalog.jsonb DEFAULT NULL)
     RETURNS pg_catalog.jsonb
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_activity';
+    LANGUAGE c VOLATILE SUPPORT durable._replayed_calls_support
+    AS 'MODULE_PATHNAME', 'durable_activity';
 
 -- A SQL activity: a function (jsonb) RETURNS jsonb that the worker runs itself,
 -- as the workflow's owner, its effects committed with its completion.
@@ -624,13 +648,15 @@ CREATE FUNCTION durable.sql_activity_async(function pg_catalog.text,
                                            input pg_catalog.jsonb DEFAULT NULL,
                                            options pg_catalog.jsonb DEFAULT NULL)
     RETURNS pg_catalog.int8
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_sql_activity_async';
+    LANGUAGE c VOLATILE SUPPORT durable._replayed_calls_support
+    AS 'MODULE_PATHNAME', 'durable_sql_activity_async';
 
 CREATE FUNCTION durable.sql_activity(function pg_catalog.text,
                                      input pg_catalog.jsonb DEFAULT NULL,
                                      options pg_catalog.jsonb DEFAULT NULL)
     RETURNS pg_catalog.jsonb
-    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'durable_sql_activity';
+    LANGUAGE c VOLATILE SUPPORT durable._replayed_calls_support
+    AS 'MODULE_PATHNAME', 'durable_sql_activity';
 
 CREATE FUNCTION durable.await(handle pg_catalog.int8)
     RETURNS pg_catalog.jsonb

@@ -198,3 +198,61 @@ SELECT durable.query('spin-2', 'state');
 RESET statement_timeout;
 ALTER SYSTEM RESET durable.workflow_task_timeout;
 SELECT pg_reload_conf();
+
+-- A call the history answers does not evaluate its input and options again:
+-- where every function in a call's arguments is built in and not volatile,
+-- its plan asks the history first (src/replayed_calls.c).
+EXPLAIN (VERBOSE, COSTS OFF)
+SELECT durable.activity('a', to_jsonb(x), 'q'),
+       durable.sql_activity_async('f', jsonb_build_object('x', x))
+  FROM (VALUES (1)) v(x);
+-- Not where an argument may issue commands of its own, or must run anyway:
+-- a function of the user's, one of durable's, a volatile one.
+CREATE FUNCTION twice(v jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN v || v;
+END $$;
+EXPLAIN (VERBOSE, COSTS OFF)
+SELECT durable.activity('a', twice(to_jsonb(x))),
+       durable.activity('a', durable.activity('b')),
+       durable.activity_async('a', to_jsonb(random()))
+  FROM (VALUES (1)) v(x);
+-- So a replayed call's input may fail to evaluate now: the relation it
+-- names is gone by the time the run replays it.
+CREATE TABLE replay_marker ();
+CREATE FUNCTION marked(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE first jsonb; second jsonb;
+BEGIN
+  first := durable.activity('first', to_jsonb((input->>'table')::regclass::text),
+                            task_queue => 'replay');
+  second := durable.activity('second', NULL, task_queue => 'replay');
+  RETURN jsonb_build_array(first, second);
+END $$;
+SELECT durable.start_workflow('marked', '{"table": "public.replay_marker"}',
+                              workflow_id => 'marked-1');
+SELECT task_token AS token, input FROM durable.poll_activity('replay', wait => '10 s') \gset
+\echo :input
+SELECT durable.complete_activity(:'token', '1');
+SELECT task_token AS token, activity FROM durable.poll_activity('replay', wait => '10 s') \gset
+\echo :activity
+DROP TABLE replay_marker;
+SELECT durable.complete_activity(:'token', '2');
+SELECT durable.result('marked-1', wait => '10 s');
+-- A call in another's input keeps its place, even under the same name and
+-- in a function that says it is STABLE.
+CREATE FUNCTION inner_step(v jsonb) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN durable.activity('step', v, task_queue => 'replay');
+END $$;
+CREATE FUNCTION nested(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN durable.activity('step', public.inner_step(input), task_queue => 'replay');
+END $$;
+SELECT durable.start_workflow('nested', '{"n": 1}', workflow_id => 'nested-1');
+SELECT task_token AS token, input FROM durable.poll_activity('replay', wait => '10 s') \gset
+\echo :input
+SELECT durable.complete_activity(:'token', '2');
+SELECT task_token AS token, input FROM durable.poll_activity('replay', wait => '10 s') \gset
+\echo :input
+SELECT durable.complete_activity(:'token', '3');
+SELECT durable.result('nested-1', wait => '10 s');

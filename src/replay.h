@@ -147,6 +147,8 @@ typedef struct Replay
 	bool		execution_timeout;
 
 	int32		issued;			/* handles the code has issued so far */
+	/* the handle durable._replayed() took, for the value the plan returns */
+	int32		replayed_handle;
 	/* the SQL activity function last named, and what the name resolved to */
 	char	   *sql_activity_name;
 	text	   *sql_activity_function;

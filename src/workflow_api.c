@@ -42,6 +42,10 @@ PG_FUNCTION_INFO_V1(durable_on_query);
 PG_FUNCTION_INFO_V1(durable_cancel);
 PG_FUNCTION_INFO_V1(durable_sql_activity);
 PG_FUNCTION_INFO_V1(durable_sql_activity_async);
+PG_FUNCTION_INFO_V1(durable_replayed);
+PG_FUNCTION_INFO_V1(durable_replayed_sql);
+PG_FUNCTION_INFO_V1(durable_replayed_result);
+PG_FUNCTION_INFO_V1(durable_replayed_handle);
 
 static void add_cancel(Replay *r, int32 handle, CommandKind kind, bool by_code);
 
@@ -176,13 +180,9 @@ resolve_sql_activity(const char *name)
  * call).  Within a task the code cannot change the catalogs; the next task
  * resolves the name again.
  */
-static int32
-issue_sql_activity(FunctionCallInfo fcinfo, Replay *r)
+static text *
+sql_activity_function(Replay *r, text *name)
 {
-	text	   *name = required_text(fcinfo, 0, "SQL activity function");
-	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	Jsonb	   *options = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
-
 	if (r->sql_activity_name == NULL ||
 		!text_equals_cstring(name, r->sql_activity_name))
 	{
@@ -196,8 +196,18 @@ issue_sql_activity(FunctionCallInfo fcinfo, Replay *r)
 			r->sql_activity_queue = cstring_to_text(SQL_ACTIVITY_QUEUE);
 		MemoryContextSwitchTo(old);
 	}
-	return issue_command(r, r->sql_activity_function, input,
-						 r->sql_activity_queue, options);
+	return r->sql_activity_function;
+}
+
+static int32
+issue_sql_activity(FunctionCallInfo fcinfo, Replay *r)
+{
+	text	   *name = required_text(fcinfo, 0, "SQL activity function");
+	Jsonb	   *input = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	Jsonb	   *options = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	text	   *function = sql_activity_function(r, name);
+
+	return issue_command(r, function, input, r->sql_activity_queue, options);
 }
 
 static CommandSlot *
@@ -302,6 +312,128 @@ durable_sql_activity(PG_FUNCTION_ARGS)
 	Replay	   *r = replay_required("durable.sql_activity()");
 
 	return await_one(fcinfo, r, issue_sql_activity(fcinfo, r));
+}
+
+/*
+ * ---- calls the history answers, without their arguments ----
+ *
+ * What the plan of a durable.activity() call (or its kin) whose arguments
+ * are built-in expressions asks first (replayed_calls.c): is the call the
+ * code makes next one the history has, and has it what the call returns?
+ * If so it is taken here, and the plan returns its value from
+ * durable._replayed_result() (or _replayed_handle()) without evaluating
+ * input and options, which replay would only throw away.  If not, the plan
+ * makes the call in full, which raises whatever a mismatch or the state of
+ * the replay raises: nothing here raises but a SQL activity's name, which
+ * is resolved as the full call resolves it.
+ */
+
+/*
+ * The slot of the code's next handle, if the history has an activity
+ * activity on task_queue under it (with its end recorded, when awaited).
+ */
+static CommandSlot *
+recorded_next(Replay *r, text *activity, text *task_queue, bool awaited)
+{
+	CommandSlot *slot;
+
+	if (r->issued >= r->max_recorded)
+		return NULL;
+	slot = &r->slots[r->issued + 1];
+	if (slot->kind != COMMAND_ACTIVITY ||
+		!text_equals_cstring(activity, slot->activity) ||
+		!text_equals_cstring(task_queue, slot->task_queue) ||
+		(awaited && slot->resolved_by == 0))
+		return NULL;
+	return slot;
+}
+
+/* Takes the next handle as the call would, for the value in its place. */
+static Datum
+take_recorded(Replay *r, CommandSlot *slot, bool awaited)
+{
+	if (slot == NULL)
+		PG_RETURN_BOOL(false);
+	r->issued++;
+	if (awaited)
+		replay_advance_cursor(r, slot->resolved_by);
+	r->replayed_handle = r->issued;
+	PG_RETURN_BOOL(true);
+}
+
+/* The replay the plan may answer from, or NULL: the full call decides. */
+static Replay *
+replay_answering(void)
+{
+	Replay	   *r = current_replay;
+
+	if (r == NULL || r->nondeterministic || r->suspended)
+		return NULL;
+	return r;
+}
+
+/* durable._replayed(activity, task_queue, awaited) */
+Datum
+durable_replayed(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_answering();
+	bool		awaited = PG_GETARG_BOOL(2);
+
+	if (r == NULL || PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	return take_recorded(r, recorded_next(r, PG_GETARG_TEXT_PP(0),
+										  PG_GETARG_TEXT_PP(1), awaited),
+						 awaited);
+}
+
+/*
+ * durable._replayed_sql(function, awaited): the name is resolved as the
+ * full call resolves it (and raises what it raises).
+ */
+Datum
+durable_replayed_sql(PG_FUNCTION_ARGS)
+{
+	Replay	   *r = replay_answering();
+	bool		awaited = PG_GETARG_BOOL(1);
+	text	   *function;
+
+	if (r == NULL || PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	function = sql_activity_function(r, PG_GETARG_TEXT_PP(0));
+	return take_recorded(r, recorded_next(r, function, r->sql_activity_queue, awaited),
+						 awaited);
+}
+
+/* The handle _replayed() took, for the value the plan returns in its place. */
+static int32
+take_replayed_handle(const char *function)
+{
+	Replay	   *r = current_replay;
+	int32		handle;
+
+	if (r == NULL || r->replayed_handle == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s can only be called by the plan of a replayed call", function)));
+	handle = r->replayed_handle;
+	r->replayed_handle = 0;
+	return handle;
+}
+
+/* durable._replayed_result(): the result (or the error) of the call taken */
+Datum
+durable_replayed_result(PG_FUNCTION_ARGS)
+{
+	int32		handle = take_replayed_handle("durable._replayed_result()");
+
+	return slot_result(&current_replay->slots[handle], fcinfo);
+}
+
+/* durable._replayed_handle(): the handle of the async call taken */
+Datum
+durable_replayed_handle(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(take_replayed_handle("durable._replayed_handle()"));
 }
 
 Datum
