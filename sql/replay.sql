@@ -202,10 +202,11 @@ SELECT pg_reload_conf();
 -- A call the history answers does not evaluate its input and options again:
 -- where every function in a call's arguments is built in and not volatile,
 -- its plan asks the history first (src/replayed_calls.c).
+CREATE TABLE replay_args (x int, j jsonb);
 EXPLAIN (VERBOSE, COSTS OFF)
 SELECT durable.activity('a', to_jsonb(x), 'q'),
-       durable.sql_activity_async('f', jsonb_build_object('x', x))
-  FROM (VALUES (1)) v(x);
+       durable.sql_activity_async('f', jsonb_build_object('x', greatest(x, 2), 'k', j['k']))
+  FROM replay_args;
 -- Not where an argument may issue commands of its own, or must run anyway:
 -- a function of the user's, one of durable's, a volatile one.
 CREATE FUNCTION twice(v jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -216,7 +217,7 @@ EXPLAIN (VERBOSE, COSTS OFF)
 SELECT durable.activity('a', twice(to_jsonb(x))),
        durable.activity('a', durable.activity('b')),
        durable.activity_async('a', to_jsonb(random()))
-  FROM (VALUES (1)) v(x);
+  FROM replay_args;
 -- So a replayed call's input may fail to evaluate now: the relation it
 -- names is gone by the time the run replays it.
 CREATE TABLE replay_marker ();

@@ -45,6 +45,7 @@
 #include "nodes/supportnodes.h"
 #include "parser/parse_func.h"
 #include "utils/lsyscache.h"
+#include "utils/typcache.h"
 
 PG_FUNCTION_INFO_V1(durable_replayed_calls_support);
 
@@ -52,7 +53,7 @@ PG_FUNCTION_INFO_V1(durable_replayed_calls_support);
 static bool
 not_skippable_function(Oid function, void *context)
 {
-	return function >= FirstNormalObjectId ||
+	return !OidIsValid(function) || function >= FirstNormalObjectId ||
 		func_volatile(function) == PROVOLATILE_VOLATILE;
 }
 
@@ -66,6 +67,15 @@ has_unskippable_walker(Node *node, void *context)
 	/* a sequence's next value, a domain's checks, a subquery: never */
 	if (IsA(node, NextValueExpr) || IsA(node, CoerceToDomain) ||
 		IsA(node, SubLink) || IsA(node, SubPlan) || IsA(node, AlternativeSubPlan))
+		return true;
+	/* GREATEST() and subscripts call their type's own support functions */
+	if (IsA(node, MinMaxExpr) &&
+		not_skippable_function(lookup_type_cache(((MinMaxExpr *) node)->minmaxtype,
+												 TYPECACHE_CMP_PROC)->cmp_proc, context))
+		return true;
+	if (IsA(node, SubscriptingRef) &&
+		not_skippable_function(get_typsubscript(((SubscriptingRef *) node)->refcontainertype,
+												NULL), context))
 		return true;
 	return expression_tree_walker(node, has_unskippable_walker, context);
 }
