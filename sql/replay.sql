@@ -207,14 +207,16 @@ EXPLAIN (VERBOSE, COSTS OFF)
 SELECT durable.activity('a', to_jsonb(x), 'q'),
        durable.sql_activity_async('f', jsonb_build_object('x', greatest(x, 2), 'k', j['k']))
   FROM replay_args;
--- Not where an argument may issue commands of its own, or must run anyway:
--- a function of the user's, one of durable's, a volatile one.
+-- Not where there is nothing to skip (an input at hand), nor where an
+-- argument may issue commands of its own, or must run anyway: a function of
+-- the user's, one of durable's, a volatile one.
 CREATE FUNCTION twice(v jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
   RETURN v || v;
 END $$;
 EXPLAIN (VERBOSE, COSTS OFF)
-SELECT durable.activity('a', twice(to_jsonb(x))),
+SELECT durable.activity('a', j, 'q'),
+       durable.activity('a', twice(to_jsonb(x))),
        durable.activity('a', durable.activity('b')),
        durable.activity_async('a', to_jsonb(random()))
   FROM replay_args;

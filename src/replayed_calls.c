@@ -26,9 +26,10 @@
  * call it has not seen, or when the full call must raise an error (see
  * workflow_api.c).  Name and queue are evaluated twice for a new command.
  *
- * Only where leaving arguments unevaluated cannot change what the code
- * does: every function and operator in them built in (none can call
- * durable) and not volatile, and no subquery.  An argument that calls a
+ * Only where input or options have something to evaluate, and where
+ * leaving them unevaluated cannot change what the code does: every
+ * function and operator in the arguments built in (none can call durable)
+ * and not volatile, and no subquery.  An argument that calls a
  * function of the user's, or durable's own, may issue commands itself,
  * which must keep their place in the code's order: those calls stay as
  * they are.
@@ -80,6 +81,19 @@ has_unskippable_walker(Node *node, void *context)
 	return expression_tree_walker(node, has_unskippable_walker, context);
 }
 
+/*
+ * Is there anything to evaluate in this argument, beyond values at hand (a
+ * constant, a variable, a column)?  If not, asking the history first would
+ * only cost the plan two more function calls.
+ */
+static bool
+has_evaluation(Node *node)
+{
+	while (node != NULL && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	return node != NULL && !IsA(node, Const) && !IsA(node, Param) && !IsA(node, Var);
+}
+
 /* durable.<name>(argtypes), which the extension's script creates */
 static Oid
 durable_function(const char *name, int nargs, Oid *argtypes)
@@ -122,6 +136,7 @@ replayed_or_called(FuncExpr *call)
 	awaited = strcmp(name + (sql ? 4 : 0), "activity") == 0;
 	/* activity(activity, input, task_queue, options), sql_activity(function, input, options) */
 	if (list_length(call->args) != (sql ? 3 : 4) ||
+		!(has_evaluation(lsecond(call->args)) || has_evaluation(llast(call->args))) ||
 		has_unskippable_walker((Node *) call->args, NULL))
 		return NULL;
 	ask = list_make1(copyObject(linitial(call->args)));
