@@ -115,6 +115,8 @@ BEGIN
   EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
   BEGIN PERFORM durable.activity_async('a', NULL, '');
   EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
+  BEGIN PERFORM durable.sql_activity('', to_jsonb(1));
+  EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
   BEGIN PERFORM durable.await(99);
   EXCEPTION WHEN OTHERS THEN errors := errors || to_jsonb(SQLSTATE || ': ' || SQLERRM); END;
   BEGIN PERFORM durable.await_all(ARRAY[NULL::bigint]);

@@ -397,7 +397,8 @@ durable_replayed_sql(PG_FUNCTION_ARGS)
 	bool		awaited = PG_GETARG_BOOL(1);
 	text	   *function;
 
-	if (r == NULL || PG_ARGISNULL(0))
+	/* a null or empty name: the full call's error */
+	if (r == NULL || PG_ARGISNULL(0) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) == 0)
 		PG_RETURN_BOOL(false);
 	function = sql_activity_function(r, PG_GETARG_TEXT_PP(0));
 	return take_recorded(r, recorded_next(r, function, r->sql_activity_queue, awaited),
