@@ -96,7 +96,12 @@ CREATE TABLE durable.due_tasks (
     run_id          pg_catalog.uuid PRIMARY KEY,
     due_at          pg_catalog.timestamptz NOT NULL
 );
-CREATE INDEX due_tasks_due_at ON durable.due_tasks (due_at);
+-- Not deduplicated: the runs started by one transaction share a due_at, and
+-- a deduplicated index keeps their entries in posting lists, one index
+-- tuple for hundreds of runs, which a scan can mark dead only once every
+-- run in it has left the queue.  Until then each batch of the worker walked
+-- again the entries of the runs its batches had taken out before.
+CREATE INDEX due_tasks_due_at ON durable.due_tasks (due_at) WITH (deduplicate_items = off);
 
 -- History: the append-only event log of each run, Temporal's event names,
 -- as the engine records it.  The engine appends rows the way PostgreSQL
