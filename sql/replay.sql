@@ -209,16 +209,20 @@ SELECT durable.activity('a', to_jsonb(x), 'q'),
   FROM replay_args;
 -- Not where there is nothing to skip (an input at hand), nor where an
 -- argument may issue commands of its own, or must run anyway: a function of
--- the user's, one of durable's, a volatile one.
+-- the user's, one of durable's, a volatile one, a domain's check, a
+-- subquery.
 CREATE FUNCTION twice(v jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
   RETURN v || v;
 END $$;
+CREATE DOMAIN replay_object AS jsonb CHECK (jsonb_typeof(VALUE) = 'object');
 EXPLAIN (VERBOSE, COSTS OFF)
 SELECT durable.activity('a', j, 'q'),
        durable.activity('a', twice(to_jsonb(x))),
        durable.activity('a', durable.activity('b')),
-       durable.activity_async('a', to_jsonb(random()))
+       durable.activity_async('a', to_jsonb(random())),
+       durable.activity('a', jsonb_build_object('x', x)::replay_object),
+       durable.activity('a', (SELECT to_jsonb(count(*)) FROM replay_args))
   FROM replay_args;
 -- So a replayed call's input may fail to evaluate now: the relation it
 -- names is gone by the time the run replays it.
