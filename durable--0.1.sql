@@ -610,10 +610,11 @@ GRANT SELECT ON durable.task_queue_status TO PUBLIC;
 ------------------------------------------------------------------------------
 
 -- Planner support of the four activity calls below (src/replayed_calls.c):
--- where a call's arguments are built-in expressions, its plan first asks
--- the history whether it has the call (and, for the awaited ones, its end)
--- and evaluates input and options only if not, replay having no use for
--- them.  The three functions after it are what that plan calls.
+-- where a call's input or options have something to evaluate and all its
+-- arguments are built-in, non-volatile expressions, its plan first asks the
+-- history whether it has the call (and, for the awaited ones, its end) and
+-- evaluates input and options only if not, replay having no use for them.
+-- The four functions after it are what that plan calls.
 CREATE FUNCTION durable._replayed_calls_support(pg_catalog.internal)
     RETURNS pg_catalog.internal
     LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'durable_replayed_calls_support';
