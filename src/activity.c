@@ -102,12 +102,13 @@ drop_task_timers(ClaimedAttempt *a, bool all)
  * complete_and_poll()'s caller (eager dispatch).  With save_run, the run's
  * next_event_id is recorded too (the caller has no more events to append).
  */
-static void
+static ItemPointerData
 insert_task(LockedRun *run, int32 handle, const char *activity,
 			const char *task_queue, Jsonb *input, ActivityOptions *options,
 			TimestampTz now, bool eager, int nevents, NewEvent *events, bool save_run)
 {
 	NewTask		task;
+	ItemPointerData tid;
 
 	engine_append_events(run, nevents, events);
 	task.run_id = run->run_id;
@@ -122,9 +123,10 @@ insert_task(LockedRun *run, int32 handle, const char *activity,
 	task.now = now;
 	task.started = eager;
 	task.worker = eager ? activity_eager_worker() : NULL;
-	engine_insert_task(&task);
+	tid = engine_insert_task(&task);
 	if (save_run)
 		engine_save_next_event_id(run);
+	return tid;
 }
 
 /*
@@ -142,6 +144,7 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 	JsonBuf		jb;
 	NewEvent	events[2];
 	int			n = 0;
+	ItemPointerData tid;
 
 	json_begin(&jb);
 	json_add_int(&jb, "handle", handle);
@@ -156,15 +159,15 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 	if (before)
 		events[n++] = *before;
 	events[n] = NEW_EVENT("ActivityTaskScheduled", json_end(&jb), now);
-	insert_task(run, handle, activity, task_queue, input, options, now, eager,
-				n + 1, events, save_run);
+	tid = insert_task(run, handle, activity, task_queue, input, options, now, eager,
+					  n + 1, events, save_run);
 
 	activity_start_timeout(run->run_id, handle, 0, options->timeouts, "schedule_to_close", now);
 	if (eager)
 	{
 		/* started at once: its attempt's timeouts run from now (and the row's) */
 		activity_start_timeout(run->run_id, handle, 1, options->timeouts, "heartbeat", now);
-		activity_eager_add(run, handle, activity, input,
+		activity_eager_add(run, handle, &tid, activity, input,
 						   activity_has_timeout_timers(options->timeouts), now);
 		return;
 	}

@@ -68,7 +68,7 @@ extern void activity_attempt_unsuccessful(ClaimedAttempt *a, const char *event_t
 /* activity_workers.c: eager dispatch, for activity_schedule() */
 extern bool activity_eager_takes(const char *task_queue);
 extern const char *activity_eager_worker(void);
-extern void activity_eager_add(LockedRun *run, int32 handle,
+extern void activity_eager_add(LockedRun *run, int32 handle, ItemPointer tid,
 							   const char *activity, Jsonb *input,
 							   bool has_timeout_timers, TimestampTz started_at);
 

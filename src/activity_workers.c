@@ -54,6 +54,7 @@ typedef struct EagerTask
 	Jsonb	   *input;
 	pg_uuid_t	run_id;
 	int32		handle;
+	ItemPointerData tid;		/* of its task row */
 	bool		has_timeout_timers;
 	TimestampTz started_at;
 } EagerTask;
@@ -142,8 +143,8 @@ activity_eager_takes(const char *task_queue)
 }
 
 void
-activity_eager_add(LockedRun *run, int32 handle, const char *activity, Jsonb *input,
-				   bool has_timeout_timers, TimestampTz started_at)
+activity_eager_add(LockedRun *run, int32 handle, ItemPointer tid, const char *activity,
+				   Jsonb *input, bool has_timeout_timers, TimestampTz started_at)
 {
 	EagerOffer *offer = eager_offer;
 	MemoryContext old = MemoryContextSwitchTo(offer->cxt);
@@ -154,6 +155,7 @@ activity_eager_add(LockedRun *run, int32 handle, const char *activity, Jsonb *in
 	t->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
 	memcpy(&t->run_id, DatumGetUUIDP(run->run_id), sizeof(pg_uuid_t));
 	t->handle = handle;
+	t->tid = *tid;
 	t->has_timeout_timers = has_timeout_timers;
 	t->started_at = started_at;
 	offer->slots--;
@@ -236,8 +238,9 @@ check_task_queue_name(text *queue)
 /*
  * The attempts this backend handed out last, with what completing one
  * needs: a worker usually completes on the connection it polled with
- * (complete_and_poll), and then the token needs no HMAC to be checked and
- * the run is locked by its id, without reading the task row first.  Whether
+ * (complete_and_poll), and then the token needs no HMAC to be checked, the
+ * run is locked by its id without reading the task row first, and the task
+ * row is looked for where the claim left it, before its primary key.  Whether
  * the attempt is still the current one is checked where it ends (the task
  * row's delete), as always.  Attempts with timer rows to drop (timeouts but
  * start_to_close, which is on the task row) or long names are not kept:
@@ -252,6 +255,7 @@ typedef struct HandedOut
 	int32		attempt;
 	pg_uuid_t	run_id;
 	int32		handle;
+	ItemPointerData task_tid;	/* where the task row was when handed out */
 	char		task_queue[NAMEDATALEN];
 	bool		has_worker;
 	char		worker[NAMEDATALEN];
@@ -314,6 +318,7 @@ typedef struct Attempt
 	/* for handed_out */
 	Datum		run_id;
 	int32		handle;
+	ItemPointerData task_tid;
 	const char *task_queue;
 	const char *worker;
 	TimestampTz started_at;
@@ -340,6 +345,7 @@ remember_handed_out(const char *token, Attempt *t)
 	h->attempt = t->attempt;
 	memcpy(&h->run_id, DatumGetUUIDP(t->run_id), sizeof(pg_uuid_t));
 	h->handle = t->handle;
+	h->task_tid = t->task_tid;
 	strcpy(h->task_queue, t->task_queue);
 	h->has_worker = t->worker != NULL;
 	if (t->worker)
@@ -486,6 +492,7 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		t.no_details = c->heartbeat_details == NULL;
 		t.run_id = c->run_id;
 		t.handle = c->handle;
+		t.task_tid = c->tid;
 		t.task_queue = queue;
 		t.worker = worker;
 		t.started_at = now;
@@ -755,6 +762,7 @@ complete_attempt(const char *token, Jsonb *result)
 	int32		handle;
 	int32		attempt;
 	Datum		values[2];
+	ItemPointerData task_tid;
 	bool		current = false;
 	bool		locked;
 
@@ -767,6 +775,7 @@ complete_attempt(const char *token, Jsonb *result)
 		memcpy(run_id, &h->run_id, sizeof(pg_uuid_t));
 		handle = h->handle;
 		attempt = h->attempt;
+		task_tid = h->task_tid;
 		memset(&a, 0, sizeof(a));
 		a.attempt = attempt;
 		a.handle = handle;
@@ -783,6 +792,7 @@ complete_attempt(const char *token, Jsonb *result)
 	{
 		token_parse(token, &values[0], &handle, &attempt);
 		values[1] = Int32GetDatum(handle);
+		ItemPointerSetInvalid(&task_tid);
 		locked = engine_exec(&lock, values, NULL, 1) == 1;
 		if (locked)
 		{
@@ -805,7 +815,7 @@ complete_attempt(const char *token, Jsonb *result)
 		if (result)
 			json_add_jsonb(&jb, "result", result);
 
-		current = engine_delete_started_task(a.run.run_id, handle, attempt);
+		current = engine_delete_started_task(a.run.run_id, handle, attempt, &task_tid);
 		if (current)
 		{
 			activity_append_ended(&a, "ActivityTaskCompleted", json_end(&jb),
@@ -880,6 +890,7 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 		t.no_details = true;
 		t.run_id = UUIDPGetDatum(&e->run_id);
 		t.handle = e->handle;
+		t.task_tid = e->tid;
 		t.task_queue = req.queue;
 		t.worker = req.worker;
 		t.started_at = e->started_at;

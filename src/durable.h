@@ -290,7 +290,8 @@ typedef enum RunLockMode
 } RunLockMode;
 
 extern bool engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode);
-extern bool engine_delete_started_task(Datum run_id, int32 handle, int32 attempt);
+extern bool engine_delete_started_task(Datum run_id, int32 handle, int32 attempt,
+									   ItemPointer seen_at);
 
 /* A new activity's task row. */
 typedef struct NewTask
@@ -309,7 +310,7 @@ typedef struct NewTask
 	const char *worker;			/* that caller's worker name, or NULL */
 } NewTask;
 
-extern void engine_insert_task(const NewTask *task);
+extern ItemPointerData engine_insert_task(const NewTask *task);
 
 /* A task claimed by a poll, with what handing it out needs. */
 typedef struct ClaimedTask
@@ -322,6 +323,7 @@ typedef struct ClaimedTask
 	Jsonb	   *input;			/* or NULL */
 	Jsonb	   *heartbeat_details;	/* or NULL */
 	Jsonb	   *timeouts;
+	ItemPointerData tid;		/* of the version the claim wrote */
 } ClaimedTask;
 
 extern int	engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,

@@ -100,7 +100,7 @@ task_columns(Relation rel)
  * checks them): scheduled, or already started by the caller of
  * complete_and_poll().
  */
-void
+ItemPointerData
 engine_insert_task(const NewTask *t)
 {
 	static Oid	relid = InvalidOid;
@@ -110,6 +110,7 @@ engine_insert_task(const NewTask *t)
 	TupleTableSlot *slot;
 	Datum	   *values;
 	bool	   *nulls;
+	ItemPointerData tid;
 	TimestampTz start_to_close_at = t->started ?
 		activity_start_to_close_at(t->timeouts, t->now) : 0;
 
@@ -157,6 +158,7 @@ engine_insert_task(const NewTask *t)
 	ExecStoreVirtualTuple(slot);
 
 	simple_table_tuple_insert(rel, slot);
+	tid = slot->tts_tid;
 	rows_add_index_entries(rel, slot, NULL, estate, false);
 	if (!t->started)
 		queue_head_entry_added(t->task_queue, t->priority, ready_at);
@@ -165,6 +167,7 @@ engine_insert_task(const NewTask *t)
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	rows_close(rel);
+	return tid;
 }
 
 /* ---- claiming ready tasks ---- */
@@ -217,6 +220,7 @@ fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
 	t->input = rows_jsonb(slot, c->input);
 	t->heartbeat_details = rows_jsonb(slot, c->heartbeat_details);
 	t->timeouts = rows_jsonb(slot, c->timeouts);
+	t->tid = slot->tts_tid;
 }
 
 /*
@@ -607,14 +611,43 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 /* ---- the task row of an attempt that ended ---- */
 
 /*
+ * The version of task (run_id, handle) that the snapshot sees, if it is the
+ * one at tid: where this backend last wrote it (its claim, or its insert as
+ * started), unless someone changed it since (a heartbeat, a timeout: then
+ * the snapshot does not see that version, and the primary key is asked).
+ * The line pointer may hold another row by now (pruned and reused), hence
+ * the key; and the block may be gone (VACUUM truncates a table's empty end,
+ * not while the caller holds its lock), which ReadBuffer would report as an
+ * error.  A task has one version that a snapshot sees, so this is the row
+ * the primary key would find, without the index's descent.
+ */
+static bool
+task_version_at(Relation rel, const TaskColumns *c, ItemPointer tid, Datum run_id,
+				int32 handle, Snapshot snapshot, TupleTableSlot *slot)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (tid == NULL || !ItemPointerIsValid(tid) ||
+		ItemPointerGetBlockNumber(tid) >= RelationGetNumberOfBlocks(rel) ||
+		!table_tuple_fetch_row_version(rel, tid, snapshot, slot))
+		return false;
+	if (DatumGetInt32(slot_getattr(slot, c->handle, &isnull)) != handle)
+		return false;
+	d = slot_getattr(slot, c->run_id, &isnull);
+	return !isnull && memcmp(DatumGetUUIDP(d), DatumGetUUIDP(run_id), UUID_LEN) == 0;
+}
+
+/*
  * Deletes the task row of (run_id, handle) if it is still at this attempt
  * and started, as "DELETE ... WHERE run_id = $1 AND handle = $2 AND attempt =
  * $3 AND status = 'started'" would: a row someone updated meanwhile (a heartbeat) is waited
  * for and looked at again in its newest version (a serialization failure in
- * REPEATABLE READ).  True if it deleted the row.
+ * REPEATABLE READ).  seen_at, if not NULL, is where this backend last saw
+ * the row (see task_version_at()).  True if it deleted the row.
  */
 bool
-engine_delete_started_task(Datum run_id, int32 handle, int32 attempt)
+engine_delete_started_task(Datum run_id, int32 handle, int32 attempt, ItemPointer seen_at)
 {
 	static const RegProcedure key_eq[2] = {F_UUID_EQ, F_INT4EQ};
 	Datum		key[2] = {run_id, Int32GetDatum(handle)};
@@ -631,7 +664,8 @@ engine_delete_started_task(Datum run_id, int32 handle, int32 attempt)
 	rel = rows_open(rows_relid(&relid, "activity_tasks"), RowExclusiveLock);
 	c = task_columns(rel);
 	slot = table_slot_create(rel, NULL);
-	found = rows_find_by_key(rel, 2, key_eq, key, snapshot, slot);
+	found = task_version_at(rel, c, seen_at, run_id, handle, snapshot, slot) ||
+		rows_find_by_key(rel, 2, key_eq, key, snapshot, slot);
 	while (found)
 	{
 		bool		isnull;
