@@ -497,10 +497,17 @@ claim_pass(Relation rel, Relation index, const TaskColumns *c, const char *queue
 /*
  * A claim past the queue's dead entries (queue_heads.c): first the entries
  * just past its head (how far: what held a task lately), then, for as many
- * as that did not find, the rest of them from there; and when those hold
- * nothing to claim (or the head is not to be used), from the queue's first
- * entry.  The head is read once the claim holds its snapshot.
+ * as that did not find, those of a span four times as wide after it, then
+ * the rest of them from there; and when those hold nothing to claim (or the
+ * head is not to be used), from the queue's first entry.  The head is read
+ * once the claim holds its snapshot.  The first span is mostly missed when
+ * the other pollers' claims hold all of it, and the queue's next tasks are
+ * then just past it: the wider span finds them without reading the rest of
+ * the index page (a btree scan reads a leaf page from where it starts to
+ * its end, or to the scan's bound, checking every entry).
  */
+#define WIDER_SPAN	4
+
 static int
 claim_from_head_or_first(Relation rel, Relation index, const TaskColumns *c,
 						 const char *queue, text *queue_text, const char *worker,
@@ -519,6 +526,13 @@ claim_from_head_or_first(Relation rel, Relation index, const TaskColumns *c,
 		n = claim_pass(rel, index, c, queue, queue_text, &range, &head, worker, now,
 					   max_tasks, tentative, snapshot, estate, claimed);
 		queue_head_window_held(queue, n > 0);
+		if (n < max_tasks)
+		{
+			range.head = range.until;
+			range.until = range.head + head.window * WIDER_SPAN;
+			n = claim_scan(rel, index, c, queue_text, &range, worker, now, n,
+						   max_tasks, tentative, snapshot, estate, claimed, NULL);
+		}
 		if (n < max_tasks)
 		{
 			range.head = range.until;
