@@ -486,22 +486,41 @@ SELECT wait_scheduled('eager-start-3');
 RESET durable.eager_workflow_start;
 
 -- A completion on the connection that claimed the task, or was handed it
--- by complete_and_poll(), looks for the task row where it last saw it
--- before asking the primary key.  Not there any more: after a heartbeat
--- (the row has a newer version) it asks the key; where the table no longer
--- has that block (VACUUM truncates a table's empty end; TRUNCATE here) it
--- finds no task rather than failing on the missing block.
+-- by complete_and_poll(), looks for the task's row and the run's where it
+-- last saw them before asking their primary keys.  Not there any more: after
+-- a heartbeat (the task's row has a newer version) or a signal (the run's
+-- has) it asks the key; where the table no longer has that block (VACUUM
+-- truncates a table's empty end; TRUNCATE here) it finds no row rather than
+-- failing on the missing block.
 SELECT durable.start_workflow('three_steps', '{"queue": "eager-seen"}', 'eager-seen-1');
 SELECT task_token AS token FROM durable.poll_activity('eager-seen', wait => '10 s') \gset
 SELECT durable.heartbeat_activity(:'token') AS stop;
 SELECT task_token AS token, activity FROM durable.complete_and_poll(:'token', '1', 'eager-seen') \gset
 \echo :activity
-SELECT durable.heartbeat_activity(:'token') AS stop;
+SELECT durable.signal('eager-seen-1', 'nudge');
+SELECT wait_task_done('eager-seen-1');
 SELECT task_token AS token, activity FROM durable.complete_and_poll(:'token', '2', 'eager-seen') \gset
 \echo :activity
 TRUNCATE durable.activity_tasks;
 SELECT durable.complete_activity(:'token', '3') AS completed;
 SELECT status, next_event_id FROM durable.runs WHERE workflow_id = 'eager-seen-1';
+SELECT durable.start_workflow('three_steps', '{"queue": "eager-seen"}', 'eager-seen-2');
+SELECT task_token AS token FROM durable.poll_activity('eager-seen', wait => '10 s') \gset
+SELECT task_token AS token, activity FROM durable.complete_and_poll(:'token', '1', 'eager-seen') \gset
+\echo :activity
+SELECT (ctid::text::point)[0] > 0 AS past_the_first_block FROM durable.runs
+ WHERE workflow_id = 'eager-seen-2';
+-- in one transaction, which the worker waits for: the table's rows back
+-- behind the one of this run, now in the first block
+CREATE TABLE seen_runs AS SELECT * FROM durable.runs;
+BEGIN;
+TRUNCATE durable.runs;
+INSERT INTO durable.runs SELECT * FROM seen_runs WHERE workflow_id = 'eager-seen-2';
+SELECT durable.complete_activity(:'token', '2') AS completed;
+SELECT activity, status FROM tasks_of('eager-seen-2');
+INSERT INTO durable.runs SELECT * FROM seen_runs WHERE workflow_id <> 'eager-seen-2';
+COMMIT;
+DROP TABLE seen_runs;
 
 -- A session that has created temporary objects leaves the task to the
 -- worker (code run by the worker never sees temporary objects).  Last in

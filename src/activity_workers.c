@@ -70,6 +70,7 @@ typedef struct EagerOffer
 	MemoryContext cxt;			/* of complete_and_poll(): the tasks live there */
 	const char *queue;
 	const char *worker;
+	ItemPointerData run_tid;	/* where the run's row is, once it advanced */
 	int			slots;			/* tasks it may still take */
 	int			limited;		/* -1: not looked up yet; else 0 or 1 */
 	int			ntasks;
@@ -256,6 +257,7 @@ typedef struct HandedOut
 	pg_uuid_t	run_id;
 	int32		handle;
 	ItemPointerData task_tid;	/* where the task row was when handed out */
+	ItemPointerData run_tid;	/* and the run's, if known */
 	char		task_queue[NAMEDATALEN];
 	bool		has_worker;
 	char		worker[NAMEDATALEN];
@@ -319,6 +321,7 @@ typedef struct Attempt
 	Datum		run_id;
 	int32		handle;
 	ItemPointerData task_tid;
+	ItemPointerData run_tid;
 	const char *task_queue;
 	const char *worker;
 	TimestampTz started_at;
@@ -346,6 +349,7 @@ remember_handed_out(const char *token, Attempt *t)
 	memcpy(&h->run_id, DatumGetUUIDP(t->run_id), sizeof(pg_uuid_t));
 	h->handle = t->handle;
 	h->task_tid = t->task_tid;
+	h->run_tid = t->run_tid;
 	strcpy(h->task_queue, t->task_queue);
 	h->has_worker = t->worker != NULL;
 	if (t->worker)
@@ -493,6 +497,7 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		t.run_id = c->run_id;
 		t.handle = c->handle;
 		t.task_tid = c->tid;
+		ItemPointerSetInvalid(&t.run_tid);
 		t.task_queue = queue;
 		t.worker = worker;
 		t.started_at = now;
@@ -763,6 +768,7 @@ complete_attempt(const char *token, Jsonb *result)
 	int32		attempt;
 	Datum		values[2];
 	ItemPointerData task_tid;
+	ItemPointerData run_tid;
 	bool		current = false;
 	bool		locked;
 
@@ -776,6 +782,7 @@ complete_attempt(const char *token, Jsonb *result)
 		handle = h->handle;
 		attempt = h->attempt;
 		task_tid = h->task_tid;
+		run_tid = h->run_tid;
 		memset(&a, 0, sizeof(a));
 		a.attempt = attempt;
 		a.handle = handle;
@@ -785,7 +792,7 @@ complete_attempt(const char *token, Jsonb *result)
 		a.worker = h->has_worker ? pstrdup(h->worker) : NULL;
 		a.started_at = h->started_at;
 		values[0] = UUIDPGetDatum(run_id);
-		locked = engine_lock_run(values[0], &a.run, true);
+		locked = engine_find_run_at(values[0], &run_tid, &a.run, RUN_LOCK_OR_SKIP);
 		current = locked && strcmp(a.run.status, "running") == 0;
 	}
 	else
@@ -821,6 +828,9 @@ complete_attempt(const char *token, Jsonb *result)
 			activity_append_ended(&a, "ActivityTaskCompleted", json_end(&jb),
 								  GetCurrentTimestamp());
 			activity_finish(&a, scope.caller);
+			/* the tasks it hands out are of this run: where its row is now */
+			if (eager_offer != NULL)
+				eager_offer->run_tid = a.run.tid;
 		}
 	}
 	engine_leave(&scope);
@@ -862,6 +872,7 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 	offer.worker = req.worker;
 	offer.slots = Max(0, Min(req.max_tasks, durable_eager_dispatch_limit - eager_streak));
 	offer.limited = -1;
+	ItemPointerSetInvalid(&offer.run_tid);
 	offer.ntasks = 0;
 	offer.tasks = palloc(sizeof(EagerTask) * req.max_tasks);
 
@@ -891,6 +902,7 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 		t.run_id = UUIDPGetDatum(&e->run_id);
 		t.handle = e->handle;
 		t.task_tid = e->tid;
+		t.run_tid = offer.run_tid;
 		t.task_queue = req.queue;
 		t.worker = req.worker;
 		t.started_at = e->started_at;

@@ -290,6 +290,8 @@ typedef enum RunLockMode
 } RunLockMode;
 
 extern bool engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode);
+extern bool engine_find_run_at(Datum run_id, ItemPointer seen_at, LockedRun *run,
+							   RunLockMode mode);
 extern bool engine_delete_started_task(Datum run_id, int32 handle, int32 attempt,
 									   ItemPointer seen_at);
 

@@ -459,6 +459,15 @@ run_tid_usable(const LockedRun *run)
 		run->tid_subxact == GetCurrentSubTransactionId();
 }
 
+static bool
+same_run(TupleTableSlot *slot, const RunAttnums *a, Datum run_id)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, a->run_id, &isnull);
+
+	return !isnull && memcmp(DatumGetUUIDP(d), DatumGetUUIDP(run_id), UUID_LEN) == 0;
+}
+
 /* LockedRun from the run's row, copied to outlive the engine's scope. */
 static void
 fill_run(LockedRun *run, TupleTableSlot *slot, const RunAttnums *a)
@@ -602,6 +611,20 @@ rows_peek_newest(Relation rel, ItemPointer row, TupleTableSlot *slot)
 bool
 engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 {
+	return engine_find_run_at(run_id, NULL, run, mode);
+}
+
+/*
+ * engine_find_run(), looking first where this backend last saw the run's
+ * row (seen_at, if not NULL): the version there is the one the snapshot
+ * sees unless someone changed the run since, and the line pointer may hold
+ * another row by now (hence the run id), or the block be gone (VACUUM
+ * truncates a table's empty end, not while we hold the table).  Else the
+ * primary key finds it.
+ */
+bool
+engine_find_run_at(Datum run_id, ItemPointer seen_at, LockedRun *run, RunLockMode mode)
+{
 	static Oid	relid = InvalidOid;
 	Relation	rel;
 	TupleTableSlot *slot;
@@ -613,7 +636,11 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 	snapshot = rows_begin_statement();
 	rel = rows_open(rows_relid(&relid, "runs"), mode == RUN_READ ? AccessShareLock : RowShareLock);
 	slot = table_slot_create(rel, NULL);
-	found = rows_find_by_uuid(rel, run_id, snapshot, slot);
+	found = (seen_at != NULL && ItemPointerIsValid(seen_at) &&
+			 ItemPointerGetBlockNumber(seen_at) < RelationGetNumberOfBlocks(rel) &&
+			 table_tuple_fetch_row_version(rel, seen_at, snapshot, slot) &&
+			 same_run(slot, run_attnums(rel), run_id)) ||
+		rows_find_by_uuid(rel, run_id, snapshot, slot);
 	if (found && mode != RUN_READ)
 		found = rows_lock(rel, slot, snapshot, mode == RUN_LOCK_OR_SKIP, NULL);
 	if (found)
@@ -645,15 +672,6 @@ static void
 set_jsonb(TupleTableSlot *slot, AttrNumber attnum, Jsonb *value)
 {
 	set_column(slot, attnum, value ? JsonbPGetDatum(value) : (Datum) 0, value == NULL);
-}
-
-static bool
-same_run(TupleTableSlot *slot, const RunAttnums *a, Datum run_id)
-{
-	bool		isnull;
-	Datum		d = slot_getattr(slot, a->run_id, &isnull);
-
-	return !isnull && memcmp(DatumGetUUIDP(d), DatumGetUUIDP(run_id), UUID_LEN) == 0;
 }
 
 /*
