@@ -237,21 +237,28 @@ def wait_closed(conn, prefix, n, timeout=600):
 
 # ---- scenarios ----
 
-def ceiling(conn, args):
+def one_row_inserts(conn, args, seconds):
+    """pgbench's one-row INSERT, args.clients clients for seconds: (commits/s,
+    commits)."""
     script = os.path.join(ROOT, "insert.sql")
-    busy0 = machine_busy_ticks()
     # prepared statements, as the pollers use: the simple protocol would
     # parse and plan the INSERT at every commit and lower the ceiling (by
     # about 7% here)
     out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", str(args.clients), "-j", str(args.clients),
-                          "-T", str(args.seconds), "-f", script],
+                          "-T", str(seconds), "-f", script],
                          capture_output=True, text=True, check=True).stdout
-    busy = machine_busy_ticks() - busy0
-    # its rows would be vacuumed in the middle of a later scenario
-    q(conn, "TRUNCATE bench_ceiling")
     tps = float([l for l in out.splitlines() if l.startswith("tps")][0].split()[2])
     commits = int([l for l in out.splitlines() if l.startswith("number of transactions actually processed")][0]
                   .split(":")[1].split("/")[0])
+    # its rows would be vacuumed in the middle of a later scenario
+    q(conn, "TRUNCATE bench_ceiling")
+    return tps, commits
+
+
+def ceiling(conn, args):
+    busy0 = machine_busy_ticks()
+    tps, commits = one_row_inserts(conn, args, args.seconds)
+    busy = machine_busy_ticks() - busy0
     return {"commits_per_s": round(tps, 1), "clients": args.clients,
             "machine_cpu_us_per_commit": round(busy * 1e6 / os.sysconf("SC_CLK_TCK") / commits)}
 
@@ -329,7 +336,11 @@ class IdleLongPoll:
 
 
 def throughput(conn, args, steps, n, mode, workflow, first_tasks_made=False, idle_long_poll=None):
+    # the ceiling again just before and just after, as well as the one of
+    # the whole run: how fast this machine commits drifts by 10% and more
+    # over a few seconds, and a variant lasts one or a few
     clean(conn)
+    adjacent = [one_row_inserts(conn, args, args.adjacent_seconds)[0]] if args.adjacent_seconds else []
     prefix = "tp%d-" % steps
     idle = IdleLongPoll(idle_long_poll) if idle_long_poll else None
     # the pollers are connected and waiting before the first workflow starts
@@ -356,7 +367,12 @@ def throughput(conn, args, steps, n, mode, workflow, first_tasks_made=False, idl
     if idle:
         idle.finish(conn)
     wal = wal_records(conn, lsn0)
-    return {"workflows": n, "steps": steps, "pollers": args.clients,
+    if adjacent:
+        adjacent.append(one_row_inserts(conn, args, args.adjacent_seconds)[0])
+    extra = {"adjacent_ceiling_commits_per_s": round(sum(adjacent) / len(adjacent), 1),
+             "activities_per_s_vs_adjacent_ceiling": round(activities / elapsed / (sum(adjacent) / len(adjacent)), 3)
+             } if adjacent else {}
+    return {**extra, "workflows": n, "steps": steps, "pollers": args.clients,
             "seconds": round(elapsed, 2),
             "workflows_per_s": round(n / elapsed, 1),
             "activities_per_s": round(activities / elapsed, 1),
@@ -618,6 +634,9 @@ def main():
                         choices=["ceiling", "throughput", "sql", "fanout", "latency", "timers", "replay"])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--adjacent-seconds", type=int, default=3,
+                        help="throughput: the ceiling again for this long just before and after each variant"
+                             " (0: not)")
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument("--scale", type=int, default=1, help="multiply the throughput counts")
     parser.add_argument("--variant", action="append",
@@ -694,7 +713,9 @@ def print_table(results):
         if t:
             rows.append(("%s: workflows/s" % label, t["workflows_per_s"], ""))
             rows.append(("%s: activities/s" % label, t["activities_per_s"],
-                         "x%.2f of ceiling" % t["activities_per_s_vs_ceiling"] if "activities_per_s_vs_ceiling" in t else ""))
+                         ("x%.2f of ceiling" % t["activities_per_s_vs_ceiling"] if "activities_per_s_vs_ceiling" in t else "")
+                         + (", x%.2f of the one around it" % t["activities_per_s_vs_adjacent_ceiling"]
+                            if "activities_per_s_vs_adjacent_ceiling" in t else "")))
             rows.append(("%s: WAL commits per activity" % label, t["commits_per_activity"], ""))
             if "wal_bytes_per_activity" in t:
                 rows.append(("%s: WAL bytes per activity" % label, t["wal_bytes_per_activity"],

@@ -22,6 +22,7 @@ for key in ("10_steps_complete_and_poll", "1_step_complete_and_poll", "10_steps"
     FIGURES += [
         (key + ": activities/s", t + "activities_per_s", "{:,.0f}"),
         (key + ": x ceiling", t + "activities_per_s_vs_ceiling", "{:.2f}"),
+        (key + ": x the ceiling around it", t + "activities_per_s_vs_adjacent_ceiling", "{:.2f}"),
         (key + ": machine CPU per activity (us)", t + "cpu_us_per_activity.machine", "{:.0f}"),
         (key + ": pollers' backends CPU (us)", t + "cpu_us_per_activity.poller_backends", "{:.0f}"),
         (key + ": worker CPU (us)", t + "cpu_us_per_activity.worker", "{:.0f}"),
