@@ -443,7 +443,8 @@ claim_scan(Relation rel, Relation index, const TaskColumns *c, text *queue,
 		if (!visible)
 			continue;
 		tid = slot->tts_tid;
-		if (!task_is_ready(slot, c, queue, now) || rows_held_elsewhere(slot))
+		/* the other pollers' claims first: a look at the header, no columns */
+		if (rows_held_elsewhere(slot) || !task_is_ready(slot, c, queue, now))
 			continue;
 		mark_started(started, slot, c, now, worker);
 		result = rows_update_unless_held(rel, &tid, started, slot, snapshot, estate);
