@@ -31,4 +31,6 @@ as_postgres "PGDATABASE=postgres createdb bench && psql -Xq -c 'CREATE EXTENSION
 stamp=$(date -u +%Y%m%d-%H%M%S)
 as_postgres "/usr/bin/python3 bench.py --out $DATA/results/$stamp.json $*"
 cp "$DATA/results/$stamp.json" "$ROOT/test/bench/results/"
+# the server's log beside it (not committed): the next run removes the server
+cp "$DATA/pg/server.log" "$ROOT/test/bench/results/$stamp.server.log"
 echo "copied to test/bench/results/$stamp.json"
