@@ -241,7 +241,9 @@ check_task_queue_name(text *queue)
  * needs: a worker usually completes on the connection it polled with
  * (complete_and_poll), and then the token needs no HMAC to be checked, the
  * run is locked by its id without reading the task row first, and the task
- * row is looked for where the claim left it, before its primary key.  Whether
+ * row is looked for where the claim (or eager dispatch) left it before its
+ * primary key is asked; so is the run's row, for an activity handed out by
+ * eager dispatch, whose transaction had just written it.  Whether
  * the attempt is still the current one is checked where it ends (the task
  * row's delete), as always.  Attempts with timer rows to drop (timeouts but
  * start_to_close, which is on the task row) or long names are not kept:
