@@ -579,6 +579,23 @@ rows_held_elsewhere(TupleTableSlot *slot)
 }
 
 /*
+ * The version at tid that the snapshot sees, into slot, where tid is where
+ * this backend saw a row before, in another transaction: false if the
+ * snapshot sees nothing there now (the row was changed since).  The line
+ * pointer may hold another row by now (pruned and reused), which the caller
+ * tells by the row's key; and the block may be gone (VACUUM truncates a
+ * table's empty end, though not while the caller holds the table), which
+ * ReadBuffer would report as an error.
+ */
+bool
+rows_fetch_where_seen(Relation rel, ItemPointer tid, Snapshot snapshot, TupleTableSlot *slot)
+{
+	return tid != NULL && ItemPointerIsValid(tid) &&
+		ItemPointerGetBlockNumber(tid) < RelationGetNumberOfBlocks(rel) &&
+		table_tuple_fetch_row_version(rel, tid, snapshot, slot);
+}
+
+/*
  * The newest version of the row at tid, changed since the snapshot, as far
  * as a look without a lock can tell (committed, or written by a transaction
  * still in progress): into slot, and true; false when none can be seen (the
@@ -616,11 +633,8 @@ engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 
 /*
  * engine_find_run(), looking first where this backend last saw the run's
- * row (seen_at, if not NULL): the version there is the one the snapshot
- * sees unless someone changed the run since, and the line pointer may hold
- * another row by now (hence the run id), or the block be gone (VACUUM
- * truncates a table's empty end, not while we hold the table).  Else the
- * primary key finds it.
+ * row (seen_at, if not NULL: see rows_fetch_where_seen()), and there taking
+ * the row with the run's id; else the primary key finds it.
  */
 bool
 engine_find_run_at(Datum run_id, ItemPointer seen_at, LockedRun *run, RunLockMode mode)
@@ -636,9 +650,7 @@ engine_find_run_at(Datum run_id, ItemPointer seen_at, LockedRun *run, RunLockMod
 	snapshot = rows_begin_statement();
 	rel = rows_open(rows_relid(&relid, "runs"), mode == RUN_READ ? AccessShareLock : RowShareLock);
 	slot = table_slot_create(rel, NULL);
-	found = (seen_at != NULL && ItemPointerIsValid(seen_at) &&
-			 ItemPointerGetBlockNumber(seen_at) < RelationGetNumberOfBlocks(rel) &&
-			 table_tuple_fetch_row_version(rel, seen_at, snapshot, slot) &&
+	found = (rows_fetch_where_seen(rel, seen_at, snapshot, slot) &&
 			 same_run(slot, run_attnums(rel), run_id)) ||
 		rows_find_by_uuid(rel, run_id, snapshot, slot);
 	if (found && mode != RUN_READ)

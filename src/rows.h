@@ -30,6 +30,8 @@ extern bool rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot,
 					  bool skip_locked, bool *traversed);
 extern bool rows_held_elsewhere(TupleTableSlot *slot);
 extern bool rows_peek_newest(Relation rel, ItemPointer row, TupleTableSlot *slot);
+extern bool rows_fetch_where_seen(Relation rel, ItemPointer tid, Snapshot snapshot,
+								  TupleTableSlot *slot);
 extern void rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot,
 						TupleTableSlot *old, Snapshot snapshot, EState *estate);
 extern TM_Result rows_update_unless_held(Relation rel, ItemPointer tid,

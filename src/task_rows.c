@@ -629,12 +629,10 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
  * The version of task (run_id, handle) that the snapshot sees, if it is the
  * one at tid: where this backend last wrote it (its claim, or its insert as
  * started), unless someone changed it since (a heartbeat, a timeout: then
- * the snapshot does not see that version, and the primary key is asked).
- * The line pointer may hold another row by now (pruned and reused), hence
- * the key; and the block may be gone (VACUUM truncates a table's empty end,
- * not while the caller holds its lock), which ReadBuffer would report as an
- * error.  A task has one version that a snapshot sees, so this is the row
- * the primary key would find, without the index's descent.
+ * the snapshot does not see that version, and the primary key is asked;
+ * see rows_fetch_where_seen()).  A task has one version that a snapshot
+ * sees, so a row there with the task's key is the one the primary key would
+ * find, without the index's descent.
  */
 static bool
 task_version_at(Relation rel, const TaskColumns *c, ItemPointer tid, Datum run_id,
@@ -643,9 +641,7 @@ task_version_at(Relation rel, const TaskColumns *c, ItemPointer tid, Datum run_i
 	bool		isnull;
 	Datum		d;
 
-	if (tid == NULL || !ItemPointerIsValid(tid) ||
-		ItemPointerGetBlockNumber(tid) >= RelationGetNumberOfBlocks(rel) ||
-		!table_tuple_fetch_row_version(rel, tid, snapshot, slot))
+	if (!rows_fetch_where_seen(rel, tid, snapshot, slot))
 		return false;
 	if (DatumGetInt32(slot_getattr(slot, c->handle, &isnull)) != handle)
 		return false;
