@@ -157,6 +157,11 @@ CREATE VIEW durable.history WITH (security_invoker = true) AS
 CREATE TABLE durable.activity_tasks (
     run_id          pg_catalog.uuid NOT NULL,
     handle          pg_catalog.int4 NOT NULL,
+    -- where the run's row was when the task was scheduled: the root of its
+    -- versions' chain, where durable.runs' primary key points.  Only a hint
+    -- for the completion, which looks there before asking the key, and takes
+    -- the row only if it is the run's; NULL: not known.
+    run_row         pg_catalog.tid,
     workflow_id     pg_catalog.text COLLATE pg_catalog."C" NOT NULL,
     activity        pg_catalog.text NOT NULL,
     task_queue      pg_catalog.text COLLATE pg_catalog."C" NOT NULL,

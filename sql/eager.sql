@@ -488,8 +488,9 @@ RESET durable.eager_workflow_start;
 -- A completion on the connection that claimed the task, or was handed it
 -- by complete_and_poll(), looks for the task's row and the run's where it
 -- last saw them before asking their primary keys.  Not there any more: after
--- a heartbeat (the task's row has a newer version) or a signal (the run's
--- has) it asks the key; where the table no longer has that block (VACUUM
+-- a heartbeat (the task's row has a newer version) it asks the key, after a
+-- signal (the run's has) it follows the run's versions from where they
+-- start (below); where the table no longer has that block (VACUUM
 -- truncates a table's empty end; TRUNCATE here) it finds no row rather than
 -- failing on the missing block.
 SELECT durable.start_workflow('three_steps', '{"queue": "eager-seen"}', 'eager-seen-1');
@@ -521,6 +522,38 @@ SELECT activity, status FROM tasks_of('eager-seen-2');
 INSERT INTO durable.runs SELECT * FROM seen_runs WHERE workflow_id <> 'eager-seen-2';
 COMMIT;
 DROP TABLE seen_runs;
+
+-- A task's row tells where its run's row was when it was scheduled
+-- (run_row: where the row's versions start, as the primary key points), and
+-- the completion on the connection that claimed the task looks there
+-- first.  Where the run's row has moved since (an update of an indexed
+-- column starts a new chain), it asks the key; where another run's row is
+-- there now (VACUUM FULL moves rows; the hint is set by hand here, to the
+-- row of a run whose row moved so), it takes its own run's.
+SELECT durable.start_workflow('three_steps', '{"queue": "run-row"}', 'run-row-1');
+SELECT task_token AS token FROM durable.poll_activity('run-row', wait => '10 s') \gset
+SELECT t.run_row IS NOT NULL AS run_row_known
+  FROM durable.activity_tasks t JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'run-row-1';
+UPDATE durable.runs SET started_at = started_at + interval '1 s' WHERE workflow_id = 'run-row-1';
+UPDATE durable.runs SET started_at = started_at - interval '1 s' WHERE workflow_id = 'run-row-1';
+SELECT durable.complete_activity(:'token', '1') AS completed;
+SELECT * FROM tasks_of('run-row-1');
+SELECT durable.start_workflow('three_steps', '{"queue": "run-row-2"}', 'run-row-2');
+SELECT wait_scheduled('run-row-2');
+UPDATE durable.runs SET started_at = started_at + interval '1 s' WHERE workflow_id = 'eager-seen-1';
+UPDATE durable.runs SET started_at = started_at - interval '1 s' WHERE workflow_id = 'eager-seen-1';
+UPDATE durable.activity_tasks t SET run_row = r.ctid
+  FROM durable.runs r, durable.runs mine
+ WHERE r.workflow_id = 'eager-seen-1' AND mine.workflow_id = 'run-row-2'
+   AND t.run_id = mine.run_id;
+SELECT r.workflow_id AS run_there
+  FROM durable.activity_tasks t JOIN durable.runs r ON r.ctid = t.run_row
+ WHERE t.activity = 'a' AND t.task_queue = 'run-row-2';
+SELECT task_token AS token FROM durable.poll_activity('run-row-2', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token', '1') AS completed;
+SELECT * FROM tasks_of('run-row-2');
+SELECT status, next_event_id FROM durable.runs WHERE workflow_id = 'eager-seen-1';
 
 -- A session that has created temporary objects leaves the task to the
 -- worker (code run by the worker never sees temporary objects).  Last in

@@ -123,6 +123,7 @@ insert_task(LockedRun *run, int32 handle, const char *activity,
 	task.now = now;
 	task.started = eager;
 	task.worker = eager ? activity_eager_worker() : NULL;
+	task.run_row = run->root;
 	tid = engine_insert_task(&task);
 	if (save_run)
 		engine_save_next_event_id(run);

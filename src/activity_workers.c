@@ -71,6 +71,7 @@ typedef struct EagerOffer
 	const char *queue;
 	const char *worker;
 	ItemPointerData run_tid;	/* where the run's row is, once it advanced */
+	ItemPointerData run_root;	/* and where its versions start (LockedRun.root) */
 	int			slots;			/* tasks it may still take */
 	int			limited;		/* -1: not looked up yet; else 0 or 1 */
 	int			ntasks;
@@ -260,6 +261,7 @@ typedef struct HandedOut
 	int32		handle;
 	ItemPointerData task_tid;	/* where the task row was when handed out */
 	ItemPointerData run_tid;	/* and the run's, if known */
+	ItemPointerData run_root;	/* where the run's versions start, if known */
 	char		task_queue[NAMEDATALEN];
 	bool		has_worker;
 	char		worker[NAMEDATALEN];
@@ -324,6 +326,7 @@ typedef struct Attempt
 	int32		handle;
 	ItemPointerData task_tid;
 	ItemPointerData run_tid;
+	ItemPointerData run_root;
 	const char *task_queue;
 	const char *worker;
 	TimestampTz started_at;
@@ -352,6 +355,7 @@ remember_handed_out(const char *token, Attempt *t)
 	h->handle = t->handle;
 	h->task_tid = t->task_tid;
 	h->run_tid = t->run_tid;
+	h->run_root = t->run_root;
 	strcpy(h->task_queue, t->task_queue);
 	h->has_worker = t->worker != NULL;
 	if (t->worker)
@@ -500,6 +504,7 @@ claim_tasks(ReturnSetInfo *rsinfo, const char *queue, const char *worker,
 		t.handle = c->handle;
 		t.task_tid = c->tid;
 		ItemPointerSetInvalid(&t.run_tid);
+		t.run_root = c->run_row;
 		t.task_queue = queue;
 		t.worker = worker;
 		t.started_at = now;
@@ -771,6 +776,7 @@ complete_attempt(const char *token, Jsonb *result)
 	Datum		values[2];
 	ItemPointerData task_tid;
 	ItemPointerData run_tid;
+	ItemPointerData run_root;
 	bool		current = false;
 	bool		locked;
 
@@ -785,6 +791,7 @@ complete_attempt(const char *token, Jsonb *result)
 		attempt = h->attempt;
 		task_tid = h->task_tid;
 		run_tid = h->run_tid;
+		run_root = h->run_root;
 		memset(&a, 0, sizeof(a));
 		a.attempt = attempt;
 		a.handle = handle;
@@ -794,7 +801,8 @@ complete_attempt(const char *token, Jsonb *result)
 		a.worker = h->has_worker ? pstrdup(h->worker) : NULL;
 		a.started_at = h->started_at;
 		values[0] = UUIDPGetDatum(run_id);
-		locked = engine_find_run_at(values[0], &run_tid, &a.run, RUN_LOCK_OR_SKIP);
+		locked = engine_find_run_at(values[0], &run_tid, &run_root, &a.run,
+									RUN_LOCK_OR_SKIP);
 		current = locked && strcmp(a.run.status, "running") == 0;
 	}
 	else
@@ -832,7 +840,10 @@ complete_attempt(const char *token, Jsonb *result)
 			activity_finish(&a, scope.caller);
 			/* the tasks it hands out are of this run: where its row is now */
 			if (eager_offer != NULL)
+			{
 				eager_offer->run_tid = a.run.tid;
+				eager_offer->run_root = a.run.root;
+			}
 		}
 	}
 	engine_leave(&scope);
@@ -875,6 +886,7 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 	offer.slots = Max(0, Min(req.max_tasks, durable_eager_dispatch_limit - eager_streak));
 	offer.limited = -1;
 	ItemPointerSetInvalid(&offer.run_tid);
+	ItemPointerSetInvalid(&offer.run_root);
 	offer.ntasks = 0;
 	offer.tasks = palloc(sizeof(EagerTask) * req.max_tasks);
 
@@ -905,6 +917,7 @@ durable_complete_and_poll(PG_FUNCTION_ARGS)
 		t.handle = e->handle;
 		t.task_tid = e->tid;
 		t.run_tid = offer.run_tid;
+		t.run_root = offer.run_root;
 		t.task_queue = req.queue;
 		t.worker = req.worker;
 		t.started_at = e->started_at;

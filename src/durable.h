@@ -275,6 +275,8 @@ typedef struct LockedRun
 	ItemPointerData tid;
 	LocalTransactionId tid_lxid;
 	SubTransactionId tid_subxact;
+	/* the root of its row's versions, where the primary key points (a hint) */
+	ItemPointerData root;
 } LockedRun;
 
 extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);
@@ -290,8 +292,8 @@ typedef enum RunLockMode
 } RunLockMode;
 
 extern bool engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode);
-extern bool engine_find_run_at(Datum run_id, ItemPointer seen_at, LockedRun *run,
-							   RunLockMode mode);
+extern bool engine_find_run_at(Datum run_id, ItemPointer seen_at, ItemPointer root,
+							   LockedRun *run, RunLockMode mode);
 extern bool engine_delete_started_task(Datum run_id, int32 handle, int32 attempt,
 									   ItemPointer seen_at);
 
@@ -310,6 +312,7 @@ typedef struct NewTask
 	TimestampTz now;			/* scheduled (and started) at */
 	bool		started;		/* by the caller of complete_and_poll() */
 	const char *worker;			/* that caller's worker name, or NULL */
+	ItemPointerData run_row;	/* the run's LockedRun.root */
 } NewTask;
 
 extern ItemPointerData engine_insert_task(const NewTask *task);
@@ -326,6 +329,7 @@ typedef struct ClaimedTask
 	Jsonb	   *heartbeat_details;	/* or NULL */
 	Jsonb	   *timeouts;
 	ItemPointerData tid;		/* of the version the claim wrote */
+	ItemPointerData run_row;	/* the run's row's root, if the row tells */
 } ClaimedTask;
 
 extern int	engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,

@@ -485,6 +485,7 @@ engine_fill_locked_run(LockedRun *run, int first_col)
 	run->task_pending = DatumGetBool(engine_get(0, c + 7, &isnull));
 	run->run_id = engine_get(0, c + 8, &isnull);	/* copied out of SPI's memory */
 	ItemPointerSetInvalid(&run->tid);
+	ItemPointerSetInvalid(&run->root);
 }
 
 /* Reads a run without locking it (for queries); false if it does not exist. */

@@ -173,35 +173,58 @@ rows_begin_statement(void)
 
 /*
  * Finds the row whose primary key equals key[] (its first nkeys columns: all
- * of them; eqprocs[]: their = functions).
+ * of them; eqprocs[]: their = functions).  *root, if root is not NULL: where
+ * the key's index entry points, the root of the row's chain of heap-only
+ * versions (see rows_fetch_from_root()).
  */
 bool
 rows_find_by_key(Relation rel, int nkeys, const RegProcedure *eqprocs,
-				 const Datum *key, Snapshot snapshot, TupleTableSlot *slot)
+				 const Datum *key, Snapshot snapshot, TupleTableSlot *slot,
+				 ItemPointer root)
 {
 	Relation	index = rows_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
 	IndexScanDesc scan;
 	ScanKeyData scankeys[INDEX_MAX_KEYS];
-	bool		found;
+	ItemPointerData entry;
+	bool		found = false;
 
 	Assert(nkeys > 0 && nkeys <= INDEX_MAX_KEYS);
 	for (int i = 0; i < nkeys; i++)
 		ScanKeyInit(&scankeys[i], i + 1, BTEqualStrategyNumber, eqprocs[i], key[i]);
 	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
 	index_rescan(scan, scankeys, nkeys, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	/* index_getnext_slot(), keeping the entry's TID (the fetch moves it along the chain) */
+	for (;;)
+	{
+		if (!scan->xs_heap_continue)
+		{
+			ItemPointer next = index_getnext_tid(scan, ForwardScanDirection);
+
+			if (next == NULL)
+				break;
+			entry = *next;
+		}
+		if (index_fetch_heap(scan, slot))
+		{
+			if (root)
+				*root = entry;
+			found = true;
+			break;
+		}
+	}
 	index_endscan(scan);
 	rows_close(index);
 	return found;
 }
 
-/* Finds the row whose primary key, a uuid, is key. */
+/* Finds the row whose primary key, a uuid, is key (*root: as rows_find_by_key()). */
 bool
-rows_find_by_uuid(Relation rel, Datum key, Snapshot snapshot, TupleTableSlot *slot)
+rows_find_by_uuid(Relation rel, Datum key, Snapshot snapshot, TupleTableSlot *slot,
+				  ItemPointer root)
 {
 	static const RegProcedure eq = F_UUID_EQ;
 
-	return rows_find_by_key(rel, 1, &eq, &key, snapshot, slot);
+	return rows_find_by_key(rel, 1, &eq, &key, snapshot, slot, root);
 }
 
 Oid
@@ -313,9 +336,10 @@ rows_check_columns(Relation rel, const Bitmapset *known)
  * a heap-only update when no indexed column changes and the page has room,
  * else with index entries for the new version.  old, if not NULL, holds the
  * version replaced (pinned): entries that repeat its own skip their unique
- * check (row_indexes.c).
+ * check (row_indexes.c).  True: not heap-only (the new version has index
+ * entries, and is the root of its own chain of versions).
  */
-void
+bool
 rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot, TupleTableSlot *old,
 			Snapshot snapshot, EState *estate)
 {
@@ -325,12 +349,14 @@ rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot, TupleTableSlot 
 	simple_table_tuple_update(rel, tid, slot, snapshot, &update_indexes);
 	if (update_indexes != TU_None)
 		rows_add_index_entries(rel, slot, old, estate, update_indexes == TU_Summarizing);
+	return update_indexes != TU_None;
 #else
 	bool		update_indexes;
 
 	simple_table_tuple_update(rel, tid, slot, snapshot, &update_indexes);
 	if (update_indexes)
 		rows_add_index_entries(rel, slot, old, estate, false);
+	return update_indexes;
 #endif
 }
 
@@ -578,21 +604,58 @@ rows_held_elsewhere(TupleTableSlot *slot)
 		TransactionIdIsInProgress(xmax);
 }
 
+/* Could tid, where this backend saw a row before, be a place in the table still? */
+static bool
+place_in_table(Relation rel, ItemPointer tid)
+{
+	/*
+	 * The block may be gone: VACUUM truncates a table's empty end (though
+	 * not while the caller holds the table), and ReadBuffer would report
+	 * that as an error.
+	 */
+	return tid != NULL && ItemPointerIsValid(tid) &&
+		ItemPointerGetBlockNumber(tid) < RelationGetNumberOfBlocks(rel);
+}
+
 /*
  * The version at tid that the snapshot sees, into slot, where tid is where
  * this backend saw a row before, in another transaction: false if the
  * snapshot sees nothing there now (the row was changed since).  The line
  * pointer may hold another row by now (pruned and reused), which the caller
- * tells by the row's key; and the block may be gone (VACUUM truncates a
- * table's empty end, though not while the caller holds the table), which
- * ReadBuffer would report as an error.
+ * tells by the row's key.
  */
 bool
 rows_fetch_where_seen(Relation rel, ItemPointer tid, Snapshot snapshot, TupleTableSlot *slot)
 {
-	return tid != NULL && ItemPointerIsValid(tid) &&
-		ItemPointerGetBlockNumber(tid) < RelationGetNumberOfBlocks(rel) &&
+	return place_in_table(rel, tid) &&
 		table_tuple_fetch_row_version(rel, tid, snapshot, slot);
+}
+
+/*
+ * The version that the snapshot sees of the row whose versions' chain
+ * starts at root (where an index entry of the row points: updates that
+ * changed no indexed column put their version on the same page, at the end
+ * of that chain), into slot, as an index scan fetches it: false if there is
+ * none (the row was deleted, or moved by an update that could not stay on
+ * its page, or the place was never a root).  As with rows_fetch_where_seen(),
+ * the caller checks the row's key.
+ */
+bool
+rows_fetch_from_root(Relation rel, ItemPointer root, Snapshot snapshot, TupleTableSlot *slot)
+{
+	IndexFetchTableData *fetch;
+	ItemPointerData tid;
+	bool		call_again = false;
+	bool		all_dead;
+	bool		found;
+
+	if (!place_in_table(rel, root))
+		return false;
+	tid = *root;
+	fetch = table_index_fetch_begin(rel);
+	found = table_index_fetch_tuple(fetch, &tid, snapshot, slot, &call_again, &all_dead);
+	table_index_fetch_end(fetch);
+	return found;
 }
 
 /*
@@ -628,21 +691,48 @@ rows_peek_newest(Relation rel, ItemPointer row, TupleTableSlot *slot)
 bool
 engine_find_run(Datum run_id, LockedRun *run, RunLockMode mode)
 {
-	return engine_find_run_at(run_id, NULL, run, mode);
+	return engine_find_run_at(run_id, NULL, NULL, run, mode);
+}
+
+/*
+ * The run's row that the snapshot sees, into slot: at seen_at, the version
+ * this backend last saw there (see rows_fetch_where_seen()), else along the
+ * chain of versions from root (rows_fetch_from_root()), in either case only
+ * if it is the run's; else where the primary key finds it.  *found_root:
+ * the root of the chain the row was found in, if known.
+ */
+static bool
+find_run_row(Relation rel, Datum run_id, ItemPointer seen_at, ItemPointer root,
+			 Snapshot snapshot, TupleTableSlot *slot, ItemPointer found_root)
+{
+	const RunAttnums *a = run_attnums(rel);
+
+	ItemPointerSetInvalid(found_root);
+	/* seen_at and root were seen together: the one found, the other holds */
+	if ((rows_fetch_where_seen(rel, seen_at, snapshot, slot) && same_run(slot, a, run_id)) ||
+		(rows_fetch_from_root(rel, root, snapshot, slot) && same_run(slot, a, run_id)))
+	{
+		if (root != NULL)
+			*found_root = *root;
+		return true;
+	}
+	return rows_find_by_uuid(rel, run_id, snapshot, slot, found_root);
 }
 
 /*
  * engine_find_run(), looking first where this backend last saw the run's
- * row (seen_at, if not NULL: see rows_fetch_where_seen()), and there taking
- * the row with the run's id; else the primary key finds it.
+ * row (seen_at and root, each if not NULL: see find_run_row()).
  */
 bool
-engine_find_run_at(Datum run_id, ItemPointer seen_at, LockedRun *run, RunLockMode mode)
+engine_find_run_at(Datum run_id, ItemPointer seen_at, ItemPointer root,
+				   LockedRun *run, RunLockMode mode)
 {
 	static Oid	relid = InvalidOid;
 	Relation	rel;
 	TupleTableSlot *slot;
 	Snapshot	snapshot;
+	ItemPointerData found_root;
+	bool		traversed = false;
 	bool		found;
 
 	if (mode != RUN_READ)
@@ -650,13 +740,17 @@ engine_find_run_at(Datum run_id, ItemPointer seen_at, LockedRun *run, RunLockMod
 	snapshot = rows_begin_statement();
 	rel = rows_open(rows_relid(&relid, "runs"), mode == RUN_READ ? AccessShareLock : RowShareLock);
 	slot = table_slot_create(rel, NULL);
-	found = (rows_fetch_where_seen(rel, seen_at, snapshot, slot) &&
-			 same_run(slot, run_attnums(rel), run_id)) ||
-		rows_find_by_uuid(rel, run_id, snapshot, slot);
+	found = find_run_row(rel, run_id, seen_at, root, snapshot, slot, &found_root);
 	if (found && mode != RUN_READ)
-		found = rows_lock(rel, slot, snapshot, mode == RUN_LOCK_OR_SKIP, NULL);
+		found = rows_lock(rel, slot, snapshot, mode == RUN_LOCK_OR_SKIP, &traversed);
 	if (found)
+	{
 		fill_run(run, slot, run_attnums(rel));
+		/* a newer version, of an update since the snapshot, may start a chain */
+		if (traversed)
+			ItemPointerSetInvalid(&found_root);
+		run->root = found_root;
+	}
 
 	ExecDropSingleTupleTableSlot(slot);
 	rows_close(rel);
@@ -698,7 +792,7 @@ dequeue_run(Datum run_id, Snapshot snapshot)
 	Relation	rel = rows_open(rows_relid(&relid, "due_tasks"), RowExclusiveLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 
-	if (rows_find_by_uuid(rel, run_id, snapshot, slot))
+	if (rows_find_by_uuid(rel, run_id, snapshot, slot, NULL))
 		simple_table_tuple_delete(rel, &slot->tts_tid, snapshot);
 	ExecDropSingleTupleTableSlot(slot);
 	rows_close(rel);
@@ -750,7 +844,7 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	if (!(run_tid_usable(run) &&
 		  table_tuple_fetch_row_version(rel, &run->tid, snapshot, slot) &&
 		  same_run(slot, a, run->run_id)) &&
-		!rows_find_by_uuid(rel, run->run_id, snapshot, slot))
+		!rows_find_by_uuid(rel, run->run_id, snapshot, slot, &run->root))
 		elog(ERROR, "workflow run to update was not found");
 	tid = slot->tts_tid;
 	old = slot;
@@ -771,7 +865,9 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 		/* set when, and only when, the run leaves 'running' */
 		set_column(slot, a->closed_at, TimestampTzGetDatum(GetCurrentTimestamp()), !closes);
 	}
-	rows_update(rel, &tid, slot, old, snapshot, estate);
+	/* a version that is not heap-only starts a chain of its own */
+	if (rows_update(rel, &tid, slot, old, snapshot, estate))
+		run->root = slot->tts_tid;
 	note_run_tid(run, slot);
 	if (outcome && run->task_pending)
 	{

@@ -23,16 +23,19 @@ extern void rows_close_kept(int depth);
 extern void rows_forget_kept(int depth);
 extern Snapshot rows_begin_statement(void);
 extern bool rows_find_by_key(Relation rel, int nkeys, const RegProcedure *eqprocs,
-							 const Datum *key, Snapshot snapshot, TupleTableSlot *slot);
+							 const Datum *key, Snapshot snapshot, TupleTableSlot *slot,
+							 ItemPointer root);
 extern bool rows_find_by_uuid(Relation rel, Datum key, Snapshot snapshot,
-							  TupleTableSlot *slot);
+							  TupleTableSlot *slot, ItemPointer root);
 extern bool rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot,
 					  bool skip_locked, bool *traversed);
 extern bool rows_held_elsewhere(TupleTableSlot *slot);
 extern bool rows_peek_newest(Relation rel, ItemPointer row, TupleTableSlot *slot);
 extern bool rows_fetch_where_seen(Relation rel, ItemPointer tid, Snapshot snapshot,
 								  TupleTableSlot *slot);
-extern void rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot,
+extern bool rows_fetch_from_root(Relation rel, ItemPointer root, Snapshot snapshot,
+								 TupleTableSlot *slot);
+extern bool rows_update(Relation rel, ItemPointer tid, TupleTableSlot *slot,
 						TupleTableSlot *old, Snapshot snapshot, EState *estate);
 extern TM_Result rows_update_unless_held(Relation rel, ItemPointer tid,
 										 TupleTableSlot *slot, TupleTableSlot *old,

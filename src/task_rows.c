@@ -34,6 +34,7 @@ typedef struct TaskColumns
 				started;
 	AttrNumber	run_id,
 				handle,
+				run_row,
 				workflow_id,
 				activity,
 				task_queue,
@@ -70,6 +71,7 @@ task_columns(Relation rel)
 		return c;
 	c->run_id = rows_known_attnum(relid, "run_id", &known);
 	c->handle = rows_known_attnum(relid, "handle", &known);
+	c->run_row = rows_known_attnum(relid, "run_row", &known);
 	c->workflow_id = rows_known_attnum(relid, "workflow_id", &known);
 	c->activity = rows_known_attnum(relid, "activity", &known);
 	c->task_queue = rows_known_attnum(relid, "task_queue", &known);
@@ -135,6 +137,8 @@ engine_insert_task(const NewTask *t)
 #define SET(col, value) (values[c->col - 1] = (value), nulls[c->col - 1] = false)
 	SET(run_id, t->run_id);
 	SET(handle, Int32GetDatum(t->handle));
+	if (ItemPointerIsValid(&t->run_row))
+		SET(run_row, PointerGetDatum(&t->run_row));
 	SET(workflow_id, CStringGetTextDatum(t->workflow_id));
 	SET(activity, CStringGetTextDatum(t->activity));
 	SET(task_queue, CStringGetTextDatum(t->task_queue));
@@ -210,6 +214,7 @@ fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
 {
 	bool		isnull;
 	pg_uuid_t  *run_id = SPI_palloc(sizeof(pg_uuid_t));
+	Datum		row;
 
 	t->attempt = DatumGetInt32(slot_getattr(slot, c->attempt, &isnull));
 	t->handle = DatumGetInt32(slot_getattr(slot, c->handle, &isnull));
@@ -221,6 +226,11 @@ fill_claimed(ClaimedTask *t, TupleTableSlot *slot, const TaskColumns *c)
 	t->heartbeat_details = rows_jsonb(slot, c->heartbeat_details);
 	t->timeouts = rows_jsonb(slot, c->timeouts);
 	t->tid = slot->tts_tid;
+	row = slot_getattr(slot, c->run_row, &isnull);
+	if (isnull)
+		ItemPointerSetInvalid(&t->run_row);
+	else
+		t->run_row = *(ItemPointer) DatumGetPointer(row);
 }
 
 /*
@@ -468,7 +478,7 @@ claim_scan(Relation rel, Relation index, const TaskColumns *c, text *queue,
 				continue;
 			tid = slot->tts_tid;
 			mark_started(started, slot, c, now, worker);
-			rows_update(rel, &tid, started, slot, snapshot, estate);
+			(void) rows_update(rel, &tid, started, slot, snapshot, estate);
 		}
 		note_started(started, c);
 		fill_claimed(&claimed[n++], started, c);
@@ -676,7 +686,7 @@ engine_delete_started_task(Datum run_id, int32 handle, int32 attempt, ItemPointe
 	c = task_columns(rel);
 	slot = table_slot_create(rel, NULL);
 	found = task_version_at(rel, c, seen_at, run_id, handle, snapshot, slot) ||
-		rows_find_by_key(rel, 2, key_eq, key, snapshot, slot);
+		rows_find_by_key(rel, 2, key_eq, key, snapshot, slot, NULL);
 	while (found)
 	{
 		bool		isnull;
