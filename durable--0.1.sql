@@ -94,7 +94,11 @@ CREATE INDEX runs_workflow_id ON durable.runs (workflow_id, started_at);
 -- Written with the run's row, under its lock.
 CREATE TABLE durable.due_tasks (
     run_id          pg_catalog.uuid PRIMARY KEY,
-    due_at          pg_catalog.timestamptz NOT NULL
+    due_at          pg_catalog.timestamptz NOT NULL,
+    -- where the run's row was when it was queued (the version the queuing
+    -- statement wrote): only a hint for the worker, which looks there before
+    -- asking the key, and takes the row only if it is the run's
+    run_row         pg_catalog.tid
 );
 -- Not deduplicated: the runs started by one transaction share a due_at, and
 -- a deduplicated index keeps their entries in posting lists, one index

@@ -555,6 +555,26 @@ SELECT durable.complete_activity(:'token', '1') AS completed;
 SELECT * FROM tasks_of('run-row-2');
 SELECT status, next_event_id FROM durable.runs WHERE workflow_id = 'eager-seen-1';
 
+-- The worker's queue row tells it where the run's row was when it was
+-- queued, and the worker looks there first: the row there must be the
+-- run's.  Here it is the row of another run, which has no task due (set by
+-- hand, before the worker sees the queue row): the worker still runs the
+-- task of the run queued.
+BEGIN;
+SELECT durable.start_workflow('three_steps', '{"queue": "queue-row"}', 'queue-row-1');
+UPDATE durable.due_tasks d SET run_row = closed.ctid
+  FROM durable.runs r, durable.runs closed
+ WHERE r.workflow_id = 'queue-row-1' AND d.run_id = r.run_id
+   AND closed.workflow_id = 'eager-seen-1';
+SELECT r.workflow_id AS run_there, r.task_pending
+  FROM durable.due_tasks d JOIN durable.runs r ON r.ctid = d.run_row
+  JOIN durable.runs mine ON mine.run_id = d.run_id AND mine.workflow_id = 'queue-row-1';
+COMMIT;
+SELECT wait_scheduled('queue-row-1');
+SELECT * FROM tasks_of('queue-row-1');
+SELECT count(*) AS still_queued FROM durable.due_tasks d JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'queue-row-1';
+
 -- A session that has created temporary objects leaves the task to the
 -- worker (code run by the worker never sees temporary objects).  Last in
 -- this file: that holds for the rest of the session.

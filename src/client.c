@@ -221,8 +221,9 @@ insert_run(NewRun *nr, Oid owner, LockedRun *run)
 		"  INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
 		"   started_at, next_event_id) VALUES ($1, $2, $3, $4, $5, $6, 2)"
 		"  ON CONFLICT (workflow_id) WHERE NOT superseded DO NOTHING"
-		"  RETURNING run_id, task_due_at)"
-		" INSERT INTO durable.due_tasks (run_id, due_at) SELECT run_id, task_due_at FROM run",
+		"  RETURNING run_id, task_due_at, ctid)"
+		" INSERT INTO durable.due_tasks (run_id, due_at, run_row)"
+		" SELECT run_id, task_due_at, ctid FROM run",
 	6, {UUIDOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, TIMESTAMPTZOID}};
 	static EnginePlan eager_plan = {NULL,
 		"INSERT INTO durable.runs (run_id, workflow_id, workflow, owner, input,"
@@ -673,10 +674,10 @@ durable_retry_workflow_task(PG_FUNCTION_ARGS)
 		"  UPDATE durable.runs SET task_failure = NULL, task_pending = true,"
 		"   task_due_at = pg_catalog.clock_timestamp()"
 		"  WHERE run_id = $1 AND task_failure IS NOT NULL"
-		"  RETURNING run_id, task_due_at)"
-		" INSERT INTO durable.due_tasks (run_id, due_at)"
-		" SELECT run_id, task_due_at FROM retried"
-		" ON CONFLICT (run_id) DO UPDATE SET due_at = EXCLUDED.due_at",
+		"  RETURNING run_id, task_due_at, ctid)"
+		" INSERT INTO durable.due_tasks (run_id, due_at, run_row)"
+		" SELECT run_id, task_due_at, ctid FROM retried"
+		" ON CONFLICT (run_id) DO UPDATE SET due_at = EXCLUDED.due_at, run_row = EXCLUDED.run_row",
 	1, {UUIDOID}};
 	char	   *workflow_id;
 	Oid			caller = GetUserId();

@@ -277,6 +277,8 @@ typedef struct LockedRun
 	SubTransactionId tid_subxact;
 	/* the root of its row's versions, where the primary key points (a hint) */
 	ItemPointerData root;
+	/* where its row in the worker's queue was seen, by the worker (a hint) */
+	ItemPointerData due_row;
 } LockedRun;
 
 extern bool engine_lock_run(Datum run_id, LockedRun *run, bool skip_locked);

@@ -486,6 +486,7 @@ engine_fill_locked_run(LockedRun *run, int first_col)
 	run->run_id = engine_get(0, c + 8, &isnull);	/* copied out of SPI's memory */
 	ItemPointerSetInvalid(&run->tid);
 	ItemPointerSetInvalid(&run->root);
+	ItemPointerSetInvalid(&run->due_row);
 }
 
 /* Reads a run without locking it (for queries); false if it does not exist. */
@@ -518,9 +519,10 @@ engine_request_workflow_task(LockedRun *run)
 		"  UPDATE durable.runs SET next_event_id = $2, task_pending = true,"
 		"   task_due_at = CASE WHEN task_pending THEN task_due_at ELSE $3 END"
 		"  WHERE run_id = $1"
-		"  RETURNING run_id, task_due_at, task_failure IS NULL AND status = 'running' AS due)"
-		" INSERT INTO durable.due_tasks (run_id, due_at)"
-		" SELECT run_id, task_due_at FROM run WHERE due"
+		"  RETURNING run_id, task_due_at, task_failure IS NULL AND status = 'running' AS due,"
+		"   ctid)"
+		" INSERT INTO durable.due_tasks (run_id, due_at, run_row)"
+		" SELECT run_id, task_due_at, ctid FROM run WHERE due"
 		" ON CONFLICT (run_id) DO NOTHING",
 	3, {UUIDOID, INT8OID, TIMESTAMPTZOID}};
 	Datum		values[3] = {run->run_id, Int64GetDatum(run->next_event_id),

@@ -730,10 +730,21 @@ park_run(Datum run_id, ErrorData *edata)
 	engine_exec(&plan, values, NULL, 0);
 }
 
+/*
+ * A run in a batch of the worker's, and where the queue's row said its rows
+ * were (hints; invalid: not known).
+ */
+typedef struct BatchRun
+{
+	Datum		run_id;
+	ItemPointerData due_row;	/* its row in durable.due_tasks */
+	ItemPointerData run_row;	/* its row in durable.runs, when queued */
+} BatchRun;
+
 /* One run's workflow task in a batch of the worker's. */
 typedef struct WorkerTask
 {
-	Datum		run_id;
+	const BatchRun *run;
 	/* activity results wait on its task rows: record them first */
 	bool		record_results;
 	bool		ran;			/* locked it (and ran its task, if still due) */
@@ -764,7 +775,10 @@ static void
 run_worker_task(void *arg)
 {
 	WorkerTask *task = arg;
+	Datum		run_id = task->run->run_id;
 	LockedRun  *run = palloc0(sizeof(LockedRun));
+	ItemPointerData run_row = task->run->run_row;
+	bool		skip_locked = !task->record_results || engine_was_busy(engine_run_key(run_id));
 
 	/*
 	 * Locked here, by the (sub)transaction that updates it: a lock of the
@@ -777,26 +791,27 @@ run_worker_task(void *arg)
 	 * it until its commit) unless the last wait for it timed out: an
 	 * application holds it, and the worker tries again without waiting.
 	 */
-	if (!engine_lock_run(task->run_id, run,
-						 !task->record_results || engine_was_busy(engine_run_key(task->run_id))))
+	if (!engine_find_run_at(run_id, &run_row, NULL, run,
+							skip_locked ? RUN_LOCK_OR_SKIP : RUN_LOCK))
 	{
 		LockedRun	exists;
 
-		if (!engine_read_run(task->run_id, &exists))
+		if (!engine_read_run(run_id, &exists))
 		{
-			engine_dequeue_run(task->run_id);
+			engine_dequeue_run(run_id);
 			if (task->record_results)
 			{
-				run->run_id = task->run_id;
+				run->run_id = run_id;
 				activity_cancel_all(run);
 			}
 		}
 		return;
 	}
+	run->due_row = task->run->due_row;
 	task->ran = true;
 	if (task->record_results)
 	{
-		engine_forget_busy(engine_run_key(task->run_id));
+		engine_forget_busy(engine_run_key(run_id));
 		record_results(run);
 	}
 	if (run->task_pending && !run->task_failed && strcmp(run->status, "running") == 0)
@@ -813,9 +828,10 @@ run_worker_task(void *arg)
  * without a wait until it is had.
  */
 static bool
-run_task_isolated(Datum run_id, bool record_results)
+run_task_isolated(const BatchRun *r, bool record_results)
 {
-	WorkerTask	task = {run_id, record_results, false};
+	WorkerTask	task = {r, record_results, false};
+	Datum		run_id = r->run_id;
 	ErrorData  *edata;
 
 	if (engine_is_busy(engine_run_key(run_id)))
@@ -845,22 +861,38 @@ run_task_isolated(Datum run_id, bool record_results)
 
 /* A task run in the batch's transaction itself: see replay_run_tasks(). */
 static bool
-run_task_in_batch(Datum run_id)
+run_task_in_batch(const BatchRun *r)
 {
-	WorkerTask	task = {run_id, false, false};
+	WorkerTask	task = {r, false, false};
 
-	if (engine_is_busy(engine_run_key(run_id)))
+	if (engine_is_busy(engine_run_key(r->run_id)))
 		return false;
 	run_worker_task(&task);
 	return task.ran;
 }
 
+/* An SPI result's column of type tid, or an invalid one if NULL or absent. */
+static ItemPointerData
+result_tid(uint64 row, int col)
+{
+	ItemPointerData tid;
+	bool		isnull = true;
+	Datum		d = col <= SPI_tuptable->tupdesc->natts ? engine_get(row, col, &isnull) : (Datum) 0;
+
+	if (isnull)
+		ItemPointerSetInvalid(&tid);
+	else
+		tid = *(ItemPointer) DatumGetPointer(d);
+	return tid;
+}
+
 /*
- * Adds the run ids of the current SPI result to run_ids (n of them so far),
- * but those already there; returns the new count.
+ * Adds the runs of the current SPI result (run_id, and where its queue row
+ * and run row are, if the result has them) to runs (n of them so far), but
+ * those already there; returns the new count.
  */
 static int
-add_run_ids(Datum *run_ids, int n)
+add_runs(BatchRun *runs, int n)
 {
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -868,11 +900,16 @@ add_run_ids(Datum *run_ids, int n)
 		Datum		run_id = engine_get(i, 1, &isnull);
 		int			j = 0;
 
-		while (j < n && memcmp(DatumGetUUIDP(run_ids[j]), DatumGetUUIDP(run_id),
+		while (j < n && memcmp(DatumGetUUIDP(runs[j].run_id), DatumGetUUIDP(run_id),
 							   UUID_LEN) != 0)
 			j++;
 		if (j == n)
-			run_ids[n++] = run_id;
+		{
+			runs[n].run_id = run_id;
+			runs[n].due_row = result_tid(i, 2);
+			runs[n].run_row = result_tid(i, 3);
+			n++;
+		}
 	}
 	return n;
 }
@@ -893,11 +930,11 @@ run_batch(int max_tasks, TimestampTz stop_at, bool isolated, bool *results, bool
 		" LIMIT $1",
 	1, {INT4OID}};
 	static EnginePlan due = {NULL,
-		"SELECT run_id FROM durable.due_tasks ORDER BY due_at LIMIT $1",
+		"SELECT run_id, ctid, run_row FROM durable.due_tasks ORDER BY due_at LIMIT $1",
 	1, {INT4OID}};
 	EngineScope scope;
 	Datum		values[1] = {Int32GetDatum(max_tasks)};
-	Datum	   *run_ids;
+	BatchRun   *runs;
 	int			with_results = 0;
 	int			n;
 	int			ran = 0;
@@ -907,23 +944,23 @@ run_batch(int max_tasks, TimestampTz stop_at, bool isolated, bool *results, bool
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "durable: running workflow tasks");
 	engine_enter(&scope);
-	run_ids = palloc(sizeof(Datum) * max_tasks * 2);
+	runs = palloc(sizeof(BatchRun) * max_tasks * 2);
 	if (*results)
 	{
 		engine_exec(&waiting, values, NULL, 0);
-		with_results = add_run_ids(run_ids, 0);
+		with_results = add_runs(runs, 0);
 	}
 	*results = with_results > 0;
 	engine_exec(&due, values, NULL, 0);
-	n = add_run_ids(run_ids, with_results);
+	n = add_runs(runs, with_results);
 	for (int i = 0; i < n; i++)
 	{
 		bool		ok;
 
 		if (i < with_results || isolated)
-			ok = run_task_isolated(run_ids[i], i < with_results);
+			ok = run_task_isolated(&runs[i], i < with_results);
 		else
-			ok = run_task_in_batch(run_ids[i]);
+			ok = run_task_in_batch(&runs[i]);
 		if (ok)
 			ran++;
 		else

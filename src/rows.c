@@ -485,13 +485,30 @@ run_tid_usable(const LockedRun *run)
 		run->tid_subxact == GetCurrentSubTransactionId();
 }
 
+/* Does the slot's uuid column attnum hold key? */
+static bool
+uuid_column_is(TupleTableSlot *slot, AttrNumber attnum, Datum key)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, attnum, &isnull);
+
+	return !isnull && memcmp(DatumGetUUIDP(d), DatumGetUUIDP(key), UUID_LEN) == 0;
+}
+
 static bool
 same_run(TupleTableSlot *slot, const RunAttnums *a, Datum run_id)
 {
-	bool		isnull;
-	Datum		d = slot_getattr(slot, a->run_id, &isnull);
+	return uuid_column_is(slot, a->run_id, run_id);
+}
 
-	return !isnull && memcmp(DatumGetUUIDP(d), DatumGetUUIDP(run_id), UUID_LEN) == 0;
+/* Is the row version in slot (a buffer slot from a fetch) heap-only, not a chain's root? */
+static bool
+heap_only_version(TupleTableSlot *slot)
+{
+	BufferHeapTupleTableSlot *bslot = (BufferHeapTupleTableSlot *) slot;
+
+	Assert(TTS_IS_BUFFERTUPLE(slot));
+	return HeapTupleIsHeapOnly(bslot->base.tuple);
 }
 
 /* LockedRun from the run's row, copied to outlive the engine's scope. */
@@ -519,6 +536,7 @@ fill_run(LockedRun *run, TupleTableSlot *slot, const RunAttnums *a)
 	memcpy(run_id, DatumGetUUIDP(slot_getattr(slot, a->run_id, &isnull)), sizeof(pg_uuid_t));
 	run->run_id = UUIDPGetDatum(run_id);
 	note_run_tid(run, slot);
+	ItemPointerSetInvalid(&run->due_row);
 }
 
 /*
@@ -708,12 +726,18 @@ find_run_row(Relation rel, Datum run_id, ItemPointer seen_at, ItemPointer root,
 	const RunAttnums *a = run_attnums(rel);
 
 	ItemPointerSetInvalid(found_root);
-	/* seen_at and root were seen together: the one found, the other holds */
-	if ((rows_fetch_where_seen(rel, seen_at, snapshot, slot) && same_run(slot, a, run_id)) ||
-		(rows_fetch_from_root(rel, root, snapshot, slot) && same_run(slot, a, run_id)))
+	if (rows_fetch_where_seen(rel, seen_at, snapshot, slot) && same_run(slot, a, run_id))
 	{
+		/* seen together with root: it still holds, as the version does */
 		if (root != NULL)
 			*found_root = *root;
+		else if (!heap_only_version(slot))
+			*found_root = *seen_at;
+		return true;
+	}
+	if (rows_fetch_from_root(rel, root, snapshot, slot) && same_run(slot, a, run_id))
+	{
+		*found_root = *root;
 		return true;
 	}
 	return rows_find_by_uuid(rel, run_id, snapshot, slot, found_root);
@@ -780,19 +804,37 @@ set_jsonb(TupleTableSlot *slot, AttrNumber attnum, Jsonb *value)
 	set_column(slot, attnum, value ? JsonbPGetDatum(value) : (Datum) 0, value == NULL);
 }
 
+/* Where durable.due_tasks has its run_id column. */
+static AttrNumber
+due_run_id_attnum(Relation rel)
+{
+	static Oid	of_relid = InvalidOid;
+	static AttrNumber attnum;
+
+	if (!rows_columns_kept(&of_relid, rel))
+	{
+		attnum = rows_attnum(RelationGetRelid(rel), "run_id");
+		of_relid = RelationGetRelid(rel);
+	}
+	return attnum;
+}
+
 /*
  * Takes the run out of the worker's queue of workflow tasks
- * (durable.due_tasks): its task has run.  The caller holds the run locked,
- * as everyone who writes the queue does.
+ * (durable.due_tasks): its task has run.  The queue's row is looked for
+ * where the worker saw it (seen_at, if not NULL), else by its key.  The
+ * caller holds the run locked, as everyone who writes the queue does.
  */
 static void
-dequeue_run(Datum run_id, Snapshot snapshot)
+dequeue_run(Datum run_id, ItemPointer seen_at, Snapshot snapshot)
 {
 	static Oid	relid = InvalidOid;
 	Relation	rel = rows_open(rows_relid(&relid, "due_tasks"), RowExclusiveLock);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 
-	if (rows_find_by_uuid(rel, run_id, snapshot, slot, NULL))
+	if ((rows_fetch_where_seen(rel, seen_at, snapshot, slot) &&
+		 uuid_column_is(slot, due_run_id_attnum(rel), run_id)) ||
+		rows_find_by_uuid(rel, run_id, snapshot, slot, NULL))
 		simple_table_tuple_delete(rel, &slot->tts_tid, snapshot);
 	ExecDropSingleTupleTableSlot(slot);
 	rows_close(rel);
@@ -803,7 +845,7 @@ void
 engine_dequeue_run(Datum run_id)
 {
 	PreventCommandIfReadOnly("DELETE FROM durable.due_tasks");
-	dequeue_run(run_id, rows_begin_statement());
+	dequeue_run(run_id, NULL, rows_begin_statement());
 	PopActiveSnapshot();
 }
 
@@ -871,7 +913,7 @@ write_run(LockedRun *run, const RunOutcome *outcome)
 	note_run_tid(run, slot);
 	if (outcome && run->task_pending)
 	{
-		dequeue_run(run->run_id, snapshot);
+		dequeue_run(run->run_id, &run->due_row, snapshot);
 		run->task_pending = false;
 	}
 	ExecResetTupleTable(estate->es_tupleTable, false);

@@ -387,10 +387,10 @@ fire_workflow_timers_together(void *arg)
 		"    FROM (SELECT run_id, max(event_id) AS last_event_id FROM appended"
 		"           GROUP BY run_id) a"
 		"   WHERE r.run_id = a.run_id"
-		"  RETURNING r.run_id, r.task_due_at, r.task_failure IS NULL AS due),"
+		"  RETURNING r.run_id, r.task_due_at, r.task_failure IS NULL AS due, r.ctid),"
 		" queued AS ("
-		"  INSERT INTO durable.due_tasks (run_id, due_at)"
-		"  SELECT run_id, task_due_at FROM requested WHERE due"
+		"  INSERT INTO durable.due_tasks (run_id, due_at, run_row)"
+		"  SELECT run_id, task_due_at, ctid FROM requested WHERE due"
 		"  ON CONFLICT (run_id) DO NOTHING)"
 		" SELECT count(*) FROM appended",
 	1, {TIMESTAMPTZOID}};
