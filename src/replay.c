@@ -778,7 +778,8 @@ run_worker_task(void *arg)
 	Datum		run_id = task->run->run_id;
 	LockedRun  *run = palloc0(sizeof(LockedRun));
 	ItemPointerData run_row = task->run->run_row;
-	bool		skip_locked = !task->record_results || engine_was_busy(engine_run_key(run_id));
+	bool		skip_locked = !task->record_results ||
+		engine_was_busy(engine_run_key(run_id));
 
 	/*
 	 * Locked here, by the (sub)transaction that updates it: a lock of the
@@ -877,8 +878,10 @@ result_tid(uint64 row, int col)
 {
 	ItemPointerData tid;
 	bool		isnull = true;
-	Datum		d = col <= SPI_tuptable->tupdesc->natts ? engine_get(row, col, &isnull) : (Datum) 0;
+	Datum		d = (Datum) 0;
 
+	if (col <= SPI_tuptable->tupdesc->natts)
+		d = engine_get(row, col, &isnull);
 	if (isnull)
 		ItemPointerSetInvalid(&tid);
 	else
