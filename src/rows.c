@@ -486,8 +486,8 @@ run_tid_usable(const LockedRun *run)
 }
 
 /* Does the slot's uuid column attnum hold key? */
-static bool
-uuid_column_is(TupleTableSlot *slot, AttrNumber attnum, Datum key)
+bool
+rows_uuid_column_is(TupleTableSlot *slot, AttrNumber attnum, Datum key)
 {
 	bool		isnull;
 	Datum		d = slot_getattr(slot, attnum, &isnull);
@@ -498,7 +498,7 @@ uuid_column_is(TupleTableSlot *slot, AttrNumber attnum, Datum key)
 static bool
 same_run(TupleTableSlot *slot, const RunAttnums *a, Datum run_id)
 {
-	return uuid_column_is(slot, a->run_id, run_id);
+	return rows_uuid_column_is(slot, a->run_id, run_id);
 }
 
 /* Is the row version in slot (a buffer slot from a fetch) heap-only, not a chain's root? */
@@ -833,7 +833,7 @@ dequeue_run(Datum run_id, ItemPointer seen_at, Snapshot snapshot)
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 
 	if ((rows_fetch_where_seen(rel, seen_at, snapshot, slot) &&
-		 uuid_column_is(slot, due_run_id_attnum(rel), run_id)) ||
+		 rows_uuid_column_is(slot, due_run_id_attnum(rel), run_id)) ||
 		rows_find_by_uuid(rel, run_id, snapshot, slot, NULL))
 		simple_table_tuple_delete(rel, &slot->tts_tid, snapshot);
 	ExecDropSingleTupleTableSlot(slot);

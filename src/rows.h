@@ -30,6 +30,7 @@ extern bool rows_find_by_uuid(Relation rel, Datum key, Snapshot snapshot,
 extern bool rows_lock(Relation rel, TupleTableSlot *slot, Snapshot snapshot,
 					  bool skip_locked, bool *traversed);
 extern bool rows_held_elsewhere(TupleTableSlot *slot);
+extern bool rows_uuid_column_is(TupleTableSlot *slot, AttrNumber attnum, Datum key);
 extern bool rows_peek_newest(Relation rel, ItemPointer row, TupleTableSlot *slot);
 extern bool rows_fetch_where_seen(Relation rel, ItemPointer tid, Snapshot snapshot,
 								  TupleTableSlot *slot);

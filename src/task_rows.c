@@ -649,14 +649,10 @@ task_version_at(Relation rel, const TaskColumns *c, ItemPointer tid, Datum run_i
 				int32 handle, Snapshot snapshot, TupleTableSlot *slot)
 {
 	bool		isnull;
-	Datum		d;
 
-	if (!rows_fetch_where_seen(rel, tid, snapshot, slot))
-		return false;
-	if (DatumGetInt32(slot_getattr(slot, c->handle, &isnull)) != handle)
-		return false;
-	d = slot_getattr(slot, c->run_id, &isnull);
-	return !isnull && memcmp(DatumGetUUIDP(d), DatumGetUUIDP(run_id), UUID_LEN) == 0;
+	return rows_fetch_where_seen(rel, tid, snapshot, slot) &&
+		DatumGetInt32(slot_getattr(slot, c->handle, &isnull)) == handle &&
+		rows_uuid_column_is(slot, c->run_id, run_id);
 }
 
 /*
