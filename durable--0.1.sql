@@ -116,8 +116,10 @@ CREATE INDEX due_tasks_due_at ON durable.due_tasks (due_at) WITH (deduplicate_it
 -- (written when the attempt ends, as Temporal does) on the row of the event
 -- that ended the attempt (attempt_started_at, attempt_worker), and a
 -- WorkflowTaskCompleted on the row of the first event its task appended
--- after it, at the same time (task_new_commands: its new_commands).  Read
--- durable.history, which shows every event.
+-- after it, at the same time (task_new_commands: its new_commands).  And an
+-- ActivityTaskScheduled records of its retry policy only what differs from
+-- the defaults (nothing for the default policy: about 110 bytes less per
+-- activity).  Read durable.history, which shows every event, whole.
 CREATE TABLE durable.recorded_events (
     run_id          pg_catalog.uuid NOT NULL,
     event_id        pg_catalog.int8 NOT NULL,
@@ -133,7 +135,14 @@ CREATE TABLE durable.recorded_events (
 -- Every event of every run, one row each: the recorded ones, and those kept
 -- on the rows after them.
 CREATE VIEW durable.history WITH (security_invoker = true) AS
-    SELECT e.run_id, e.event_id, e.event_time, e.event_type, e.details
+    SELECT e.run_id, e.event_id, e.event_time, e.event_type,
+           CASE WHEN e.event_type = 'ActivityTaskScheduled'
+                -- the defaults of src/activity_options.c, and what differs
+                THEN e.details || pg_catalog.jsonb_build_object('retry_policy',
+                         '{"initial_interval": 1, "backoff_coefficient": 2,
+                           "maximum_interval": 100, "maximum_attempts": 0}'::pg_catalog.jsonb
+                         || COALESCE(e.details -> 'retry_policy', '{}'))
+                ELSE e.details END
       FROM durable.recorded_events e
     UNION ALL
     SELECT e.run_id, e.event_id - 1, e.attempt_started_at, 'ActivityTaskStarted',

@@ -54,6 +54,12 @@ SELECT e.event_id, e.event_type, e.attempt_started_at IS NOT NULL AS has_start,
        e.attempt_worker, e.task_new_commands
   FROM durable.recorded_events e JOIN durable.runs r USING (run_id)
  WHERE r.workflow_id = 'greet-7' ORDER BY e.event_id;
+-- a default retry policy is not recorded; durable.history shows it
+SELECT h.event_id, h.details -> 'retry_policy' AS shown, e.details ? 'retry_policy' AS recorded
+  FROM durable.history h JOIN durable.recorded_events e USING (run_id, event_id)
+  JOIN durable.runs r USING (run_id)
+ WHERE r.workflow_id = 'greet-7' AND h.event_type = 'ActivityTaskScheduled'
+ ORDER BY h.event_id;
 SELECT workflow_id, workflow, status, owner, history_length, pending_activities,
        task_failure, result, failure, closed_at >= started_at AS closed_after_start
   FROM durable.describe('greet-7');
@@ -105,11 +111,14 @@ END $$;
 SELECT durable.start_workflow('flaky', '{"amount": 5}', workflow_id => 'flaky-1');
 SELECT task_token AS token, attempt FROM durable.poll_activity('payments', wait => '10 s') \gset
 \echo attempt :attempt
--- the history records the whole retry policy; the task row (written again at
--- every claim) keeps what differs from the defaults
-SELECT h.details->'retry_policy' AS recorded, t.retry_policy AS kept
-  FROM durable.history('flaky-1') h, durable.activity_tasks t
- WHERE h.event_type = 'ActivityTaskScheduled' AND t.activity = 'charge';
+-- the history shows the whole retry policy; its row, and the task row
+-- (written again at every claim), keep what differs from the defaults
+SELECT h.details->'retry_policy' AS shown, e.details->'retry_policy' AS recorded,
+       t.retry_policy AS kept
+  FROM durable.history h JOIN durable.recorded_events e USING (run_id, event_id),
+       durable.activity_tasks t
+ WHERE h.event_type = 'ActivityTaskScheduled' AND t.activity = 'charge'
+   AND h.run_id = t.run_id;
 SELECT durable.fail_activity(:'token', 'card declined');
 SELECT durable.fail_activity(:'token', 'card declined');
 SELECT jsonb_path_query(pending_activities, '$[*].attempt') AS attempt,

@@ -117,7 +117,7 @@ insert_task(LockedRun *run, int32 handle, const char *activity,
 	task.activity = activity;
 	task.task_queue = task_queue;
 	task.input = input;
-	task.retry_policy = options->stored_retry_policy;
+	task.retry_policy = options->retry_policy;
 	task.timeouts = options->timeouts;
 	task.priority = options->priority;
 	task.now = now;
@@ -152,7 +152,9 @@ activity_schedule(LockedRun *run, int32 handle, const char *activity,
 	json_add_str(&jb, "activity", activity);
 	json_add_str(&jb, "task_queue", task_queue);
 	json_add_jsonb(&jb, "input", input);
-	json_add_jsonb(&jb, "retry_policy", options->retry_policy);
+	/* the default policy is not recorded: durable.history shows it */
+	if (JB_ROOT_COUNT(options->retry_policy) > 0)
+		json_add_jsonb(&jb, "retry_policy", options->retry_policy);
 	if (JB_ROOT_COUNT(options->timeouts) > 0)
 		json_add_jsonb(&jb, "timeouts", options->timeouts);
 	if (options->priority != 0)

@@ -21,6 +21,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 
+/* durable.history shows these with every ActivityTaskScheduled (durable--*.sql) */
 #define DEFAULT_INITIAL_INTERVAL_S	1.0
 #define DEFAULT_BACKOFF_COEFFICIENT	2.0
 #define DEFAULT_MAXIMUM_INTERVAL_S	100.0
@@ -141,24 +142,24 @@ parse_retry(Jsonb *retry, RetryPolicy *policy)
 }
 
 /*
- * The policy as JSON: all of it (what the history records), or only what
- * differs from the defaults (what a task row keeps: every claim writes the
- * row again, so each byte there is two in the WAL; retry_policy_from_jsonb()
- * reads both).
+ * What of the policy differs from the defaults, as JSON: what a task row
+ * keeps (every claim writes the row again, so each byte there is two in the
+ * WAL) and what ActivityTaskScheduled records (durable.history shows the
+ * defaults with it); retry_policy_from_jsonb() reads it back.
  */
 static Jsonb *
-retry_policy_to_jsonb(RetryPolicy *p, bool all)
+retry_policy_to_jsonb(RetryPolicy *p)
 {
 	JsonBuf		jb;
 
 	json_begin(&jb);
-	if (all || p->initial_interval_s != DEFAULT_INITIAL_INTERVAL_S)
+	if (p->initial_interval_s != DEFAULT_INITIAL_INTERVAL_S)
 		json_add_float(&jb, "initial_interval", p->initial_interval_s);
-	if (all || p->backoff_coefficient != DEFAULT_BACKOFF_COEFFICIENT)
+	if (p->backoff_coefficient != DEFAULT_BACKOFF_COEFFICIENT)
 		json_add_float(&jb, "backoff_coefficient", p->backoff_coefficient);
-	if (all || p->maximum_interval_s != DEFAULT_MAXIMUM_INTERVAL_S)
+	if (p->maximum_interval_s != DEFAULT_MAXIMUM_INTERVAL_S)
 		json_add_float(&jb, "maximum_interval", p->maximum_interval_s);
-	if (all || p->maximum_attempts != 0)
+	if (p->maximum_attempts != 0)
 		json_add_int(&jb, "maximum_attempts", p->maximum_attempts);
 	if (p->non_retryable_errors)
 		json_add_jsonb(&jb, "non_retryable_errors", p->non_retryable_errors);
@@ -205,25 +206,22 @@ activity_parse_options(Jsonb *options, ActivityOptions *out)
 	DEFAULT_MAXIMUM_INTERVAL_S, 0, NULL};
 	double		timeouts[lengthof(timeout_names)] = {0};
 	JsonBuf		jb;
-	static Jsonb *default_retry_policy = NULL;
-	static Jsonb *no_timeouts = NULL;	/* and the default policy's stored form */
+	static Jsonb *empty_object = NULL;	/* no timeouts, and the default policy */
 
 	out->priority = 0;
 	/* no options, the usual case: the defaults, built once */
 	if (options == NULL)
 	{
-		if (default_retry_policy == NULL)
+		if (empty_object == NULL)
 		{
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 			json_begin(&jb);
-			no_timeouts = json_end(&jb);
-			default_retry_policy = retry_policy_to_jsonb(&policy, true);
+			empty_object = json_end(&jb);
 			MemoryContextSwitchTo(old);
 		}
-		out->retry_policy = default_retry_policy;
-		out->stored_retry_policy = no_timeouts;
-		out->timeouts = no_timeouts;
+		out->retry_policy = empty_object;
+		out->timeouts = empty_object;
 		return;
 	}
 	if (options != NULL)
@@ -269,8 +267,7 @@ activity_parse_options(Jsonb *options, ActivityOptions *out)
 				parse_retry(retry, &policy);
 		}
 	}
-	out->retry_policy = retry_policy_to_jsonb(&policy, true);
-	out->stored_retry_policy = retry_policy_to_jsonb(&policy, false);
+	out->retry_policy = retry_policy_to_jsonb(&policy);
 
 	json_begin(&jb);
 	for (int i = 0; i < (int) lengthof(timeout_names); i++)

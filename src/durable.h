@@ -464,8 +464,7 @@ typedef struct RetryPolicy
 /* Normalized activity options. */
 typedef struct ActivityOptions
 {
-	Jsonb	   *retry_policy;
-	Jsonb	   *stored_retry_policy;	/* the task row's: what is not default */
+	Jsonb	   *retry_policy;	/* what differs from the defaults ('{}': none) */
 	Jsonb	   *timeouts;		/* {"start_to_close": seconds, ...} */
 	int32		priority;
 } ActivityOptions;

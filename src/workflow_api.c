@@ -126,8 +126,6 @@ issue_command(Replay *r, text *activity, Jsonb *input, text *task_queue,
 	cmd->task_queue = text_to_cstring(task_queue);
 	cmd->input = input ? DatumGetJsonbPCopy(JsonbPGetDatum(input)) : NULL;
 	cmd->options.retry_policy = DatumGetJsonbPCopy(JsonbPGetDatum(parsed.retry_policy));
-	cmd->options.stored_retry_policy =
-		DatumGetJsonbPCopy(JsonbPGetDatum(parsed.stored_retry_policy));
 	cmd->options.timeouts = DatumGetJsonbPCopy(JsonbPGetDatum(parsed.timeouts));
 	cmd->options.priority = parsed.priority;
 	MemoryContextSwitchTo(old);
