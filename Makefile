@@ -2,7 +2,7 @@
 
 MODULE_big = durable
 OBJS = src/durable.o src/shmem.o src/launcher.o src/worker.o src/engine.o src/rows.o src/row_indexes.o src/task_rows.o src/plans.o \
-       src/token.o src/activity_options.o src/activity.o src/activity_workers.o src/history.o src/environment.o src/replay.o src/plpgsql_exprs.o src/workflow_api.o src/replayed_calls.o src/sql_activity.o src/timers.o src/client.o src/queue_heads.o
+       src/token.o src/activity_options.o src/activity.o src/activity_workers.o src/history.o src/environment.o src/replay.o src/plpgsql_exprs.o src/workflow_api.o src/replayed_calls.o src/sql_activity.o src/timers.o src/client.o src/queue_heads.o src/user_functions.o
 EXTENSION = durable
 DATA = durable--0.1.sql
 PGFILEDESC = "durable - durable execution of workflows inside PostgreSQL"

@@ -32,6 +32,43 @@ SELECT status FROM durable.describe('swallow-1');
 SELECT durable.complete_activity(:'token', '"done"');
 SELECT durable.result('swallow-1', wait => '10 s');
 
+-- Settings the code's function sets (ALTER FUNCTION ... SET) hold from the
+-- next task on, in a backend that ran the function before: what the engine
+-- keeps of a function across calls goes when any function changes.
+CREATE FUNCTION setting_seen(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE seen jsonb := '[]';
+BEGIN
+  PERFORM durable.activity('step', '1', task_queue => 'replay');
+  seen := seen || to_jsonb(current_setting('work_mem'));
+  PERFORM durable.activity('step', '2', task_queue => 'replay');
+  RETURN seen || to_jsonb(current_setting('work_mem'));
+END $$;
+SELECT durable.start_workflow('setting_seen', '{}', workflow_id => 'setting-1');
+SELECT task_token AS token FROM durable.poll_activity('replay', wait => '10 s') \gset
+-- this backend runs the code's next task
+SELECT durable.complete_activity(:'token');
+ALTER FUNCTION setting_seen(jsonb) SET work_mem = '1234kB';
+SELECT task_token AS token FROM durable.poll_activity('replay', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token');
+SELECT durable.result('setting-1', wait => '10 s');
+
+-- Code that queries another run of its own function: the query replays that
+-- run inside this run's call, each with a call of its own (a SQL function
+-- keeps the state of the call that is running with the call's information).
+CREATE FUNCTION asks_twin(input jsonb) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT durable.on_query('me', input->'me');
+  SELECT jsonb_build_object('twin', CASE WHEN input ? 'twin' THEN durable.query(input->>'twin', 'me') END,
+                            'a', durable.activity('a', input->'me', 'twins'));
+$$;
+SELECT durable.start_workflow('asks_twin', '{"me": "one"}', workflow_id => 'twin-1');
+SELECT task_token AS token, input FROM durable.poll_activity('twins', wait => '10 s') \gset
+SELECT durable.start_workflow('asks_twin', '{"me": "two", "twin": "twin-1"}', workflow_id => 'twin-2');
+SELECT task_token AS token2, input FROM durable.poll_activity('twins', wait => '10 s') \gset
+SELECT durable.complete_activity(:'token2', '"a2"');
+SELECT durable.result('twin-2', wait => '10 s');
+SELECT durable.complete_activity(:'token', '"a1"');
+SELECT durable.result('twin-1', wait => '10 s');
+
 -- A failed activity raises DU001 inside the workflow, which can compensate.
 CREATE FUNCTION book_trip(input jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE hotel jsonb;

@@ -397,7 +397,10 @@ extern Jsonb *error_to_jsonb(ErrorData *edata);
 extern Datum jsonb_datum_or_null(Jsonb *j, bool *isnull);
 
 extern bool is_workflow_function(Oid funcoid, Oid *nspid);
+/* user_functions.c */
 extern Oid	engine_function_oid(const char *regprocedure);
+extern FmgrInfo *engine_function_call_begin(Oid funcoid);
+extern void engine_function_call_end(FmgrInfo *flinfo);
 extern void engine_check_role_may_run(Oid funcoid, Oid role);
 extern void engine_become_role(Oid role, bool read_only);
 extern long interval_arg_ms(Interval *iv, const char *what);

@@ -760,61 +760,6 @@ interval_text(Interval *iv)
 
 /* ---- running users' code ---- */
 
-/* Stored function names resolved lately, by this backend. */
-#define FUNCTION_CACHE_SIZE		16
-#define FUNCTION_NAME_MAX		256
-
-typedef struct ResolvedFunction
-{
-	char		name[FUNCTION_NAME_MAX];
-	Oid			funcoid;
-} ResolvedFunction;
-
-static ResolvedFunction resolved_functions[FUNCTION_CACHE_SIZE];
-static int	n_resolved_functions = 0;
-static int	next_resolved_slot = 0;
-
-static void
-forget_resolved_functions(Datum arg, int cacheid, uint32 hashvalue)
-{
-	n_resolved_functions = 0;
-}
-
-/*
- * The function a run stores as regprocedure text (schema-qualified, with
- * its argument types), as regprocedurein would resolve it; remembered until
- * any function, schema or type changes, since parsing the text costs more
- * than the rest of a short workflow task.
- */
-Oid
-engine_function_oid(const char *regprocedure)
-{
-	static bool callbacks_registered = false;
-	Oid			funcoid;
-	int			slot;
-
-	for (int i = 0; i < n_resolved_functions; i++)
-		if (strcmp(resolved_functions[i].name, regprocedure) == 0)
-			return resolved_functions[i].funcoid;
-	if (!callbacks_registered)
-	{
-		CacheRegisterSyscacheCallback(PROCOID, forget_resolved_functions, (Datum) 0);
-		CacheRegisterSyscacheCallback(NAMESPACEOID, forget_resolved_functions, (Datum) 0);
-		CacheRegisterSyscacheCallback(TYPEOID, forget_resolved_functions, (Datum) 0);
-		callbacks_registered = true;
-	}
-	engine_pin_search_path();
-	funcoid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
-												   CStringGetDatum(regprocedure)));
-	if (strlen(regprocedure) >= FUNCTION_NAME_MAX)
-		return funcoid;
-	slot = n_resolved_functions < FUNCTION_CACHE_SIZE ? n_resolved_functions++ :
-		next_resolved_slot++ % FUNCTION_CACHE_SIZE;
-	strcpy(resolved_functions[slot].name, regprocedure);
-	resolved_functions[slot].funcoid = funcoid;
-	return funcoid;
-}
-
 void
 engine_check_role_may_run(Oid funcoid, Oid owner)
 {

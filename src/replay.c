@@ -268,6 +268,7 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 	ResourceOwner oldowner = CurrentResourceOwner;
 	volatile bool setting_up = true;
 	volatile Outcome outcome = OUTCOME_RETURNED;
+	FmgrInfo   *volatile flinfo = NULL;
 
 	/* a query from workflow code replays another run inside this one */
 	Replay	   *outer = current_replay;
@@ -279,7 +280,6 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 	PG_TRY();
 	{
 		Oid			funcoid;
-		FmgrInfo	flinfo;
 		Datum		d;
 
 		LOCAL_FCINFO(fcinfo, 1);
@@ -288,8 +288,8 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 		engine_check_role_may_run(funcoid, r->run->owner);
 		engine_become_role(r->run->owner, true);
 		environment_adopt();
-		fmgr_info(funcoid, &flinfo);
-		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+		flinfo = engine_function_call_begin(funcoid);
+		InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
 		fcinfo->args[0].value = JsonbPGetDatum(r->run->input);
 		fcinfo->args[0].isnull = false;
 
@@ -300,7 +300,7 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 		/* a query runs under its caller's own statement_timeout */
 		if (!r->query_mode)
 			start_task_timeout();
-		plpgsql_exprs_code_begins(r, &flinfo);
+		plpgsql_exprs_code_begins(r, flinfo);
 		d = FunctionCallInvoke(fcinfo);
 		/* fired too late to stop the code: it must not cancel anything else */
 		if (!r->query_mode && stop_task_timeout())
@@ -327,6 +327,8 @@ call_workflow(Replay *r, Jsonb **result, ErrorData **edata)
 		outcome = setting_up ? OUTCOME_TASK_FAILED : classify_error(r, *edata);
 	}
 	PG_END_TRY();
+	if (flinfo != NULL)
+		engine_function_call_end(flinfo);
 
 	/* workflow code wrote nothing that should stay (temp tables included) */
 	RollbackAndReleaseCurrentSubTransaction();

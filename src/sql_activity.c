@@ -73,6 +73,7 @@ call_sql_activity(ClaimedAttempt *a, SqlOutcome *out)
 	double		seconds = activity_timeout_seconds(a->timeouts, "start_to_close");
 	int			timeout_ms = seconds > 0 ? (int) Min(seconds * 1000, INT_MAX) :
 		DEFAULT_SQL_ACTIVITY_TIMEOUT_MS;
+	FmgrInfo   *volatile flinfo = NULL;
 
 	out->result = NULL;
 	out->error = NULL;
@@ -81,19 +82,18 @@ call_sql_activity(ClaimedAttempt *a, SqlOutcome *out)
 	PG_TRY();
 	{
 		Oid			funcoid = engine_function_oid(a->activity);
-		FmgrInfo	flinfo;
 		Datum		d;
 
 		LOCAL_FCINFO(fcinfo, 1);
 
 		engine_check_role_may_run(funcoid, a->run.owner);
 		engine_become_role(a->run.owner, false);
-		fmgr_info(funcoid, &flinfo);
-		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+		flinfo = engine_function_call_begin(funcoid);
+		InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
 		fcinfo->args[0].value = a->input ? JsonbPGetDatum(a->input) : (Datum) 0;
 		fcinfo->args[0].isnull = a->input == NULL;
 		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
-		if (!(flinfo.fn_strict && a->input == NULL))
+		if (!(flinfo->fn_strict && a->input == NULL))
 		{
 			d = FunctionCallInvoke(fcinfo);
 			if (!fcinfo->isnull)
@@ -115,6 +115,8 @@ call_sql_activity(ClaimedAttempt *a, SqlOutcome *out)
 		RollbackAndReleaseCurrentSubTransaction();
 	}
 	PG_END_TRY();
+	if (flinfo != NULL)
+		engine_function_call_end(flinfo);
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 }
