@@ -31,6 +31,14 @@ CREATE TYPE durable.timer_kind AS ENUM
     ('timer', 'retry', 'activity_timeout', 'execution_timeout');
 CREATE TYPE durable.activity_timeout AS ENUM
     ('schedule_to_start', 'start_to_close', 'schedule_to_close', 'heartbeat');
+-- The events a history records, Temporal's names: 4 bytes on each history
+-- row instead of the name's 13 to 28 (durable.history shows them as text).
+CREATE TYPE durable.event_type AS ENUM
+    ('WorkflowExecutionStarted', 'WorkflowTaskCompleted', 'WorkflowTaskFailed',
+     'ActivityTaskScheduled', 'ActivityTaskCompleted', 'ActivityTaskFailed',
+     'ActivityTaskTimedOut', 'ActivityTaskCancelRequested', 'ActivityTaskCanceled',
+     'TimerStarted', 'TimerFired', 'TimerCanceled', 'WorkflowExecutionSignaled',
+     'WorkflowExecutionCompleted', 'WorkflowExecutionFailed', 'WorkflowExecutionTimedOut');
 
 -- Runs: one row per workflow execution.  The hot path locks a run and
 -- writes it (next_event_id, a workflow task's outcome) without statements
@@ -124,7 +132,7 @@ CREATE TABLE durable.recorded_events (
     run_id          pg_catalog.uuid NOT NULL,
     event_id        pg_catalog.int8 NOT NULL,
     event_time      pg_catalog.timestamptz NOT NULL,
-    event_type      pg_catalog.text NOT NULL,
+    event_type      durable.event_type NOT NULL,
     details         pg_catalog.jsonb NOT NULL,
     attempt_started_at pg_catalog.timestamptz,
     attempt_worker  pg_catalog.text,
@@ -135,14 +143,14 @@ CREATE TABLE durable.recorded_events (
 -- Every event of every run, one row each: the recorded ones, and those kept
 -- on the rows after them.
 CREATE VIEW durable.history WITH (security_invoker = true) AS
-    SELECT e.run_id, e.event_id, e.event_time, e.event_type,
+    SELECT e.run_id, e.event_id, e.event_time, e.event_type::pg_catalog.text AS event_type,
            CASE WHEN e.event_type = 'ActivityTaskScheduled'
                 -- the defaults of src/activity_options.c, and what differs
                 THEN e.details || pg_catalog.jsonb_build_object('retry_policy',
                          '{"initial_interval": 1, "backoff_coefficient": 2,
                            "maximum_interval": 100, "maximum_attempts": 0}'::pg_catalog.jsonb
                          || COALESCE(e.details -> 'retry_policy', '{}'))
-                ELSE e.details END
+                ELSE e.details END AS details
       FROM durable.recorded_events e
     UNION ALL
     SELECT e.run_id, e.event_id - 1, e.attempt_started_at, 'ActivityTaskStarted',

@@ -996,6 +996,17 @@ task_completed_details(int32 new_commands)
 	return json_end(&jb);
 }
 
+/* The labels of durable.event_type (durable--*.sql), each event's type. */
+static const char *const event_types[] = {
+	"WorkflowExecutionStarted", "WorkflowTaskCompleted", "WorkflowTaskFailed",
+	"ActivityTaskScheduled", "ActivityTaskCompleted", "ActivityTaskFailed",
+	"ActivityTaskTimedOut", "ActivityTaskCancelRequested", "ActivityTaskCanceled",
+	"TimerStarted", "TimerFired", "TimerCanceled", "WorkflowExecutionSignaled",
+	"WorkflowExecutionCompleted", "WorkflowExecutionFailed", "WorkflowExecutionTimedOut"
+};
+
+#define N_EVENT_TYPES lengthof(event_types)
+
 /* Where the history's columns are (by name: columns may be added). */
 typedef struct HistoryColumns
 {
@@ -1008,6 +1019,7 @@ typedef struct HistoryColumns
 				attempt_started_at,
 				attempt_worker,
 				task_new_commands;
+	Oid			event_type_values[N_EVENT_TYPES];	/* each label's enum value */
 } HistoryColumns;
 
 static const HistoryColumns *
@@ -1030,8 +1042,34 @@ history_columns(Relation rel)
 	c->task_new_commands = rows_known_attnum(relid, "task_new_commands", &known);
 	rows_check_columns(rel, known);
 	bms_free(known);
+	for (int i = 0; i < (int) N_EVENT_TYPES; i++)
+		c->event_type_values[i] =
+			rows_enum_value(TupleDescAttr(RelationGetDescr(rel), c->event_type - 1)->atttypid,
+							event_types[i]);
 	c->relid = relid;
 	return c;
+}
+
+/* An event type's enum value. */
+static Datum
+event_type_value(const HistoryColumns *c, const char *type)
+{
+	for (int i = 0; i < (int) N_EVENT_TYPES; i++)
+		if (strcmp(event_types[i], type) == 0)
+			return ObjectIdGetDatum(c->event_type_values[i]);
+	elog(ERROR, "durable: unknown event type %s", type);
+	return (Datum) 0;			/* keep compiler quiet */
+}
+
+/* An enum value's event type. */
+static const char *
+event_type_label(const HistoryColumns *c, Datum value)
+{
+	for (int i = 0; i < (int) N_EVENT_TYPES; i++)
+		if (c->event_type_values[i] == DatumGetObjectId(value))
+			return event_types[i];
+	elog(ERROR, "durable: event type %u is not known to this version", DatumGetObjectId(value));
+	return NULL;				/* keep compiler quiet */
 }
 
 /*
@@ -1076,7 +1114,7 @@ engine_read_events(Datum run_id, int64 after, EventReader reader, void *arg)
 			reader(arg, event_id - 1, event_time, "WorkflowTaskCompleted",
 				   task_completed_details(DatumGetInt32(new_commands)));
 		reader(arg, event_id, event_time,
-			   TextDatumGetCString(slot_getattr(slot, c->event_type, &isnull)),
+			   event_type_label(c, slot_getattr(slot, c->event_type, &isnull)),
 			   DatumGetJsonbP(slot_getattr(slot, c->details, &isnull)));
 	}
 	index_endscan(scan);
@@ -1145,7 +1183,7 @@ engine_append_events(LockedRun *run, int n, const NewEvent *events)
 		SET(run_id, run->run_id);
 		SET(event_id, Int64GetDatum(id));
 		SET(event_time, TimestampTzGetDatum(events[i].when));
-		SET(event_type, CStringGetTextDatum(events[i].type));
+		SET(event_type, event_type_value(c, events[i].type));
 		SET(details, JsonbPGetDatum(events[i].details));
 #undef SET
 		slots[nrows] = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
