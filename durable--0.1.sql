@@ -165,6 +165,14 @@ CREATE VIEW durable.history WITH (security_invoker = true) AS
       FROM durable.recorded_events e
      WHERE e.task_new_commands IS NOT NULL;
 
+-- A task queue's name hashed to 4 bytes (FNV-1a of its bytes): the first
+-- column of the ready tasks' index.  A claim compares its queue with every
+-- entry it reads, and behind a name of no fixed length the index's other
+-- columns would be found by walking each entry; rows whose names share a
+-- hash are told apart by the name, on the row.
+CREATE FUNCTION durable.task_queue_hash(task_queue pg_catalog.text) RETURNS pg_catalog.int4
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'durable_task_queue_hash';
+
 -- Activity tasks: one row per scheduled activity until it completes or fails
 -- for good, keyed by its run and "handle", the activity's sequence number in
 -- its run (the value durable.activity_async() returns; a task token names
@@ -186,9 +194,11 @@ CREATE TABLE durable.activity_tasks (
     workflow_id     pg_catalog.text COLLATE pg_catalog."C" NOT NULL,
     activity        pg_catalog.text NOT NULL,
     task_queue      pg_catalog.text COLLATE pg_catalog."C" NOT NULL,
+    task_queue_hash pg_catalog.int4 NOT NULL
+        GENERATED ALWAYS AS (durable.task_queue_hash(task_queue)) STORED,
     input           pg_catalog.jsonb,
-    -- what differs from the default policy ('{}': none; the history's
-    -- ActivityTaskScheduled has it all)
+    -- what differs from the default policy ('{}': none; durable.history
+    -- shows it whole)
     retry_policy    pg_catalog.jsonb NOT NULL,
     -- seconds: schedule_to_start, start_to_close, schedule_to_close, heartbeat
     timeouts        pg_catalog.jsonb NOT NULL DEFAULT '{}',
@@ -222,10 +232,10 @@ CREATE TABLE durable.activity_tasks (
     PRIMARY KEY (run_id, handle)
 );
 
--- What poll_activity() reads: ready tasks of one queue, oldest first (those
--- ready at the same time in the order of their rows).
+-- What poll_activity() reads: ready tasks of one queue (by its name's hash),
+-- oldest first (those ready at the same time in the order of their rows).
 CREATE INDEX activity_tasks_ready ON durable.activity_tasks
-    (task_queue, priority DESC, ready_at) WHERE status = 'scheduled';
+    (task_queue_hash, priority DESC, ready_at) WHERE status = 'scheduled';
 
 -- Where pollers count running tasks of a queue (max_in_flight).
 CREATE INDEX activity_tasks_in_flight ON durable.activity_tasks (task_queue)
@@ -618,7 +628,8 @@ CREATE VIEW durable.task_queue_status WITH (security_invoker = true) AS
         UNION SELECT w.task_queue FROM durable._pollers_waiting() w)
     SELECT qs.task_queue,
            (SELECT count(*) FROM durable.activity_tasks t
-             WHERE t.task_queue = qs.task_queue AND t.status = 'scheduled'
+             WHERE t.task_queue_hash = durable.task_queue_hash(qs.task_queue)
+               AND t.task_queue = qs.task_queue AND t.status = 'scheduled'
                AND t.ready_at <= pg_catalog.now()) AS backlog,
            (SELECT count(*) FROM durable.activity_tasks t
              WHERE t.task_queue = qs.task_queue AND t.status = 'started') AS in_flight,

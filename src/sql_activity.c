@@ -195,7 +195,8 @@ sql_activity_run_due(int max_tasks, bool *busy)
 {
 	static EnginePlan due = {NULL,
 		"SELECT run_id, handle FROM durable.activity_tasks"
-		" WHERE task_queue = '" SQL_ACTIVITY_QUEUE "' AND status = 'scheduled' AND ready_at <= $1"
+		" WHERE task_queue_hash = durable.task_queue_hash('" SQL_ACTIVITY_QUEUE "')"
+		"   AND task_queue = '" SQL_ACTIVITY_QUEUE "' AND status = 'scheduled' AND ready_at <= $1"
 		" ORDER BY priority DESC, ready_at LIMIT $2",
 	2, {TIMESTAMPTZOID, INT4OID}};
 	EngineScope scope;

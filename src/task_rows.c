@@ -24,7 +24,35 @@
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
+PG_FUNCTION_INFO_V1(durable_task_queue_hash);
+
 /* ---- the task row of a new activity ---- */
+
+/*
+ * A queue name's hash, the ready index's first column (durable--*.sql):
+ * 32-bit FNV-1a of its bytes, the same on every platform, so that rows
+ * restored elsewhere are found where claims look.
+ */
+static int32
+task_queue_hash(const char *name, int len)
+{
+	uint32		hash = 2166136261u;
+
+	for (int i = 0; i < len; i++)
+	{
+		hash ^= (unsigned char) name[i];
+		hash *= 16777619u;
+	}
+	return (int32) hash;
+}
+
+Datum
+durable_task_queue_hash(PG_FUNCTION_ARGS)
+{
+	text	   *name = PG_GETARG_TEXT_PP(0);
+
+	PG_RETURN_INT32(task_queue_hash(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name)));
+}
 
 /* Where NewTask's columns are in durable.activity_tasks, and what they hold. */
 typedef struct TaskColumns
@@ -38,6 +66,7 @@ typedef struct TaskColumns
 				workflow_id,
 				activity,
 				task_queue,
+				task_queue_hash,
 				input,
 				retry_policy,
 				timeouts,
@@ -75,6 +104,7 @@ task_columns(Relation rel)
 	c->workflow_id = rows_known_attnum(relid, "workflow_id", &known);
 	c->activity = rows_known_attnum(relid, "activity", &known);
 	c->task_queue = rows_known_attnum(relid, "task_queue", &known);
+	c->task_queue_hash = rows_known_attnum(relid, "task_queue_hash", &known);
 	c->input = rows_known_attnum(relid, "input", &known);
 	c->retry_policy = rows_known_attnum(relid, "retry_policy", &known);
 	c->timeouts = rows_known_attnum(relid, "timeouts", &known);
@@ -142,6 +172,7 @@ engine_insert_task(const NewTask *t)
 	SET(workflow_id, CStringGetTextDatum(t->workflow_id));
 	SET(activity, CStringGetTextDatum(t->activity));
 	SET(task_queue, CStringGetTextDatum(t->task_queue));
+	SET(task_queue_hash, Int32GetDatum(task_queue_hash(t->task_queue, strlen(t->task_queue))));
 	if (t->input)
 		SET(input, JsonbPGetDatum(t->input));
 	SET(retry_policy, JsonbPGetDatum(t->retry_policy));
@@ -267,49 +298,17 @@ note_started(TupleTableSlot *started, const TaskColumns *c)
 		durable_timer_added_at_commit(DatumGetTimestampTz(start_to_close_at));
 }
 
-/*
- * Text equality as texteq() decides it under a deterministic collation: the
- * same bytes.  A claim compares the queue name with every entry of the ready
- * index's leaf page it reads (a btree scan reads a page at a time), and
- * texteq() looks the collation up, and the two lengths, at each.
- */
-static Datum
-text_bytes_equal(PG_FUNCTION_ARGS)
-{
-	text	   *a = PG_GETARG_TEXT_PP(0);
-	text	   *b = PG_GETARG_TEXT_PP(1);
-
-	PG_RETURN_BOOL(VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
-				   memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0);
-}
-
-/* The scan key "task_queue = queue" on the ready index's first column. */
+/* The scan key "task_queue_hash = task_queue_hash(queue)" on the ready index. */
 static void
-queue_scan_key(ScanKey key, Relation index, text *queue)
+queue_scan_key(ScanKey key, text *queue)
 {
-	static FmgrInfo bytes_equal;
-	Oid			collation = index->rd_indcollation[0];
-
-	if (bytes_equal.fn_addr == NULL)
-	{
-		bytes_equal.fn_addr = text_bytes_equal;
-		bytes_equal.fn_oid = InvalidOid;
-		bytes_equal.fn_nargs = 2;
-		bytes_equal.fn_strict = true;
-		bytes_equal.fn_mcxt = TopMemoryContext;
-	}
-	/* compared under the index's collation, as the planner would */
-	if (!OidIsValid(collation) || get_collation_isdeterministic(collation))
-		ScanKeyEntryInitializeWithInfo(key, 0, 1, BTEqualStrategyNumber, InvalidOid,
-									   collation, &bytes_equal, PointerGetDatum(queue));
-	else
-		ScanKeyEntryInitialize(key, 0, 1, BTEqualStrategyNumber, InvalidOid,
-							   collation, F_TEXTEQ, PointerGetDatum(queue));
+	ScanKeyInit(key, 1, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(task_queue_hash(VARDATA_ANY(queue), VARSIZE_ANY_EXHDR(queue))));
 }
 
 /*
- * Does the ready index hold (task_queue, priority DESC, ready_at, ...), as
- * the schema makes it?  Only then can a claim start at a queue's head
+ * Does the ready index hold (task_queue_hash, priority DESC, ready_at, ...),
+ * as the schema makes it?  Only then can a claim start at a queue's head
  * (queue_heads.c).
  */
 static bool
@@ -318,7 +317,7 @@ ready_index_has_head_columns(Relation index, const TaskColumns *c)
 	Form_pg_index form = index->rd_index;
 
 	return form->indnkeyatts >= 3 &&
-		form->indkey.values[0] == c->task_queue &&
+		form->indkey.values[0] == c->task_queue_hash &&
 		form->indkey.values[1] == c->priority &&
 		(index->rd_indoption[1] & INDOPTION_DESC) != 0 &&
 		form->indkey.values[2] == c->ready_at &&
@@ -338,11 +337,11 @@ typedef struct ClaimRange
 } ClaimRange;
 
 static int
-claim_scan_keys(ScanKey keys, Relation index, text *queue, const ClaimRange *range)
+claim_scan_keys(ScanKey keys, text *queue, const ClaimRange *range)
 {
 	int			nkeys = 1;
 
-	queue_scan_key(&keys[0], index, queue);
+	queue_scan_key(&keys[0], queue);
 	if (!range->from_head)
 		return nkeys;
 	ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(0));
@@ -437,7 +436,7 @@ claim_scan(Relation rel, Relation index, const TaskColumns *c, text *queue,
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
 	started = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
 	peek = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), table_slot_callbacks(rel));
-	nkeys = claim_scan_keys(keys, index, queue, range);
+	nkeys = claim_scan_keys(keys, queue, range);
 	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
 	/* the entries' own keys, for the head, whether or not their rows are visible */
 	scan->xs_want_itup = first != NULL;
@@ -616,6 +615,9 @@ engine_claim_tasks(const char *queue, const char *worker, TimestampTz now,
 	{
 		ClaimRange	all = {false};
 
+		/* the scan key is on the first column: it must be the hash */
+		if (index->rd_index->indkey.values[0] != c->task_queue_hash)
+			elog(ERROR, "index durable.activity_tasks_ready does not begin with task_queue_hash");
 		n = claim_scan(rel, index, c, queue_text, &all, worker, now, 0, max_tasks,
 					   tentative, snapshot, estate, claimed, NULL);
 	}
