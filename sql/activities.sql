@@ -458,20 +458,16 @@ SELECT durable.result('at-once-1', wait => '10 s');
 -- Two queues whose names share a hash (the ready index's first column): a
 -- poll on one passes over the other's task, older though it is.
 SELECT durable.task_queue_hash('q562789') = durable.task_queue_hash('q779192') AS same_hash;
+CREATE PROCEDURE wait_for_task_on(queue text) LANGUAGE plpgsql AS $$
+BEGIN
+  WHILE NOT EXISTS (SELECT FROM durable.activity_tasks WHERE task_queue = queue) LOOP
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END $$;
 SELECT durable.start_workflow('fan_out', '{"n": 1, "queue": "q562789"}', workflow_id => 'hash-1');
-DO $$
-BEGIN
-  WHILE NOT EXISTS (SELECT FROM durable.activity_tasks WHERE task_queue = 'q562789') LOOP
-    PERFORM pg_sleep(0.01);
-  END LOOP;
-END $$;
+CALL wait_for_task_on('q562789');
 SELECT durable.start_workflow('fan_out', '{"n": 1, "queue": "q779192"}', workflow_id => 'hash-2');
-DO $$
-BEGIN
-  WHILE NOT EXISTS (SELECT FROM durable.activity_tasks WHERE task_queue = 'q779192') LOOP
-    PERFORM pg_sleep(0.01);
-  END LOOP;
-END $$;
+CALL wait_for_task_on('q779192');
 SELECT task_queue, backlog FROM durable.task_queue_status
  WHERE task_queue IN ('q562789', 'q779192') ORDER BY task_queue;
 SELECT workflow_id FROM durable.poll_activity('q779192', wait => '10 s');
