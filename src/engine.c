@@ -798,9 +798,11 @@ engine_become_role(Oid owner, bool read_only)
 	SetUserIdAndSecContext(owner, sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	(void) NewGUCNestLevel();
-	(void) set_config_option("search_path", ENGINE_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	/* the engine's scope may have it already (the worker's always does) */
+	if (!search_path_pinned())
+		(void) set_config_option("search_path", ENGINE_SEARCH_PATH,
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	if (IsBackgroundWorker)
 		(void) set_config_option("lock_timeout",
 								 GetConfigOptionResetString("lock_timeout"),
