@@ -1068,7 +1068,12 @@ event_type_label(const HistoryColumns *c, Datum value)
 	for (int i = 0; i < (int) N_EVENT_TYPES; i++)
 		if (c->event_type_values[i] == DatumGetObjectId(value))
 			return event_types[i];
-	elog(ERROR, "durable: event type %u is not known to this version", DatumGetObjectId(value));
+	/* a label added to durable.event_type by hand, or a newer extension */
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("event type \"%s\" of durable.recorded_events is not known to this version of durable",
+					DatumGetCString(DirectFunctionCall1(enum_out, value))),
+			 errhint("Install the durable library that matches the extension's version.")));
 	return NULL;				/* keep compiler quiet */
 }
 

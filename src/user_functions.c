@@ -28,7 +28,6 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
-#include "utils/regproc.h"
 #include "utils/syscache.h"
 
 #define FUNCTION_CACHE_SIZE		16
